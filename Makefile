@@ -1,0 +1,51 @@
+# fsoracle: the verbs people type. Every target installs what it needs itself.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEBSTAMP:= $(VENV)/.debian-deps
+PYTEST  := $(BIN)/python -m pytest
+export FSORACLE_REQUIRE_TOOLS ?= 0
+
+.PHONY: all venv deps test vm-test bench lint format clean
+all: test
+
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) and installing fsoracle with its dev dependencies"
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+# Debian packages (btrfs-progs 6.14 and QEMU 10 from bookworm-backports, e2fsprogs, zstd...).
+# As root they are installed; otherwise the script says what is missing.
+$(DEBSTAMP): harness/install-debian-deps.sh | $(STAMP)
+	sh harness/install-debian-deps.sh
+	@touch $@
+
+venv: $(STAMP)
+deps: $(STAMP) $(DEBSTAMP)
+
+# unit, property and fast differential tests (budget: 15 min on 2 cores)
+test: deps
+	$(PYTEST) -m "not slow and (not vm or smoke)" $(PYTEST_ARGS)
+
+# the main job: every test marked vm, plus the slow ones (budget: 60 min cold)
+vm-test: deps
+	$(PYTEST) -m "vm or slow" $(PYTEST_ARGS)
+
+# benchmarks and seed reproductions, default presets (budget: 30 min)
+bench: deps
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict model
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

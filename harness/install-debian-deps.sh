@@ -1,0 +1,45 @@
+#!/bin/sh
+# Install the Debian packages fsoracle needs. Run as root; a no-op for what is present.
+# bookworm-backports is enabled by copying the machine's own first Debian source stanza
+# (no mirror host is named here), because btrfs-progs 6.14 and QEMU 10 come from there.
+set -eu
+want_bpo="btrfs-progs qemu-system-x86"
+want_main="e2fsprogs zstd xz-utils cpio kmod busybox-static dropbear-bin openssh-client iproute2 python3 dmsetup"
+if [ "$(id -u)" != 0 ]; then
+    echo "install-debian-deps: not root; skipping Debian packages (install: $want_bpo $want_main)" >&2
+    exit 0
+fi
+need=""
+btrfs_ok=0
+if command -v mkfs.btrfs >/dev/null 2>&1; then
+    v=$(mkfs.btrfs --version 2>&1 | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1)
+    set -- $v
+    if [ "${1:-0}" -gt 6 ] || { [ "${1:-0}" -eq 6 ] && [ "${2:-0}" -ge 14 ]; }; then btrfs_ok=1; fi
+fi
+qemu_ok=0
+if command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    v=$(qemu-system-x86_64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
+    [ "${v:-0}" -ge 10 ] && qemu_ok=1
+fi
+for p in $want_main; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
+done
+if [ $btrfs_ok = 1 ] && [ $qemu_ok = 1 ] && [ -z "$need" ]; then
+    exit 0
+fi
+src=/etc/apt/sources.list.d/debian.sources
+bpo=/etc/apt/sources.list.d/fsoracle-backports.sources
+if [ ! -f "$bpo" ]; then
+    if [ ! -f "$src" ]; then
+        echo "install-debian-deps: $src not found; add bookworm-backports to apt by hand" >&2
+        exit 2
+    fi
+    # first stanza of the machine's own entry, with the suite replaced
+    awk 'BEGIN{RS=""; ORS="\n\n"} NR==1{print; exit}' "$src" \
+        | sed 's/^Suites:.*/Suites: bookworm-backports/' > "$bpo.tmp"
+    mv "$bpo.tmp" "$bpo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $need
+apt-get install -y -qq --no-install-recommends -t bookworm-backports btrfs-progs qemu-system-x86 qemu-utils

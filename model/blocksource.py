@@ -1,0 +1,126 @@
+"""The model's only door to storage: a block source to read from and a sink to write to.
+
+A source is a bytes buffer, a read-only mmap of a file, or a plain file; a sink is a
+writable file (sparse: zero ranges are never written) or a bytearray.  Reading past the end
+raises :class:`FormatError`, so a truncated image is a format error and not an IndexError.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import BinaryIO, Protocol
+
+from model.errors import FormatError
+
+
+class BlockSource(Protocol):
+    """Random-access reads of an image."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self, offset: int, length: int, what: str = "data") -> bytes: ...
+
+
+class BytesSource:
+    """An image held in memory."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._data = memoryview(data).toreadonly()
+
+    @property
+    def size(self) -> int:
+        return len(self._data)
+
+    def read(self, offset: int, length: int, what: str = "data") -> bytes:
+        if offset < 0 or length < 0 or offset + length > len(self._data):
+            raise FormatError(
+                what, offset, f"needs {length} bytes but the image ends at {len(self._data)}"
+            )
+        return bytes(self._data[offset : offset + length])
+
+
+class FileSource:
+    """A read-only view of an image file or block device (mmap where possible).
+
+    The file is opened ``O_RDONLY``: reading an image can never modify it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fh: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        self._fh.seek(0, os.SEEK_END)
+        self._size = self._fh.tell()
+        self._map: mmap.mmap | None = None
+        if self._size > 0:
+            try:
+                self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                self._map = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int, what: str = "data") -> bytes:
+        if offset < 0 or length < 0 or offset + length > self._size:
+            raise FormatError(
+                what, offset, f"needs {length} bytes but the image ends at {self._size}"
+            )
+        if self._map is not None:
+            return self._map[offset : offset + length]
+        self._fh.seek(offset)
+        return self._fh.read(length)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._fh.close()
+
+    def __enter__(self) -> FileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class BlockSink(Protocol):
+    """Random-access writes of an image."""
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+
+class BytesSink:
+    """An image built in memory (grows as needed)."""
+
+    def __init__(self, size: int = 0) -> None:
+        self.data = bytearray(size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        end = offset + len(data)
+        if end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[offset:end] = data
+
+
+class FileSink:
+    """A sparse image file: only the bytes written are allocated."""
+
+    def __init__(self, path: str | os.PathLike[str], size: int) -> None:
+        self.path = os.fspath(path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.ftruncate(self._fd, size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        os.pwrite(self._fd, data, offset)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
