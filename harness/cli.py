@@ -1,0 +1,54 @@
+"""The ``fsoracle`` command line.
+
+Each command family lives in its own ``harness.cmd_*`` module exposing
+``register(subparsers)``; a command is a function ``(args) -> int`` (the exit status).
+Errors the user can cause (:class:`harness.errors.UserError`, :class:`model.errors.FormatError`
+where the input is the problem) end in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from harness.errors import UserError
+from model.errors import FormatError
+
+# command families, in the order `fsoracle --help` lists them
+FAMILIES = ["harness.cmd_btrfs"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fsoracle",
+        description="Reference model and test oracle for filesystem kernel patches.",
+    )
+    sub = parser.add_subparsers(dest="family", metavar="COMMAND")
+    sub.required = True
+    for name in FAMILIES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except (UserError, FormatError) as e:
+        print(f"fsoracle: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fsoracle: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""QEMU machines, kernels, guest root, networking, SSH. Knows kernels, not filesystems."""
