@@ -1,0 +1,308 @@
+"""``fsoracle btrfs ...``: dump and check images with the executable spec."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from harness.errors import UserError
+from harness.jsonout import dumps, to_jsonable
+from model.blocksource import FileSource
+from model.btrfs import constants as C
+from model.btrfs.blockgroups import BG_KEY_TYPES, BlockGroup, block_group_from_item
+from model.btrfs.csum import CSUM_NAMES
+from model.btrfs.reader import BtrfsImage, TreeRoot, TreeStats, tree_name
+from model.errors import FormatError
+
+TREE_ALIASES = {
+    "root": C.ROOT_TREE_OBJECTID,
+    "extent": C.EXTENT_TREE_OBJECTID,
+    "chunk": C.CHUNK_TREE_OBJECTID,
+    "dev": C.DEV_TREE_OBJECTID,
+    "fs": C.FS_TREE_OBJECTID,
+    "csum": C.CSUM_TREE_OBJECTID,
+    "quota": C.QUOTA_TREE_OBJECTID,
+    "uuid": C.UUID_TREE_OBJECTID,
+    "free-space": C.FREE_SPACE_TREE_OBJECTID,
+    "free_space": C.FREE_SPACE_TREE_OBJECTID,
+    "block-group": C.BLOCK_GROUP_TREE_OBJECTID,
+    "block_group": C.BLOCK_GROUP_TREE_OBJECTID,
+    "bg": C.BLOCK_GROUP_TREE_OBJECTID,
+    "data-reloc": C.DATA_RELOC_TREE_OBJECTID,
+    "log": C.TREE_LOG_OBJECTID,
+}
+
+
+def parse_tree_arg(s: str) -> int:
+    """A tree id: a number, a btrfs-progs name (EXTENT_TREE) or a short alias (extent)."""
+    low = s.lower()
+    if low in TREE_ALIASES:
+        return TREE_ALIASES[low]
+    for oid, name in C.TREE_NAMES.items():
+        if name.lower() in (low, low + "_tree"):
+            return oid
+    try:
+        v = int(s, 0)
+    except ValueError:
+        raise UserError(
+            f"unknown tree {s!r}: give a number or one of {', '.join(sorted(TREE_ALIASES))}"
+        ) from None
+    return v & C.U64
+
+
+def open_image(path: str, mirror: int) -> BtrfsImage:
+    """Open an image read-only; a missing or unreadable file is a user error."""
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file")
+    try:
+        src = FileSource(path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot open: {e.strerror}") from None
+    try:
+        return BtrfsImage.open(src, mirror)
+    except FormatError as e:
+        raise UserError(f"{path}: not a readable btrfs image: {e}") from None
+
+
+def flag_names(value: int, names: dict[int, str]) -> list[str]:
+    out = [n for bit, n in names.items() if value & bit]
+    unknown = value & ~sum(names)
+    if unknown:
+        out.append(f"0x{unknown:x}")
+    return out
+
+
+BG_TYPE_NAMES = {
+    C.BLOCK_GROUP_DATA: "DATA",
+    C.BLOCK_GROUP_SYSTEM: "SYSTEM",
+    C.BLOCK_GROUP_METADATA: "METADATA",
+}
+BG_PROFILE_NAMES = {
+    C.BLOCK_GROUP_RAID0: "RAID0",
+    C.BLOCK_GROUP_RAID1: "RAID1",
+    C.BLOCK_GROUP_DUP: "DUP",
+    C.BLOCK_GROUP_RAID10: "RAID10",
+    C.BLOCK_GROUP_RAID5: "RAID5",
+    C.BLOCK_GROUP_RAID6: "RAID6",
+    C.BLOCK_GROUP_RAID1C3: "RAID1C3",
+    C.BLOCK_GROUP_RAID1C4: "RAID1C4",
+}
+
+
+def bg_flags_str(flags: int) -> str:
+    """btrfs-progs' style: DATA|single, METADATA|DUP..."""
+    types = [n for b, n in BG_TYPE_NAMES.items() if flags & b]
+    profs = [n for b, n in BG_PROFILE_NAMES.items() if flags & b] or ["single"]
+    return "|".join(types + profs)
+
+
+def summarize(img: BtrfsImage) -> tuple[list[TreeStats], list[BlockGroup]]:
+    """One pass over every tree: per-tree counts, and the block group items found in the
+    extent tree(s) and the block group tree."""
+    stats: list[TreeStats] = []
+    bgs: list[BlockGroup] = []
+    for root in img.trees():
+        st = TreeStats(root)
+        collect = root.objectid in (C.EXTENT_TREE_OBJECTID, C.BLOCK_GROUP_TREE_OBJECTID)
+        for blk in img.walk(root):
+            if not blk.is_leaf:
+                st.nodes += 1
+                continue
+            st.leaves += 1
+            st.items += blk.nritems
+            if not collect:
+                continue
+            for slot, ih in enumerate(blk.items):
+                if ih.key.type in BG_KEY_TYPES:
+                    bg = block_group_from_item(img, blk.item(slot), root.objectid, blk.logical)
+                    if bg is not None:
+                        bgs.append(bg)
+        stats.append(st)
+    bgs.sort(key=lambda b: (b.start, b.tree))
+    return stats, bgs
+
+
+def super_summary(img: BtrfsImage) -> dict[str, Any]:
+    sb = img.sb
+    return {
+        "mirror": img.mirror,
+        "bytenr": sb.bytenr,
+        "fsid": sb.fsid.hex(),
+        "label": sb.label_str,
+        "generation": sb.generation,
+        "root": sb.root,
+        "root_level": sb.root_level,
+        "chunk_root": sb.chunk_root,
+        "chunk_root_level": sb.chunk_root_level,
+        "log_root": sb.log_root,
+        "total_bytes": sb.total_bytes,
+        "bytes_used": sb.bytes_used,
+        "num_devices": sb.num_devices,
+        "sectorsize": sb.sectorsize,
+        "nodesize": sb.nodesize,
+        "csum_type": sb.csum_type,
+        "csum_name": CSUM_NAMES[sb.csum_type],
+        "nr_global_roots": sb.nr_global_roots,
+        "flags": sb.flags,
+        "compat_flags": sb.compat_flags,
+        "compat_ro_flags": sb.compat_ro_flags,
+        "incompat_flags": sb.incompat_flags,
+        "compat_ro": flag_names(sb.compat_ro_flags, dict(C.COMPAT_RO_NAMES)),
+        "incompat": flag_names(sb.incompat_flags, C.INCOMPAT_NAMES),
+    }
+
+
+def tree_json(st: TreeStats) -> dict[str, Any]:
+    r = st.root
+    return {
+        "id": r.objectid,
+        "name": r.name,
+        "offset": r.offset,
+        "root": r.bytenr,
+        "level": r.level,
+        "height": st.height,
+        "nodes": st.nodes,
+        "leaves": st.leaves,
+        "items": st.items,
+    }
+
+
+def bg_json(bg: BlockGroup) -> dict[str, Any]:
+    d = to_jsonable(bg)
+    d["type"] = bg_flags_str(bg.flags)
+    d["tree_name"] = tree_name(bg.tree)
+    return dict(d)
+
+
+def select_trees(img: BtrfsImage, tree: int) -> list[TreeRoot]:
+    roots = [r for r in img.trees() if r.objectid == tree]
+    if not roots:
+        have = ", ".join(f"{r.objectid} ({r.name})" for r in img.trees())
+        raise UserError(f"the image has no tree {tree}; it has: {have}")
+    return roots
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    img = open_image(args.image, args.super)
+    out = sys.stdout
+    if args.tree is not None:
+        roots = select_trees(img, parse_tree_arg(args.tree))
+        if args.json:
+            items = []
+            for root in roots:
+                for blk, slot, item in img.iter_items(root):
+                    d = to_jsonable(item)
+                    d["key"] = to_jsonable(blk.items[slot].key)
+                    d["kind"] = type(item).__name__
+                    d["leaf"] = blk.logical
+                    d["slot"] = slot
+                    d["tree"] = root.objectid
+                    items.append(d)
+            out.write(dumps({"superblock": super_summary(img), "items": items}) + "\n")
+            return 0
+        from model.btrfs.printtree import print_tree
+
+        for root in roots:
+            for line in print_tree(img, root):
+                out.write(line + "\n")
+        return 0
+    stats, bgs = summarize(img)
+    if args.json:
+        doc = {
+            "superblock": super_summary(img),
+            "trees": [tree_json(s) for s in stats],
+            "block_groups": [bg_json(b) for b in bgs],
+            "findings": [f.to_json() for f in img.findings],
+        }
+        out.write(dumps(doc) + "\n")
+        return 0
+    s = super_summary(img)
+    out.write(
+        f"superblock (mirror {s['mirror']} at {s['bytenr']}): generation {s['generation']},"
+        f" nodesize {s['nodesize']}, sectorsize {s['sectorsize']}, csum {s['csum_name']},"
+        f" total_bytes {s['total_bytes']}, bytes_used {s['bytes_used']},"
+        f" devices {s['num_devices']}\n"
+    )
+    out.write(f"compat_ro: {'|'.join(s['compat_ro']) or '-'}\n")
+    out.write(f"incompat:  {'|'.join(s['incompat']) or '-'}\n\n")
+    out.write("| tree | name | root | height | nodes | leaves | items |\n")
+    out.write("|---:|---|---:|---:|---:|---:|---:|\n")
+    for st in stats:
+        t = tree_json(st)
+        tid = f"{t['id']}" + (f":{t['offset']}" if t["offset"] else "")
+        out.write(
+            f"| {tid} | {t['name']} | {t['root']} | {t['height']} | {t['nodes']} |"
+            f" {t['leaves']} | {t['items']} |\n"
+        )
+    out.write(f"\n{len(bgs)} block groups\n\n")
+    out.write("| start | length | type | used | global_root_id | item in |\n")
+    out.write("|---:|---:|---|---:|---:|---|\n")
+    for bg in bgs:
+        out.write(
+            f"| {bg.start} | {bg.length} | {bg_flags_str(bg.flags)} | {bg.used} |"
+            f" {bg.global_root_id} | {tree_name(bg.tree)} ({bg.key_type}) |\n"
+        )
+    for f in img.findings:
+        out.write(f"warning: {f}\n")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from model.btrfs.check import btrfs_check
+
+    img = open_image(args.image, args.super)
+    res = btrfs_check(img)
+    if args.json:
+        sys.stdout.write(
+            dumps(
+                {
+                    "image": args.image,
+                    "ok": res.ok,
+                    "blocks_checked": res.blocks_checked,
+                    "findings": [f.to_json() for f in res.findings],
+                }
+            )
+            + "\n"
+        )
+    else:
+        for f in res.findings:
+            print(f)
+        verdict = "no error found" if res.ok else f"{len(res.findings)} error(s) found"
+        print(f"checked {res.blocks_checked} tree blocks: {verdict}")
+    return 0 if res.ok else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("btrfs", help="read, check and write btrfs images with the model")
+    bsub = p.add_subparsers(dest="btrfs_cmd", metavar="SUBCOMMAND")
+    bsub.required = True
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("image", help="image file or block device (opened read-only)")
+        sp.add_argument(
+            "--super",
+            type=int,
+            default=0,
+            choices=[0, 1, 2],
+            metavar="N",
+            help="use superblock mirror N (0 = primary at 64 KiB, 1 at 64 MiB, 2 at 256 GiB)",
+        )
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    d = bsub.add_parser(
+        "dump",
+        help="superblock, features, per-tree counts and block groups; --tree: every item",
+    )
+    common(d)
+    d.add_argument(
+        "--tree",
+        metavar="ID|NAME",
+        help="print every item of this tree (text in dump-tree's format, or --json)",
+    )
+    d.set_defaults(func=cmd_dump)
+
+    c = bsub.add_parser("check", help="check consistency like `btrfs check` (exit 1 if not)")
+    common(c)
+    c.set_defaults(func=cmd_check)
