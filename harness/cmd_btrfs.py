@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -188,7 +189,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
     img = open_image(args.image, args.super)
     out = sys.stdout
     if args.tree is not None:
-        roots = select_trees(img, parse_tree_arg(args.tree))
+        if args.tree == "all":
+            roots = img.trees()
+        else:
+            roots = select_trees(img, parse_tree_arg(args.tree))
         if args.json:
             items = []
             for root in roots:
@@ -200,7 +204,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
                     d["slot"] = slot
                     d["tree"] = root.objectid
                     items.append(d)
-            out.write(dumps({"superblock": super_summary(img), "items": items}) + "\n")
+            doc = {"superblock": super_summary(img), "items": items}
+            out.write(json.dumps(doc, separators=(",", ":")) + "\n")
             return 0
         from model.btrfs.printtree import print_tree
 
@@ -216,7 +221,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             "block_groups": [bg_json(b) for b in bgs],
             "findings": [f.to_json() for f in img.findings],
         }
-        out.write(dumps(doc) + "\n")
+        out.write(dumps(doc, pretty=True) + "\n")
         return 0
     s = super_summary(img)
     out.write(
@@ -299,7 +304,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d.add_argument(
         "--tree",
         metavar="ID|NAME",
-        help="print every item of this tree (text in dump-tree's format, or --json)",
+        help="print every item of this tree, or of every tree with 'all'"
+        " (text in dump-tree's format, or --json)",
     )
     d.set_defaults(func=cmd_dump)
 

@@ -1,4 +1,5 @@
-"""Turn results (dataclasses, keys, bytes) into JSON-ready values."""
+"""Turn results (dataclasses, keys, bytes) into JSON-ready values, fast enough for a
+million items."""
 
 from __future__ import annotations
 
@@ -6,16 +7,24 @@ import dataclasses
 import json
 from typing import Any
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name != "raw")
+        _FIELDS[cls] = names
+    return names
+
 
 def to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            if f.name == "raw":
-                continue
-            out[f.name] = to_jsonable(getattr(obj, f.name))
-        return out
-    if isinstance(obj, bytes | bytearray):
+    cls = type(obj)
+    if cls is int or cls is str or cls is bool or cls is float or obj is None:
+        return obj
+    if hasattr(cls, "__dataclass_fields__"):
+        return {n: to_jsonable(getattr(obj, n)) for n in _fields(cls)}
+    if cls is bytes or cls is bytearray:
         return obj.hex()
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
@@ -24,5 +33,8 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(to_jsonable(obj), indent=2)
+def dumps(obj: Any, *, pretty: bool = False) -> str:
+    """JSON text; compact by default (the C encoder: large dumps stay fast)."""
+    if pretty:
+        return json.dumps(to_jsonable(obj), indent=2)
+    return json.dumps(to_jsonable(obj), separators=(",", ":"))
