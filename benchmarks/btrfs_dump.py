@@ -23,10 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from harness.cache import cache_dir  # noqa: E402
-from harness.sizes import parse_size  # noqa: E402
+from harness.cache import cache_dir
+from harness.sizes import parse_size
 
 
 def progress(msg: str) -> None:
