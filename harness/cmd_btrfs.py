@@ -279,6 +279,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if res.ok else 1
 
 
+def cmd_predict_mount(args: argparse.Namespace) -> int:
+    from model.btrfs.mount import predict_mount
+
+    img = open_image(args.image, args.super)
+    cost = predict_mount(img)
+    if args.json:
+        sys.stdout.write(dumps({"image": args.image, "predictions": [cost]}, pretty=True) + "\n")
+        return 0
+    print(
+        f"btrfs_read_block_groups on {args.image}: layout {cost.layout}, tree"
+        f" {tree_name(cost.tree)} ({cost.tree_nodes} nodes + {cost.tree_leaves} leaves),"
+        f" {cost.block_groups} block groups"
+    )
+    print(
+        f"  blocks visited: {cost.visited} ({cost.visited_nodes} nodes +"
+        f" {cost.visited_leaves} leaves) in {cost.searches} searches and"
+        f" {cost.next_leaf_calls} next-leaf steps"
+    )
+    print(
+        f"  first read inside btrfs_read_block_groups: {cost.first_read_inside}"
+        f" (the root node was read earlier by open_ctree)"
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("btrfs", help="read, check and write btrfs images with the model")
     bsub = p.add_subparsers(dest="btrfs_cmd", metavar="SUBCOMMAND")
@@ -312,3 +337,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c = bsub.add_parser("check", help="check consistency like `btrfs check` (exit 1 if not)")
     common(c)
     c.set_defaults(func=cmd_check)
+
+    pm = bsub.add_parser(
+        "predict-mount",
+        help="tree blocks btrfs_read_block_groups reads at mount, from the kernel's search",
+    )
+    common(pm)
+    pm.set_defaults(func=cmd_predict_mount)

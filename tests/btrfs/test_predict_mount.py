@@ -1,0 +1,180 @@
+"""``predict-mount`` against a separate, simple re-implementation of the kernel's block
+group search over ``btrfs inspect-internal dump-tree`` output.
+
+The reference here does not use fsoracle's reader: it parses dump-tree's text into leaves
+(with their first keys and item keys) and nodes (with their children), and counts the
+distinct blocks on the root→leaf paths of every leaf the search visits. A search for key k
+lands in the leaf reached by taking, at each node, the last child whose key is <= k (or the
+first child); from there items are scanned forward leaf by leaf until one with objectid >=
+k.objectid and type BLOCK_GROUP_ITEM (192) is found (find_first_block_group, 6.12).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from model.blocksource import FileSource
+from model.btrfs.mount import predict_mount
+from model.btrfs.reader import BtrfsImage
+from tests.btrfs.images import loop_mounted
+from tests.tools import require_root, require_tool, run
+
+# key type names dump-tree prints in the extent and block group trees (btrfs_tree.h)
+TYPES = {
+    "EXTENT_ITEM": 168,
+    "METADATA_ITEM": 169,
+    "EXTENT_OWNER_REF": 172,
+    "TREE_BLOCK_REF": 176,
+    "EXTENT_DATA_REF": 178,
+    "SHARED_BLOCK_REF": 182,
+    "SHARED_DATA_REF": 184,
+    "BLOCK_GROUP_ITEM": 192,
+    "UNKNOWN.193": 193,
+}
+
+
+@dataclass
+class Blk:
+    addr: int
+    level: int
+    keys: list[tuple[int, int, int]] = field(default_factory=list)
+    children: list[int] = field(default_factory=list)
+
+
+def parse_key(s: str) -> tuple[int, int, int]:
+    o, t, off = s.split()
+    return int(o), TYPES[t] if t in TYPES else int(t.split(".")[-1]), int(off)
+
+
+def parse_dump_tree(text: str) -> tuple[int, dict[int, Blk]]:
+    blocks: dict[int, Blk] = {}
+    root = None
+    cur = None
+    for line in text.splitlines():
+        m = re.match(r"^(node|leaf) (\d+) (?:level (\d+) )?items", line)
+        if m:
+            addr = int(m.group(2))
+            cur = Blk(addr, int(m.group(3) or 0))
+            blocks[addr] = cur
+            root = addr if root is None else root
+            continue
+        m = re.match(r"^\tkey \((.*)\) block (\d+) gen", line)
+        if m and cur is not None:
+            cur.keys.append(parse_key(m.group(1)))
+            cur.children.append(int(m.group(2)))
+            continue
+        m = re.match(r"^\titem \d+ key \((.*)\) itemoff", line)
+        if m and cur is not None:
+            cur.keys.append(parse_key(m.group(1)))
+    assert root is not None
+    return root, blocks
+
+
+def reference_count(text: str) -> tuple[int, int]:
+    """(distinct blocks visited, block groups found) by the simple re-implementation."""
+    root, blocks = parse_dump_tree(text)
+    leaves: list[tuple[int, list[int]]] = []  # (leaf, ancestors) in key order
+
+    def collect(addr: int, anc: list[int]) -> None:
+        b = blocks[addr]
+        if b.level == 0:
+            leaves.append((addr, anc))
+        for c in b.children:
+            collect(c, [*anc, addr])
+
+    collect(root, [])
+
+    def land(k: tuple[int, int, int]) -> int:
+        addr = root
+        while blocks[addr].level > 0:
+            b = blocks[addr]
+            idx = max([i for i, kk in enumerate(b.keys) if kk <= k], default=0)
+            addr = b.children[idx]
+        return next(i for i, (a, _) in enumerate(leaves) if a == addr)
+
+    visited: set[int] = set()
+
+    def visit(i: int) -> None:
+        visited.add(leaves[i][0])
+        visited.update(leaves[i][1])
+
+    found = 0
+    key = (0, 192, 0)
+    while True:
+        i = land(key)
+        visit(i)
+        hit = None
+        while hit is None and i < len(leaves):
+            for k in blocks[leaves[i][0]].keys:
+                if k >= key and k[0] >= key[0] and k[1] == 192:
+                    hit = k
+                    break
+            if hit is None:
+                i += 1
+                if i < len(leaves):
+                    visit(i)
+        if hit is None:
+            break
+        found += 1
+        key = (hit[0] + hit[2], 192, 0)
+    return len(visited), found
+
+
+def many_bg_image(path: Path, bg_tree: bool) -> Path:
+    """16 GiB, 4 KiB nodes, 3000 preallocated 4 MiB files through the host kernel: a
+    two-level extent tree with a dozen data block groups spread through it."""
+    require_root("a loop mount")
+    with open(path, "wb") as f:
+        f.truncate(16 << 30)
+    extra = ["-O", "block-group-tree"] if bg_tree else []
+    subprocess.run(["mkfs.btrfs", "-q", "-f", "-n", "4096", *extra, str(path)], check=True)
+    with loop_mounted(path) as mnt:
+        for i in range(3000):
+            fd = os.open(mnt / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644)
+            os.posix_fallocate(fd, 0, 4 << 20)
+            os.close(fd)
+    return path
+
+
+@pytest.fixture(scope="module")
+def many_bg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    require_tool("mkfs.btrfs")
+    d = tmp_path_factory.mktemp("many-bg")
+    return {
+        "extent-tree": many_bg_image(d / "et.img", False),
+        "bg-tree": many_bg_image(d / "bgt.img", True),
+    }
+
+
+@pytest.mark.parametrize("variant", ["kernel", "kernel-bg-tree", "rootdir-4k", "default"])
+def test_predict_mount_matches_reference(btrfs_image, variant: str) -> None:
+    require_tool("btrfs")
+    path = btrfs_image(variant)
+    check_image(path)
+
+
+@pytest.mark.parametrize("layout", ["extent-tree", "bg-tree"])
+def test_predict_mount_many_block_groups(many_bg: dict[str, Path], layout: str) -> None:
+    require_tool("btrfs")
+    visited = check_image(many_bg[layout])
+    if layout == "extent-tree":
+        assert visited > 12  # spread over many leaves: the point of the bg tree
+
+
+def check_image(path: Path) -> int:
+    img = BtrfsImage.open(FileSource(path))
+    cost = predict_mount(img)
+    r = run(["btrfs", "inspect-internal", "dump-tree", "-t", str(cost.tree), str(path)])
+    assert r.returncode == 0, r.stderr
+    ref_visited, ref_found = reference_count(r.stdout)
+    chunks = run(["btrfs", "inspect-internal", "dump-tree", "-t", "3", str(path)]).stdout
+    assert cost.block_groups == ref_found == chunks.count("CHUNK_ITEM")
+    assert cost.visited == ref_visited
+    assert cost.first_read_inside == ref_visited - 1
+    return cost.visited
