@@ -304,6 +304,52 @@ def cmd_predict_mount(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mkfs(args: argparse.Namespace) -> int:
+    import time
+
+    from harness.sizes import parse_size
+    from model.blocksource import FileSink
+    from model.btrfs.csum import CSUM_NAMES
+    from model.btrfs.mkfs import MkfsConfig, MkfsError, make_btrfs
+
+    csum = {v: k for k, v in CSUM_NAMES.items()} | {"xxhash": 1, "blake2b": 3, "blake2": 3}
+    if args.csum not in csum:
+        raise UserError(f"unknown --csum {args.csum!r}: use crc32c, xxhash, sha256 or blake2")
+    cfg = MkfsConfig(
+        size=parse_size(args.size),
+        nodesize=parse_size(args.nodesize),
+        sectorsize=parse_size(args.sectorsize),
+        csum_type=csum[args.csum],
+        layout=args.layout,
+        fill=parse_size(args.fill),
+        extent_size=parse_size(args.extent_size),
+        files=args.files,
+        seed=args.seed,
+    )
+    try:
+        cfg.validate()
+    except MkfsError as e:
+        raise UserError(str(e)) from None
+    if os.path.exists(args.image) and not args.force:
+        raise UserError(f"{args.image} exists: pass --force to overwrite it")
+    t0 = time.monotonic()
+    tmp = args.image + ".tmp"
+    try:
+        with FileSink(tmp, cfg.size) as sink:
+            res = make_btrfs(cfg, sink)
+    except MkfsError as e:
+        os.unlink(tmp)
+        raise UserError(str(e)) from None
+    os.replace(tmp, args.image)
+    dt = time.monotonic() - t0
+    print(
+        f"{args.image}: {cfg.layout}, {cfg.size} bytes, nodesize {cfg.nodesize},"
+        f" {len(res.chunks)} block groups, {cfg.n_files} files, {cfg.n_extents} extents,"
+        f" {res.tree_block_count} tree blocks, bytes_used {res.bytes_used} ({dt:.1f} s)"
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("btrfs", help="read, check and write btrfs images with the model")
     bsub = p.add_subparsers(dest="btrfs_cmd", metavar="SUBCOMMAND")
@@ -337,6 +383,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c = bsub.add_parser("check", help="check consistency like `btrfs check` (exit 1 if not)")
     common(c)
     c.set_defaults(func=cmd_check)
+
+    mk = bsub.add_parser("mkfs", help="write a complete filesystem image with the model")
+    mk.add_argument("image")
+    mk.add_argument("--size", required=True, help="device size, e.g. 1G, 128G, 1T")
+    mk.add_argument("--nodesize", default="16K")
+    mk.add_argument("--sectorsize", default="4K")
+    mk.add_argument("--csum", default="crc32c", help="crc32c, xxhash, sha256 or blake2")
+    mk.add_argument(
+        "--layout", default="extent-tree", choices=["extent-tree", "bg-tree", "skinny-bg-tree"]
+    )
+    mk.add_argument("--fill", default="0", help="bytes of preallocated file extents")
+    mk.add_argument("--extent-size", default="4M")
+    mk.add_argument(
+        "--files", type=int, default=None, help="number of files (default: one per extent)"
+    )
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--force", action="store_true", help="overwrite an existing image")
+    mk.set_defaults(func=cmd_mkfs)
 
     pm = bsub.add_parser(
         "predict-mount",

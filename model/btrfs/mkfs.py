@@ -1,0 +1,1113 @@
+"""The image writer: a complete btrfs filesystem built by the model (mkfs in Python).
+
+What it writes, and whose rules it follows:
+
+* Chunks sized as the kernel's chunk allocator sizes them (``calc_chunk_size`` in
+  ``fs/btrfs/space-info.c``, ``decide_stripe_size_regular`` and
+  ``init_alloc_chunk_ctl_policy_regular`` in ``fs/btrfs/volumes.c``, 6.12): SYSTEM 32 MiB,
+  METADATA 1 GiB above 50 GiB of device (else 256 MiB), DATA up to 10 GiB with stripes of at
+  most 1 GiB — all capped at 10 % of the device and rounded up to 16 MiB when the cap
+  applies. SYSTEM and METADATA are DUP, DATA SINGLE. Dev extents are placed first-fit from
+  1 MiB (``find_free_dev_extent``), logical addresses follow each other from 1 MiB
+  (``find_next_chunk``). Metadata chunks come first in logical order, then data (a kernel
+  populating the filesystem would interleave a second metadata chunk among data chunks).
+* Superblock copies (``btrfs_sb_offset``) and the 64 KiB stripes they occupy inside block
+  groups are excluded from allocation (``exclude_super_stripes``).
+* Files: ``--fill`` bytes of preallocated extents of ``--extent-size`` (as ``fallocate``
+  makes them: PREALLOC file extents, inode flag PREALLOC, nbytes = size), spread over
+  ``--files`` files named ``dNNN/fNNNNNN`` (1000 per directory), inode numbers handed out in
+  creation order from 257 as ``btrfs_find_free_objectid`` does, data extents allocated
+  first-fit in address order (``find_free_extent`` without clustering).
+* Trees: root, chunk, dev, extent, fs, csum (empty: no data written), free space (the exact
+  complement of used space), uuid, data-reloc and, per layout, the block group tree.
+  Leaves are packed full, as the kernel's ``split_leaf`` + ``push_leaf_left`` leave them
+  under append-ordered inserts (measured on kernel-populated images: extent tree leaves
+  99 % full); nodes likewise.
+* Layouts: ``extent-tree`` (BLOCK_GROUP_ITEMs in the extent tree), ``bg-tree`` (the merged
+  block group tree: compat_ro BLOCK_GROUP_TREE, which 6.12 requires with
+  FREE_SPACE_TREE_VALID and NO_HOLES), ``skinny-bg-tree`` (bg-tree plus incompat
+  :data:`INCOMPAT_SKINNY_BG_TREE`, items (start, 193, used) with empty bodies).
+
+The writer is deterministic: UUIDs and times derive from ``seed``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from model.blocksource import BlockSink
+from model.btrfs import constants as C
+from model.btrfs.csum import btrfs_name_hash, csum_block, hash_extent_data_ref
+from model.btrfs.encode import (
+    encode_block_group_item,
+    encode_chunk_item,
+    encode_dev_extent,
+    encode_dev_item,
+    encode_dir_item,
+    encode_extent_item,
+    encode_file_extent_item,
+    encode_free_space_info,
+    encode_inode_item,
+    encode_inode_ref,
+    encode_root_item,
+)
+from model.btrfs.items import (
+    BlockGroupItem,
+    ChunkItem,
+    DevExtent,
+    DevItem,
+    DirEntry,
+    DirItem,
+    ExtentItem,
+    FileExtentItem,
+    FreeSpaceInfo,
+    InlineRef,
+    InodeItem,
+    InodeRef,
+    InodeRefEntry,
+    Key,
+    RootItem,
+    Stripe,
+    Timespec,
+)
+from model.btrfs.superblock import Superblock
+
+SZ_1M = 1 << 20
+SZ_16M = 16 << 20
+SZ_32M = 32 << 20
+SZ_256M = 256 << 20
+SZ_1G = 1 << 30
+BTRFS_MAX_DATA_CHUNK_SIZE = 10 * SZ_1G
+BTRFS_MAX_EXTENT_SIZE = 128 * SZ_1M
+
+# The forward-ported SKINNY_BG_TREE incompat bit (patches/skinny-bg-tree/series.yaml).
+# 6.12 uses bits 0-14 and 16; bits 15 and 17 are claimed by proposed features, and the 2019
+# RFC's 1 << 11 and the 2020 progs series' 1 << 12 went to RAID1C34 and ZONED. Bit 24
+# leaves room for the next mainline features.
+INCOMPAT_SKINNY_BG_TREE = 1 << 24
+
+LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
+FILES_PER_DIR = 1000
+GENERATION = 8
+EPOCH = 1_700_000_000
+MODE_DIR = 0o040755
+MODE_FILE = 0o100644
+BTRFS_INODE_PREALLOC = 1 << 4
+BTRFS_INODE_ROOT_ITEM_INIT = 1 << 31
+DEFAULT_INCOMPAT = (
+    C.INCOMPAT_MIXED_BACKREF
+    | C.INCOMPAT_BIG_METADATA
+    | C.INCOMPAT_EXTENDED_IREF
+    | C.INCOMPAT_SKINNY_METADATA
+    | C.INCOMPAT_NO_HOLES
+)
+
+
+class MkfsError(ValueError):
+    """The configuration cannot be built (the message says why)."""
+
+
+@dataclass(frozen=True)
+class MkfsConfig:
+    size: int
+    nodesize: int = 16384
+    sectorsize: int = 4096
+    csum_type: int = C.CSUM_TYPE_CRC32
+    layout: str = "extent-tree"
+    fill: int = 0
+    extent_size: int = 4 * SZ_1M
+    files: int | None = None
+    seed: int = 0
+    label: str = ""
+
+    def validate(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise MkfsError(f"layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
+        for name, v in (("nodesize", self.nodesize), ("sectorsize", self.sectorsize)):
+            if v & (v - 1) or v < 4096 or v > 65536:
+                raise MkfsError(f"{name} {v} must be a power of two in [4096, 65536]")
+        if self.nodesize < self.sectorsize:
+            raise MkfsError("nodesize must be at least sectorsize")
+        if self.size < 256 * SZ_1M:
+            raise MkfsError(f"size {self.size} is below the 256 MiB this writer needs")
+        if self.extent_size <= 0 or self.extent_size % self.sectorsize:
+            raise MkfsError("extent size must be a positive multiple of sectorsize")
+        if self.extent_size > BTRFS_MAX_EXTENT_SIZE:
+            raise MkfsError("extent size above BTRFS_MAX_EXTENT_SIZE (128 MiB)")
+        if self.fill % self.extent_size:
+            raise MkfsError("fill must be a multiple of the extent size")
+        if self.files is not None and self.files < 0:
+            raise MkfsError("files must be >= 0")
+
+    @property
+    def n_extents(self) -> int:
+        return self.fill // self.extent_size
+
+    @property
+    def n_files(self) -> int:
+        return self.n_extents if self.files is None else self.files
+
+
+def _uuid(seed: int, what: str) -> bytes:
+    return hashlib.sha256(f"fsoracle-mkfs-{seed}-{what}".encode()).digest()[:16]
+
+
+# ---- chunk allocation ---------------------------------------------------------------
+
+
+@dataclass
+class Chunk:
+    """A chunk/block group being laid out: logical start, length, type flags, and the
+    physical start of each stripe (all on devid 1)."""
+
+    start: int
+    length: int
+    flags: int
+    stripes: list[int]
+    used: int = 0
+    excluded: list[tuple[int, int]] = field(default_factory=list)  # super stripes
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+def calc_chunk_size(total_bytes: int, flags: int) -> int:
+    """``calc_chunk_size()`` (space-info.c, non-zoned)."""
+    if flags & C.BLOCK_GROUP_DATA:
+        return BTRFS_MAX_DATA_CHUNK_SIZE
+    if flags & C.BLOCK_GROUP_SYSTEM:
+        return SZ_32M
+    return SZ_1G if total_bytes > 50 * SZ_1G else SZ_256M
+
+
+def round_up(v: int, a: int) -> int:
+    return (v + a - 1) // a * a
+
+
+def decide_stripe_size_regular(
+    total_bytes: int, flags: int, max_avail: int
+) -> tuple[int, int, int]:
+    """(stripe_size, num_stripes, chunk_size) for one device, ``decide_stripe_size_regular``
+    with ``init_alloc_chunk_ctl_policy_regular``'s limits. DUP: two stripes, one copy of
+    data."""
+    dup = not flags & C.BLOCK_GROUP_DATA
+    dev_stripes = 2 if dup else 1
+    max_chunk_size = min(calc_chunk_size(total_bytes, flags), total_bytes // 10)
+    stripe_size = max_avail // dev_stripes
+    num_stripes = dev_stripes
+    data_stripes = 1
+    if stripe_size * data_stripes > max_chunk_size:
+        stripe_size = min(round_up(max_chunk_size // data_stripes, SZ_16M), stripe_size)
+    stripe_size = min(stripe_size, SZ_1G)
+    stripe_size -= stripe_size % C.BTRFS_STRIPE_LEN
+    return stripe_size, num_stripes, stripe_size * data_stripes
+
+
+class ChunkAllocator:
+    """Chunks on one device of ``total_bytes``: dev extents first-fit from 1 MiB, logical
+    addresses one after another from 1 MiB."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total = total_bytes
+        self.next_physical = C.BTRFS_DEVICE_RANGE_RESERVED
+        self.next_logical = C.BTRFS_DEVICE_RANGE_RESERVED
+        self.chunks: list[Chunk] = []
+
+    def btrfs_create_chunk(self, flags: int) -> Chunk:
+        avail = self.total - self.next_physical
+        stripe, n, chunk_size = decide_stripe_size_regular(self.total, flags, avail)
+        if stripe < C.BTRFS_STRIPE_LEN:
+            raise MkfsError(
+                f"device of {self.total} bytes is full: no room for another chunk"
+                f" (type 0x{flags:x})"
+            )
+        stripes = [self.next_physical + i * stripe for i in range(n)]
+        self.next_physical += n * stripe
+        profile = 0 if flags & C.BLOCK_GROUP_DATA else C.BLOCK_GROUP_DUP
+        c = Chunk(self.next_logical, chunk_size, flags | profile, stripes)
+        self.next_logical += chunk_size
+        c.excluded = exclude_super_stripes(c, self.total)
+        self.chunks.append(c)
+        return c
+
+
+def exclude_super_stripes(c: Chunk, total_bytes: int) -> list[tuple[int, int]]:
+    """``exclude_super_stripes()``: logical ranges of a block group that hold superblock
+    copies (64 KiB each, ``btrfs_rmap_block``'s stripe length) — never allocated, never
+    free."""
+    out: list[tuple[int, int]] = []
+    if c.start < C.SUPER_INFO_OFFSET:
+        out.append((c.start, C.SUPER_INFO_OFFSET - c.start))
+    for i in range(C.SUPER_MIRROR_MAX):
+        phys = C.btrfs_sb_offset(i)
+        if phys + C.SUPER_INFO_SIZE > total_bytes:
+            continue
+        for s in c.stripes:
+            if s <= phys < s + c.length:
+                logical = c.start + (phys - s)
+                if all(x[0] != logical for x in out):
+                    out.append((logical, min(C.BTRFS_STRIPE_LEN, c.end - logical)))
+    return sorted(out)
+
+
+class RangeAllocator:
+    """First-fit allocation inside one block group, skipping excluded ranges: the order
+    ``find_free_extent`` hands out space when nothing is ever freed."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self.cursor = chunk.start
+        self.allocated: list[tuple[int, int]] = []
+
+    def alloc(self, size: int) -> int | None:
+        pos = self.cursor
+        while True:
+            if pos + size > self.chunk.end:
+                return None
+            clash = next(
+                (e for e in self.chunk.excluded if e[0] < pos + size and pos < e[0] + e[1]),
+                None,
+            )
+            if clash is None:
+                break
+            pos = clash[0] + clash[1]
+        self.cursor = pos + size
+        self.allocated.append((pos, size))
+        self.chunk.used += size
+        return pos
+
+
+# ---- tree blocks ----------------------------------------------------------------------
+
+
+Items = list[tuple[Key, bytes]]
+
+
+@dataclass
+class Block:
+    level: int
+    keys: list[Key]
+    items: Items | None = None  # leaves
+    children: list[Block] | None = None  # nodes
+    bytenr: int = 0
+
+
+def pack_leaves(items: Items, nodesize: int) -> list[Block]:
+    """Leaves packed full, in key order (what append-ordered inserts leave behind)."""
+    cap = nodesize - C.BTRFS_HEADER_SIZE
+    leaves: list[Block] = []
+    cur: Items = []
+    used = 0
+    for k, data in items:
+        need = C.BTRFS_ITEM_SIZE + len(data)
+        if cur and used + need > cap:
+            leaves.append(Block(0, [x[0] for x in cur], cur))
+            cur, used = [], 0
+        cur.append((k, data))
+        used += need
+    if cur or not leaves:
+        leaves.append(Block(0, [x[0] for x in cur], cur))
+    return leaves
+
+
+def build_tree(items: Items, nodesize: int) -> Block:
+    """A tree over sorted items: full leaves, full nodes above them; returns the root."""
+    level = pack_leaves(items, nodesize)
+    per_node = (nodesize - C.BTRFS_HEADER_SIZE) // C.BTRFS_KEY_PTR_SIZE
+    lvl = 0
+    while len(level) > 1:
+        lvl += 1
+        nxt = []
+        for i in range(0, len(level), per_node):
+            kids = level[i : i + per_node]
+            nxt.append(Block(lvl, [b.keys[0] for b in kids], children=kids))
+        level = nxt
+    return level[0]
+
+
+def tree_blocks(root: Block) -> list[Block]:
+    """Breadth-first: the root first."""
+    out = [root]
+    i = 0
+    while i < len(out):
+        if out[i].children:
+            out.extend(out[i].children or [])
+        i += 1
+    return out
+
+
+def level_counts(item_sizes: Sequence[int], nodesize: int) -> tuple[int, ...]:
+    """Blocks per level (index 0 = leaves) that ``build_tree`` makes for items of these
+    data sizes."""
+    cap = nodesize - C.BTRFS_HEADER_SIZE
+    leaves = 1
+    used = 0
+    first = True
+    for s in item_sizes:
+        need = C.BTRFS_ITEM_SIZE + s
+        if not first and used + need > cap:
+            leaves += 1
+            used = 0
+        used += need
+        first = False
+    counts = [leaves]
+    per_node = cap // C.BTRFS_KEY_PTR_SIZE
+    while counts[-1] > 1:
+        counts.append((counts[-1] + per_node - 1) // per_node)
+    return tuple(counts)
+
+
+def bfs_levels(counts: Sequence[int]) -> list[int]:
+    """Levels of a tree's blocks in ``tree_blocks`` (breadth-first) order."""
+    return [lvl for lvl in range(len(counts) - 1, -1, -1) for _ in range(counts[lvl])]
+
+
+@dataclass
+class Header:
+    fsid: bytes
+    chunk_tree_uuid: bytes
+    generation: int
+    csum_type: int
+    nodesize: int
+
+
+def serialize_block(b: Block, owner: int, h: Header) -> bytes:
+    """The on-disk bytes of a block (header, item table or key pointers, data packed from
+    the end), checksum included."""
+    ns = h.nodesize
+    buf = bytearray(ns)
+    flags = C.HEADER_FLAG_WRITTEN | (C.MIXED_BACKREF_REV << C.BACKREF_REV_SHIFT)
+    if b.level == 0:
+        items = b.items or []
+        end = ns - C.BTRFS_HEADER_SIZE
+        for i, (k, data) in enumerate(items):
+            end -= len(data)
+            off = C.BTRFS_HEADER_SIZE + i * C.BTRFS_ITEM_SIZE
+            buf[off : off + C.BTRFS_ITEM_SIZE] = (
+                k.pack() + end.to_bytes(4, "little") + len(data).to_bytes(4, "little")
+            )
+            buf[C.BTRFS_HEADER_SIZE + end : C.BTRFS_HEADER_SIZE + end + len(data)] = data
+        n = len(items)
+    else:
+        kids = b.children or []
+        for i, child in enumerate(kids):
+            off = C.BTRFS_HEADER_SIZE + i * C.BTRFS_KEY_PTR_SIZE
+            buf[off : off + C.BTRFS_KEY_PTR_SIZE] = (
+                child.keys[0].pack()
+                + child.bytenr.to_bytes(8, "little")
+                + h.generation.to_bytes(8, "little")
+            )
+        n = len(kids)
+    hdr = (
+        bytes(32)
+        + h.fsid
+        + b.bytenr.to_bytes(8, "little")
+        + flags.to_bytes(8, "little")
+        + h.chunk_tree_uuid
+        + h.generation.to_bytes(8, "little")
+        + owner.to_bytes(8, "little")
+        + n.to_bytes(4, "little")
+        + bytes([b.level])
+    )
+    buf[: C.BTRFS_HEADER_SIZE] = hdr
+    buf[: C.BTRFS_CSUM_SIZE] = csum_block(h.csum_type, bytes(buf))
+    return bytes(buf)
+
+
+# ---- the filesystem's content -----------------------------------------------------------
+
+
+def _ts(sec: int) -> Timespec:
+    return Timespec(sec, 0)
+
+
+def inode_item(
+    gen: int, size: int, nbytes: int, nlink: int, mode: int, flags: int = 0, seq: int = 0
+) -> bytes:
+    t = _ts(EPOCH)
+    return encode_inode_item(
+        InodeItem(
+            Key(0, 0, 0),
+            gen,
+            gen,
+            size,
+            nbytes,
+            0,
+            nlink,
+            0,
+            0,
+            mode,
+            0,
+            flags,
+            seq,
+            t,
+            t,
+            t,
+            t,
+        )
+    )
+
+
+def dir_entry(dir_ino: int, ino: int, name: bytes, ftype: int, transid: int) -> bytes:
+    loc = Key(ino, C.INODE_ITEM_KEY, 0)
+    return encode_dir_item(DirItem(Key(dir_ino, 0, 0), (DirEntry(loc, transid, ftype, name, b""),)))
+
+
+def root_item(
+    bytenr: int,
+    level: int,
+    gen: int,
+    bytes_used: int,
+    *,
+    fs_tree: bool,
+    uuid: bytes,
+    root_dirid: int = 0,
+    inode_flags: int = 0,
+) -> bytes:
+    inode = InodeItem(
+        Key(0, 0, 0),
+        1,
+        0,
+        3,
+        0,
+        0,
+        1,
+        0,
+        0,
+        MODE_DIR,
+        0,
+        inode_flags,
+        0,
+        _ts(0),
+        _ts(0),
+        _ts(0),
+        _ts(0),
+    )
+    if not fs_tree:
+        inode = InodeItem(
+            Key(0, 0, 0),
+            1,
+            0,
+            3,
+            0,
+            0,
+            1,
+            0,
+            0,
+            MODE_DIR,
+            0,
+            0,
+            0,
+            _ts(0),
+            _ts(0),
+            _ts(0),
+            _ts(0),
+        )
+    t = _ts(EPOCH) if fs_tree else _ts(0)
+    return encode_root_item(
+        RootItem(
+            Key(0, 0, 0),
+            inode,
+            gen,
+            root_dirid,
+            bytenr,
+            0,
+            bytes_used,
+            0,
+            0,
+            1,
+            Key(0, 0, 0),
+            0,
+            level,
+            gen,
+            uuid,
+            bytes(16),
+            bytes(16),
+            0,
+            0,
+            0,
+            0,
+            t,
+            t,
+            _ts(0),
+            _ts(0),
+        )
+    )
+
+
+@dataclass
+class FsContent:
+    """The fs tree items and data extents of the files."""
+
+    fs_items: Items
+    data_extents: list[tuple[int, int, int, int]]  # (bytenr, length, ino, file offset)
+
+
+def make_files(cfg: MkfsConfig, alloc_data: Callable[[int], int], gen: int) -> FsContent:
+    """Directories ``dNNN`` of up to 1000 files ``fNNNNNN`` in the top directory; each file
+    gets its share of the extents, allocated in creation order."""
+    n_files = cfg.n_files
+    n_ext = cfg.n_extents
+    items: Items = []
+    extents: list[tuple[int, int, int, int]] = []
+    top = C.FIRST_FREE_OBJECTID  # 256
+    n_dirs = (n_files + FILES_PER_DIR - 1) // FILES_PER_DIR
+    top_size = 0
+    next_ino = top + 1
+    per_file, extra = divmod(n_ext, n_files) if n_files else (0, 0)
+    top_items: Items = []
+    file_no = 0
+    for d in range(n_dirs):
+        dname = f"d{d:03d}".encode()
+        dino = next_ino
+        next_ino += 1
+        top_size += 2 * len(dname)
+        top_items.append(
+            (
+                Key(top, C.DIR_ITEM_KEY, btrfs_name_hash(dname)),
+                dir_entry(top, dino, dname, C.FT_DIR, gen),
+            )
+        )
+        top_items.append(
+            (Key(top, C.DIR_INDEX_KEY, 2 + d), dir_entry(top, dino, dname, C.FT_DIR, gen))
+        )
+        n_here = min(FILES_PER_DIR, n_files - d * FILES_PER_DIR)
+        dsize = 0
+        d_items: Items = []
+        for j in range(n_here):
+            fname = f"f{file_no:06d}".encode()
+            ino = next_ino
+            next_ino += 1
+            k = per_file + (1 if file_no < extra else 0)
+            size = k * cfg.extent_size
+            dsize += 2 * len(fname)
+            d_items.append(
+                (
+                    Key(dino, C.DIR_ITEM_KEY, btrfs_name_hash(fname)),
+                    dir_entry(dino, ino, fname, C.FT_REG_FILE, gen),
+                )
+            )
+            d_items.append(
+                (Key(dino, C.DIR_INDEX_KEY, 2 + j), dir_entry(dino, ino, fname, C.FT_REG_FILE, gen))
+            )
+            flags = BTRFS_INODE_PREALLOC if k else 0
+            items.append(
+                (Key(ino, C.INODE_ITEM_KEY, 0), inode_item(gen, size, size, 1, MODE_FILE, flags))
+            )
+            items.append(
+                (
+                    Key(ino, C.INODE_REF_KEY, dino),
+                    encode_inode_ref(
+                        InodeRef(Key(ino, C.INODE_REF_KEY, dino), (InodeRefEntry(2 + j, fname),))
+                    ),
+                )
+            )
+            for e in range(k):
+                bytenr = alloc_data(cfg.extent_size)
+                off = e * cfg.extent_size
+                extents.append((bytenr, cfg.extent_size, ino, off))
+                fe = FileExtentItem(
+                    Key(ino, C.EXTENT_DATA_KEY, off),
+                    gen,
+                    cfg.extent_size,
+                    0,
+                    0,
+                    0,
+                    C.FILE_EXTENT_PREALLOC,
+                    bytenr,
+                    cfg.extent_size,
+                    0,
+                    cfg.extent_size,
+                )
+                items.append((Key(ino, C.EXTENT_DATA_KEY, off), encode_file_extent_item(fe)))
+            file_no += 1
+        items.append((Key(dino, C.INODE_ITEM_KEY, 0), inode_item(gen, dsize, 0, 1, MODE_DIR)))
+        items.append(
+            (
+                Key(dino, C.INODE_REF_KEY, top),
+                encode_inode_ref(
+                    InodeRef(Key(dino, C.INODE_REF_KEY, top), (InodeRefEntry(2 + d, dname),))
+                ),
+            )
+        )
+        items.extend(d_items)
+    items.append((Key(top, C.INODE_ITEM_KEY, 0), inode_item(gen, top_size, 0, 1, MODE_DIR)))
+    items.append(
+        (
+            Key(top, C.INODE_REF_KEY, top),
+            encode_inode_ref(InodeRef(Key(top, C.INODE_REF_KEY, top), (InodeRefEntry(0, b".."),))),
+        )
+    )
+    items.extend(top_items)
+    items.sort(key=lambda x: x[0])
+    return FsContent(items, extents)
+
+
+def free_space_items(chunks: Iterable[Chunk], used: dict[int, list[tuple[int, int]]]) -> Items:
+    """The free space tree: per block group FREE_SPACE_INFO and one FREE_SPACE_EXTENT per
+    free run (the complement of allocated and excluded ranges)."""
+    out: Items = []
+    for c in chunks:
+        taken = sorted(used.get(c.start, []) + c.excluded)
+        free: list[tuple[int, int]] = []
+        pos = c.start
+        for s, ln in taken:
+            if s > pos:
+                free.append((pos, s - pos))
+            pos = max(pos, s + ln)
+        if pos < c.end:
+            free.append((pos, c.end - pos))
+        out.append(
+            (
+                Key(c.start, C.FREE_SPACE_INFO_KEY, c.length),
+                encode_free_space_info(FreeSpaceInfo(Key(0, 0, 0), len(free), 0)),
+            )
+        )
+        for s, ln in free:
+            out.append((Key(s, C.FREE_SPACE_EXTENT_KEY, ln), b""))
+    return out
+
+
+# ---- the whole image ----------------------------------------------------------------
+
+
+@dataclass
+class MkfsResult:
+    """What was written: per tree (id → root block), the chunks, the superblock bytes."""
+
+    trees: dict[int, Block]
+    chunks: list[Chunk]
+    superblock: bytes
+    bytes_used: int
+    tree_block_count: int
+
+
+def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
+    """Write the filesystem ``cfg`` describes to ``sink`` (a sparse file or a buffer)."""
+    cfg.validate()
+    ns = cfg.nodesize
+    gen = GENERATION
+    fsid = _uuid(cfg.seed, "fsid")
+    dev_uuid = _uuid(cfg.seed, "dev")
+    chunk_uuid = _uuid(cfg.seed, "chunk-tree")
+    fs_uuid = _uuid(cfg.seed, "fs-tree")
+    hdr = Header(fsid, chunk_uuid, gen, cfg.csum_type, ns)
+    layout = cfg.layout
+
+    # chunks: system, metadata (enough for the estimated tree blocks), data
+    ca = ChunkAllocator(cfg.size)
+    sys_chunk = ca.btrfs_create_chunk(C.BLOCK_GROUP_SYSTEM)
+    meta_chunks = [ca.btrfs_create_chunk(C.BLOCK_GROUP_METADATA)]
+    est = estimate_metadata_bytes(cfg)
+    while sum(c.length for c in meta_chunks) < est * 1.25:
+        meta_chunks.append(ca.btrfs_create_chunk(C.BLOCK_GROUP_METADATA))
+    data_chunks: list[Chunk] = []
+    data_allocs: list[RangeAllocator] = []
+
+    def alloc_data(size: int) -> int:
+        for ra in data_allocs[-1:]:
+            pos = ra.alloc(size)
+            if pos is not None:
+                return pos
+        c = ca.btrfs_create_chunk(C.BLOCK_GROUP_DATA)
+        data_chunks.append(c)
+        data_allocs.append(RangeAllocator(c))
+        pos = data_allocs[-1].alloc(size)
+        if pos is None:
+            raise MkfsError(f"extent of {size} bytes does not fit an empty data chunk")
+        return pos
+
+    try:
+        content = make_files(cfg, alloc_data, gen)
+    except MkfsError as e:
+        raise MkfsError(f"{cfg.fill} bytes of files do not fit {cfg.size} bytes: {e}") from None
+    if not data_chunks:  # an empty filesystem still has a data block group
+        data_chunks.append(ca.btrfs_create_chunk(C.BLOCK_GROUP_DATA))
+        data_allocs.append(RangeAllocator(data_chunks[-1]))
+    chunks = [sys_chunk, *meta_chunks, *data_chunks]
+    data_used = {ra.chunk.start: list(ra.allocated) for ra in data_allocs}
+
+    # fixed trees
+    chunk_items: Items = [
+        (Key(C.DEV_ITEMS_OBJECTID, C.DEV_ITEM_KEY, 1), b"")  # filled in below
+    ]
+    dev_items: Items = [(Key(C.DEV_STATS_OBJECTID, C.PERSISTENT_ITEM_KEY, 1), bytes(40))]
+    dev_bytes_used = 0
+    for c in chunks:
+        ci = ChunkItem(
+            Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, c.start),
+            c.length,
+            C.EXTENT_TREE_OBJECTID,
+            C.BTRFS_STRIPE_LEN,
+            c.flags,
+            C.BTRFS_STRIPE_LEN,
+            C.BTRFS_STRIPE_LEN,
+            cfg.sectorsize,
+            len(c.stripes),
+            1,
+            tuple(Stripe(1, s, dev_uuid) for s in c.stripes),
+        )
+        chunk_items.append((ci.key, encode_chunk_item(ci)))
+        for s in c.stripes:
+            de = DevExtent(
+                Key(1, C.DEV_EXTENT_KEY, s),
+                C.CHUNK_TREE_OBJECTID,
+                C.FIRST_CHUNK_TREE_OBJECTID,
+                c.start,
+                c.length,
+                chunk_uuid,
+            )
+            dev_items.append((de.key, encode_dev_extent(de)))
+            dev_bytes_used += c.length
+    dev_item = DevItem(
+        Key(C.DEV_ITEMS_OBJECTID, C.DEV_ITEM_KEY, 1),
+        1,
+        cfg.size,
+        dev_bytes_used,
+        cfg.sectorsize,
+        cfg.sectorsize,
+        cfg.sectorsize,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        dev_uuid,
+        fsid,
+    )
+    chunk_items[0] = (dev_item.key, encode_dev_item(dev_item))
+
+    bg_items: Items = []  # filled once `used` is known
+    fs_items = content.fs_items
+    reloc_items: Items = [
+        (Key(256, C.INODE_ITEM_KEY, 0), inode_item(gen, 0, 0, 1, MODE_DIR)),
+        (
+            Key(256, C.INODE_REF_KEY, 256),
+            encode_inode_ref(InodeRef(Key(256, 12, 256), (InodeRefEntry(0, b".."),))),
+        ),
+    ]
+    uuid_items: Items = [
+        (
+            Key(
+                int.from_bytes(fs_uuid[:8], "little"),
+                C.UUID_KEY_SUBVOL,
+                int.from_bytes(fs_uuid[8:], "little"),
+            ),
+            (5).to_bytes(8, "little"),
+        )
+    ]
+    data_extent_items: Items = []
+    for bytenr, length, ino, off in content.data_extents:
+        ref = InlineRef(
+            C.EXTENT_DATA_REF_KEY, root=C.FS_TREE_OBJECTID, objectid=ino, file_offset=off, count=1
+        )
+        ei = ExtentItem(
+            Key(bytenr, C.EXTENT_ITEM_KEY, length), 1, gen, C.EXTENT_FLAG_DATA, inline_refs=(ref,)
+        )
+        data_extent_items.append((ei.key, encode_extent_item(ei)))
+    _ = hash_extent_data_ref  # keyed refs are never needed: one ref per extent
+
+    static_trees: dict[int, Items] = {
+        C.CHUNK_TREE_OBJECTID: chunk_items,
+        C.DEV_TREE_OBJECTID: dev_items,
+        C.FS_TREE_OBJECTID: fs_items,
+        C.CSUM_TREE_OBJECTID: [],
+        C.UUID_TREE_OBJECTID: uuid_items,
+        C.DATA_RELOC_TREE_OBJECTID: reloc_items,
+    }
+    for items in static_trees.values():
+        items.sort(key=lambda x: x[0])
+    static_roots = {t: build_tree(items, ns) for t, items in static_trees.items()}
+
+    # metadata allocation: chunk tree in SYSTEM, the rest in METADATA; the extent, free
+    # space, block group and root trees depend on where every block lands: iterate.
+    dyn_ids = [C.ROOT_TREE_OBJECTID, C.EXTENT_TREE_OBJECTID, C.FREE_SPACE_TREE_OBJECTID]
+    if layout != "extent-tree":
+        dyn_ids.append(C.BLOCK_GROUP_TREE_OBJECTID)
+    guess: dict[int, tuple[int, ...]] = dict.fromkeys(dyn_ids, (1,))
+    for _round in range(20):
+        for c in meta_chunks + [sys_chunk]:
+            c.used = 0
+        sys_ra = RangeAllocator(sys_chunk)
+        meta_ras = [RangeAllocator(c) for c in meta_chunks]
+
+        def alloc_meta(ras: list[RangeAllocator] = meta_ras) -> int:
+            for ra in ras:
+                pos = ra.alloc(ns)
+                if pos is not None:
+                    return pos
+            raise MkfsError("metadata chunks are full (the estimate was too low)")
+
+        placed: dict[int, list[int]] = {}  # tree -> block addresses
+        for b in tree_blocks(static_roots[C.CHUNK_TREE_OBJECTID]):
+            pos = sys_ra.alloc(ns)
+            if pos is None:
+                raise MkfsError("the system chunk is full")
+            placed.setdefault(C.CHUNK_TREE_OBJECTID, []).append(pos)
+        for t in sorted(static_roots):
+            if t == C.CHUNK_TREE_OBJECTID:
+                continue
+            placed[t] = [alloc_meta() for _ in tree_blocks(static_roots[t])]
+        levels: dict[int, list[int]] = {
+            t: [b.level for b in tree_blocks(r)] for t, r in static_roots.items()
+        }
+        for t in dyn_ids:
+            levels[t] = bfs_levels(guess[t])
+            placed[t] = [alloc_meta() for _ in levels[t]]
+        # block group used
+        used_by_bg: dict[int, list[tuple[int, int]]] = dict(data_used)
+        used_by_bg[sys_chunk.start] = list(sys_ra.allocated)
+        for ra in meta_ras:
+            used_by_bg[ra.chunk.start] = list(ra.allocated)
+        for c in chunks:
+            c.used = sum(ln for _, ln in used_by_bg.get(c.start, []))
+        bg_items = []
+        for c in chunks:
+            if layout == "skinny-bg-tree":
+                bg_items.append((Key(c.start, C.SKINNY_BLOCK_GROUP_ITEM_KEY, c.used), b""))
+            else:
+                bgi = BlockGroupItem(
+                    Key(c.start, C.BLOCK_GROUP_ITEM_KEY, c.length),
+                    c.used,
+                    C.FIRST_CHUNK_TREE_OBJECTID,
+                    c.flags,
+                )
+                bg_items.append((bgi.key, encode_block_group_item(bgi)))
+        meta_extent_items: Items = []
+        for t, addrs in placed.items():
+            for a, lvl in zip(addrs, levels[t], strict=True):
+                ref = InlineRef(C.TREE_BLOCK_REF_KEY, offset=t)
+                ei = ExtentItem(
+                    Key(a, C.METADATA_ITEM_KEY, lvl),
+                    1,
+                    gen,
+                    C.EXTENT_FLAG_TREE_BLOCK,
+                    inline_refs=(ref,),
+                )
+                meta_extent_items.append((ei.key, encode_extent_item(ei)))
+        extent_items = data_extent_items + meta_extent_items
+        if layout == "extent-tree":
+            extent_items = extent_items + bg_items
+        extent_items.sort(key=lambda x: x[0])
+        fst_items = free_space_items(chunks, used_by_bg)
+        dyn_items: dict[int, Items] = {
+            C.EXTENT_TREE_OBJECTID: extent_items,
+            C.FREE_SPACE_TREE_OBJECTID: fst_items,
+        }
+        if layout != "extent-tree":
+            dyn_items[C.BLOCK_GROUP_TREE_OBJECTID] = sorted(bg_items, key=lambda x: x[0])
+        # root tree: its size does not depend on addresses, only on which trees exist
+        trees_present = sorted(set(static_roots) | set(dyn_items))
+        root_items_count = [439] * (len(trees_present) - 1) + [17, 160, 12, 37]
+        dyn_counts = {t: level_counts([len(d) for _, d in dyn_items[t]], ns) for t in dyn_items}
+        dyn_counts[C.ROOT_TREE_OBJECTID] = level_counts(root_items_count, ns)
+        if dyn_counts == guess:
+            break
+        guess = dyn_counts
+    else:
+        raise MkfsError("tree block layout did not converge")
+
+    roots: dict[int, Block] = dict(static_roots)
+    for t, items in dyn_items.items():
+        roots[t] = build_tree(items, ns)
+    # assign addresses
+    for t, addrs in placed.items():
+        if t == C.ROOT_TREE_OBJECTID:
+            continue
+        for b, a in zip(tree_blocks(roots[t]), addrs, strict=True):
+            b.bytenr = a
+    root_tree_items: Items = []
+    for t in trees_present:
+        if t == C.CHUNK_TREE_OBJECTID:
+            continue
+        r = roots[t]
+        nblocks = len(tree_blocks(r))
+        is_fs = t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID)
+        ri = root_item(
+            r.bytenr,
+            r.level,
+            gen,
+            nblocks * ns,
+            fs_tree=is_fs,
+            uuid=fs_uuid if t == C.FS_TREE_OBJECTID else bytes(16),
+            root_dirid=256 if is_fs else 0,
+            inode_flags=BTRFS_INODE_ROOT_ITEM_INIT if is_fs else 0,
+        )
+        root_tree_items.append((Key(t, C.ROOT_ITEM_KEY, 0), ri))
+    root_tree_items += [
+        (
+            Key(C.FS_TREE_OBJECTID, C.INODE_REF_KEY, C.ROOT_TREE_DIR_OBJECTID),
+            encode_inode_ref(InodeRef(Key(5, 12, 6), (InodeRefEntry(0, b"default"),))),
+        ),
+        (Key(C.ROOT_TREE_DIR_OBJECTID, C.INODE_ITEM_KEY, 0), inode_item(gen, 0, 0, 1, MODE_DIR)),
+        (
+            Key(C.ROOT_TREE_DIR_OBJECTID, C.INODE_REF_KEY, C.ROOT_TREE_DIR_OBJECTID),
+            encode_inode_ref(InodeRef(Key(6, 12, 6), (InodeRefEntry(0, b".."),))),
+        ),
+        (
+            Key(C.ROOT_TREE_DIR_OBJECTID, C.DIR_ITEM_KEY, btrfs_name_hash(b"default")),
+            encode_dir_item(
+                DirItem(
+                    Key(6, 84, 0),
+                    (
+                        DirEntry(
+                            Key(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64),
+                            gen,
+                            C.FT_DIR,
+                            b"default",
+                            b"",
+                        ),
+                    ),
+                )
+            ),
+        ),
+    ]
+    root_tree_items.sort(key=lambda x: x[0])
+    roots[C.ROOT_TREE_OBJECTID] = build_tree(root_tree_items, ns)
+    root_blocks = tree_blocks(roots[C.ROOT_TREE_OBJECTID])
+    assert len(root_blocks) == len(placed[C.ROOT_TREE_OBJECTID])
+    for b, a in zip(root_blocks, placed[C.ROOT_TREE_OBJECTID], strict=True):
+        b.bytenr = a
+
+    # write every block to every stripe
+    chunk_starts = [c.start for c in chunks]
+    n_blocks = 0
+    for t, r in roots.items():
+        for b in tree_blocks(r):
+            data = serialize_block(b, t, hdr)
+            c = chunks[bisect.bisect_right(chunk_starts, b.bytenr) - 1]
+            for s in c.stripes:
+                sink.write(s + (b.bytenr - c.start), data)
+            n_blocks += 1
+
+    bytes_used = sum(c.used for c in chunks)
+    incompat = DEFAULT_INCOMPAT
+    compat_ro = C.COMPAT_RO_FREE_SPACE_TREE | C.COMPAT_RO_FREE_SPACE_TREE_VALID
+    if layout != "extent-tree":
+        compat_ro |= C.COMPAT_RO_BLOCK_GROUP_TREE
+    if layout == "skinny-bg-tree":
+        incompat |= INCOMPAT_SKINNY_BG_TREE
+    sys_chunk_item = next(
+        d for k, d in chunk_items if k.offset == sys_chunk.start and k.type == C.CHUNK_ITEM_KEY
+    )
+    sys_array = Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, sys_chunk.start).pack()
+    sys_array += sys_chunk_item
+    sb = build_superblock(
+        cfg,
+        fsid=fsid,
+        gen=gen,
+        roots=roots,
+        bytes_used=bytes_used,
+        dev_item=dev_item,
+        sys_array=sys_array,
+        compat_ro=compat_ro,
+        incompat=incompat,
+    )
+    for mirror in range(C.SUPER_MIRROR_MAX):
+        off = C.btrfs_sb_offset(mirror)
+        if off + C.SUPER_INFO_SIZE > cfg.size:
+            break
+        raw = bytearray(sb)
+        raw[48:56] = off.to_bytes(8, "little")
+        raw[:32] = csum_block(cfg.csum_type, bytes(raw))
+        sink.write(off, bytes(raw))
+    return MkfsResult(roots, chunks, sb, bytes_used, n_blocks)
+
+
+def estimate_metadata_bytes(cfg: MkfsConfig) -> int:
+    """A generous estimate of tree block bytes (to size the metadata chunks)."""
+    per_extent = (C.BTRFS_ITEM_SIZE + 53) * 2  # extent item + file extent item
+    per_file = 160 + 17 + 2 * (30 + 7) + 5 * C.BTRFS_ITEM_SIZE + 17
+    payload = cfg.n_extents * per_extent + cfg.n_files * per_file
+    leaf = cfg.nodesize - C.BTRFS_HEADER_SIZE
+    blocks = payload // leaf + 64
+    return (blocks + blocks // 50 + 64) * cfg.nodesize
+
+
+def build_superblock(
+    cfg: MkfsConfig,
+    *,
+    fsid: bytes,
+    gen: int,
+    roots: dict[int, Block],
+    bytes_used: int,
+    dev_item: DevItem,
+    sys_array: bytes,
+    compat_ro: int,
+    incompat: int,
+) -> bytes:
+    """The primary superblock's bytes (bytenr and csum are set per copy by the caller)."""
+    raw = bytearray(C.SUPER_INFO_SIZE)
+    root = roots[C.ROOT_TREE_OBJECTID]
+    chunk = roots[C.CHUNK_TREE_OBJECTID]
+    head = Superblock.HEAD.pack(
+        bytes(32),
+        fsid,
+        C.SUPER_INFO_OFFSET,
+        C.SUPER_FLAG_WRITTEN,
+        C.MAGIC,
+        gen,
+        root.bytenr,
+        chunk.bytenr,
+        0,
+        cfg.size,
+        bytes_used,
+        C.ROOT_TREE_DIR_OBJECTID,
+        1,
+        cfg.sectorsize,
+        cfg.nodesize,
+        cfg.nodesize,
+        cfg.sectorsize,
+        len(sys_array),
+        gen,
+        0,
+        compat_ro,
+        incompat,
+        cfg.csum_type,
+        root.level,
+        chunk.level,
+        0,
+    )
+    raw[: len(head)] = head
+    di = encode_dev_item(dev_item)
+    raw[Superblock.DEV_ITEM_OFFSET : Superblock.DEV_ITEM_OFFSET + len(di)] = di
+    label = cfg.label.encode()[: C.BTRFS_LABEL_SIZE - 1].ljust(C.BTRFS_LABEL_SIZE, b"\0")
+    tail = Superblock.TAIL.pack(label, 0, gen, bytes(16), 0)
+    raw[Superblock.LABEL_OFFSET : Superblock.LABEL_OFFSET + len(tail)] = tail
+    raw[Superblock.SYS_CHUNK_ARRAY_OFFSET : Superblock.SYS_CHUNK_ARRAY_OFFSET + len(sys_array)] = (
+        sys_array
+    )
+
+    # backup root 0: the current roots (btrfs_set_backup_* fields)
+    def lv(t: int) -> tuple[int, int]:
+        r = roots.get(t)
+        return (r.bytenr, r.level) if r else (0, 0)
+
+    ext, fs, dev, csum = (lv(t) for t in (2, 5, 4, 7))
+    backup = (
+        root.bytenr.to_bytes(8, "little")
+        + gen.to_bytes(8, "little")
+        + chunk.bytenr.to_bytes(8, "little")
+        + gen.to_bytes(8, "little")
+        + ext[0].to_bytes(8, "little")
+        + gen.to_bytes(8, "little")
+        + fs[0].to_bytes(8, "little")
+        + gen.to_bytes(8, "little")
+        + dev[0].to_bytes(8, "little")
+        + gen.to_bytes(8, "little")
+        + csum[0].to_bytes(8, "little")
+        + gen.to_bytes(8, "little")
+        + cfg.size.to_bytes(8, "little")
+        + bytes_used.to_bytes(8, "little")
+        + (1).to_bytes(8, "little")
+        + bytes(32)
+        + bytes([root.level, chunk.level, ext[1], fs[1], dev[1], csum[1]])
+        + bytes(10)
+    )
+    raw[Superblock.BACKUP_ROOTS_OFFSET : Superblock.BACKUP_ROOTS_OFFSET + 168] = backup
+    return bytes(raw)
