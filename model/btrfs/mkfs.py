@@ -831,7 +831,7 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
         dyn_ids.append(C.BLOCK_GROUP_TREE_OBJECTID)
     guess: dict[int, tuple[int, ...]] = dict.fromkeys(dyn_ids, (1,))
     for _round in range(20):
-        for c in meta_chunks + [sys_chunk]:
+        for c in [*meta_chunks, sys_chunk]:
             c.used = 0
         sys_ra = RangeAllocator(sys_chunk)
         meta_ras = [RangeAllocator(c) for c in meta_chunks]
@@ -844,7 +844,7 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
             raise MkfsError("metadata chunks are full (the estimate was too low)")
 
         placed: dict[int, list[int]] = {}  # tree -> block addresses
-        for b in tree_blocks(static_roots[C.CHUNK_TREE_OBJECTID]):
+        for _b in tree_blocks(static_roots[C.CHUNK_TREE_OBJECTID]):
             pos = sys_ra.alloc(ns)
             if pos is None:
                 raise MkfsError("the system chunk is full")
