@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from harness.errors import UserError
@@ -185,6 +186,14 @@ def select_trees(img: BtrfsImage, tree: int) -> list[TreeRoot]:
     return roots
 
 
+def write_lines(lines: Iterable[str]) -> None:
+    """Lines as bytes: names that are not UTF-8 come back out as the bytes they were."""
+    out = sys.stdout.buffer
+    for line in lines:
+        out.write(line.encode("utf-8", "surrogateescape") + b"\n")
+    out.flush()
+
+
 def cmd_dump(args: argparse.Namespace) -> int:
     img = open_image(args.image, args.super)
     out = sys.stdout
@@ -207,11 +216,14 @@ def cmd_dump(args: argparse.Namespace) -> int:
             doc = {"superblock": super_summary(img), "items": items}
             out.write(json.dumps(doc, separators=(",", ":")) + "\n")
             return 0
-        from model.btrfs.printtree import print_tree
+        from model.btrfs.printtree import dump_tree
 
-        for root in roots:
-            for line in print_tree(img, root):
-                out.write(line + "\n")
+        write_lines(dump_tree(img, roots[0].objectid))
+        return 0
+    if args.dump_tree:
+        from model.btrfs.printtree import print_all
+
+        write_lines(print_all(img))
         return 0
     stats, bgs = summarize(img)
     if args.json:
@@ -377,6 +389,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="ID|NAME",
         help="print every item of this tree, or of every tree with 'all'"
         " (text in dump-tree's format, or --json)",
+    )
+    d.add_argument(
+        "--dump-tree",
+        action="store_true",
+        help="print every tree as `btrfs inspect-internal dump-tree IMAGE` does",
     )
     d.set_defaults(func=cmd_dump)
 
