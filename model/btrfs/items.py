@@ -803,6 +803,35 @@ class QgroupItem(Item):
 
 
 @dataclass(frozen=True, slots=True)
+class DevReplaceItem(Item):
+    """``struct btrfs_dev_replace_item`` (72 B; may grow at the end). Key (DEV_REPLACE_DEVID
+    0, DEV_REPLACE 250, 0) in the dev tree: the state of the last ``btrfs replace``.
+    src_devid (-1 once finished), cursor_left/cursor_right (progress), the
+    cont_reading_from_srcdev_mode (0 ALWAYS, 1 AVOID), replace_state (0 never started, 1
+    started, 2 finished, 3 canceled, 4 suspended), time_started, time_stopped (seconds),
+    num_write_errors, num_uncorrectable_read_errors; all u64."""
+
+    key: Key
+    src_devid: int
+    cursor_left: int
+    cursor_right: int
+    cont_reading_from_srcdev_mode: int
+    replace_state: int
+    time_started: int
+    time_stopped: int
+    num_write_errors: int
+    num_uncorrectable_read_errors: int
+
+    KEY_TYPES: ClassVar[tuple[int, ...]] = (C.DEV_REPLACE_KEY,)
+    STRUCT: ClassVar[struct.Struct] = struct.Struct("<9Q")
+
+    @classmethod
+    def decode(cls, key: Key, data: bytes, where: int) -> DevReplaceItem:
+        _need(key, data, cls.STRUCT.size, "DEV_REPLACE", where)
+        return cls(key, *cls.STRUCT.unpack_from(data))
+
+
+@dataclass(frozen=True, slots=True)
 class EmptyItem(Item):
     """Items that carry only their key: ORPHAN_ITEM 48 (key (ORPHAN -5, 48, ino))."""
 
@@ -817,8 +846,8 @@ class EmptyItem(Item):
 
 @dataclass(frozen=True, slots=True)
 class RawItem(Item):
-    """An item whose body this model keeps as bytes (balance, dev-replace, verity, raid
-    stripe, string items and unknown types)."""
+    """An item whose body this model keeps as bytes (balance, verity, raid stripe, string
+    items and unknown types)."""
 
     key: Key
     data: bytes
@@ -851,6 +880,7 @@ _CLASSES: list[type] = [
     DevStatsItem,
     DirLogItem,
     QgroupItem,
+    DevReplaceItem,
     EmptyItem,
 ]
 DECODERS: dict[int, Callable[[Key, bytes, int], Item]] = {}

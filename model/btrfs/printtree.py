@@ -9,12 +9,15 @@ pure: times are printed in UTC where btrfs-progs uses ``localtime_r`` (run dump-
 line-for-line match with dump-tree also checks the codecs.
 
 Format facts were taken from print-tree.c and cross-checked against the format strings of
-the btrfs-progs 6.14 binary; where 6.14 prints a quirk it is reproduced on purpose (the
-``\\t(%u 0x%llx) textent owner root`` line of inline owner refs, ``dev replace``'s
-``stop time`` printing the start time, ``extent_flags_to_str``'s ``|FULL_BACKREF`` alone).
-Item types that no test image holds (balance, dev replace, csum change, raid stripe,
-qgroups, owner refs, string items, free space cache headers) follow the source and the
-binary's strings but are not checked against real output.
+the btrfs-progs 6.14 binary and its output: tests/btrfs/test_dump_tree_parity.py compares
+every tree of real images (mkfs variants, kernel-written files, quotas and simple quotas,
+non-skinny metadata, a log tree, a finished dev replace) and of a synthetic root tree
+holding the rarer items (balance, csum change, raid stripe, string, verity, v1 space cache
+header, EXTENT_REF_V0, CSUM_ITEM, odd qgroup flags, out-of-range times). Quirks of 6.14 are
+reproduced on purpose: the ``\\t(%u 0x%llx) textent owner root`` line of inline owner refs,
+dev replace's ``stop time`` printing the start time, ``unknown stats item bytes`` without
+a newline, names and xattr values escaped (:func:`print_escaped`) but ROOT_REF names and
+STRING_ITEM data printed raw up to a NUL.
 
 What differs from dump-tree on purpose: an item whose body the codecs refuse prints one
 ``\\t\\t(fsoracle: ...)`` line (dump-tree prints whatever the bytes decode to), and an
@@ -36,6 +39,7 @@ from model.btrfs.items import (
     CsumItem,
     DevExtent,
     DevItem,
+    DevReplaceItem,
     DevStatsItem,
     DirItem,
     DirLogItem,
@@ -756,18 +760,18 @@ DEV_REPLACE_STATES = {
 }
 
 
-def print_dev_replace_item(raw: bytes) -> list[str]:
-    """``print_dev_replace_item()`` over ``struct btrfs_dev_replace_item`` (src_devid,
-    cursor_left, cursor_right, cont_reading_from_srcdev_mode, replace_state,
-    time_started, time_stopped, num_write_errors, num_uncorrectable_read_errors)."""
-    (src, left, right, mode, state, started, _stopped, werr, rerr) = struct.unpack_from(
-        "<9Q", raw.ljust(72, b"\0")
-    )
+def print_dev_replace_item(dr: DevReplaceItem) -> list[str]:
+    """``print_dev_replace_item()``."""
+    mode = dr.cont_reading_from_srcdev_mode
+    state = dr.replace_state
     mode_s = DEV_REPLACE_MODES.get(mode, f"unknown({mode})")
     state_s = DEV_REPLACE_STATES.get(state, f"unknown({state})")
+    started = dr.time_started
     return [
-        f"\t\tsrc devid {_s64(src)} cursor left {left} cursor right {right} mode {mode_s}",
-        f"\t\tstate {state_s} write errors {werr} uncorrectable read errors {rerr}",
+        f"\t\tsrc devid {_s64(dr.src_devid)} cursor left {dr.cursor_left}"
+        f" cursor right {dr.cursor_right} mode {mode_s}",
+        f"\t\tstate {state_s} write errors {dr.num_write_errors}"
+        f" uncorrectable read errors {dr.num_uncorrectable_read_errors}",
         f"\t\tstart time {started} ({strftime_utc(started)})",
         # print-tree.c passes time_started to the "stop time" line too
         f"\t\tstop time {started} ({strftime_utc(started)})",
@@ -861,8 +865,6 @@ def _print_item_body(img: BtrfsImage, blk: TreeBlock, slot: int) -> list[str]:
         return [f"\t\titem data {_cstr(raw, len(raw))}"]
     if t == C.TEMPORARY_ITEM_KEY:
         return print_temporary_item(key, raw)
-    if t == C.DEV_REPLACE_KEY:
-        return print_dev_replace_item(raw)
     if t == C.RAID_STRIPE_KEY:
         return print_raid_stripe_key(raw)
     if t == C.EXTENT_OWNER_REF_KEY:
@@ -920,6 +922,8 @@ def _print_item_body(img: BtrfsImage, blk: TreeBlock, slot: int) -> list[str]:
         return print_uuid_item(ih.size, item)
     if isinstance(item, DevStatsItem):
         return print_persistent_item(item, ih.size)
+    if isinstance(item, DevReplaceItem):
+        return print_dev_replace_item(item)
     return out
 
 
@@ -956,6 +960,7 @@ _DECODED_TYPES = frozenset(
         C.UUID_KEY_SUBVOL,
         C.UUID_KEY_RECEIVED_SUBVOL,
         C.PERSISTENT_ITEM_KEY,
+        C.DEV_REPLACE_KEY,
     }
 )
 

@@ -2,7 +2,8 @@
 dump-tree`` (btrfs-progs 6.14), line for line, on every image of ``images.VARIANTS`` and a
 few extra images made here for the item types those lack (special files, escaped names
 and xattr values, hard-link extrefs, inode flags, zlib/lzo/zstd, quotas and simple quotas
-with owner refs, non-skinny metadata, a log tree, a finished dev replace).
+with owner refs, non-skinny metadata, a log tree, a finished dev replace, and a mkfs
+image whose root tree leaf is rebuilt to hold the rarer item types).
 
 Everything expected comes from dump-tree's text: the list of trees (``dump-tree -r``), each
 tree's output (``-t ID``), the whole-image output, and — through a small parser written
@@ -19,6 +20,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 from collections import defaultdict
@@ -28,6 +30,8 @@ from pathlib import Path
 import pytest
 
 from model.blocksource import FileSource
+from model.btrfs.csum import csum_block
+from model.btrfs.items import Key
 from model.btrfs.printtree import dump_tree, print_all
 from model.btrfs.reader import BtrfsImage
 from tests.btrfs.images import SIZE, VARIANTS, loop_mounted
@@ -100,6 +104,7 @@ TREE_IDS = {
     "DATA_RELOC_TREE": (1 << 64) - 9,
 }
 TREE_LOG = TREE_IDS["TREE_LOG"]
+U64 = (1 << 64) - 1
 
 
 def trees_from_roots_listing(image: Path) -> list[int]:
@@ -303,7 +308,92 @@ def _dev_replace(path: Path) -> Path:
     return path
 
 
+def _q(*v: int) -> bytes:
+    return struct.pack(f"<{len(v)}Q", *(x & U64 for x in v))
+
+
+def _synthetic_root_items(fs_root_item: bytes) -> list[tuple[Key, bytes]]:
+    """Items of the types no real image here holds, with values chosen to hit every branch
+    of their printers (keys sort anywhere: the leaf is rebuilt in key order)."""
+    inode = bytearray(160)
+    struct.pack_into(
+        "<5Q4I3Q", inode, 0, 7, 8, 9, 10, 11, 3, 1000, 1000, 0o100644, 258, 0x80000801, 12
+    )
+    # times: year 1, year -1199, year 10000, and -1 (u64 max as a signed time_t)
+    for i, (sec, ns) in enumerate(
+        ((-62135596800, 5), (-100000000000, 0), (253402300800, 999999999), (-1, 1))
+    ):
+        struct.pack_into("<QI", inode, 112 + 12 * i, sec & U64, ns)
+    legacy_root = bytearray(fs_root_item[:239])  # a ROOT_ITEM before generation_v2
+    struct.pack_into("<Q", legacy_root, 160 + 48, 1)  # flags RDONLY
+
+    def balance_args(b: int) -> bytes:
+        return struct.pack("<Q2I7Q2I2I", *(b + i for i in range(1, 15))).ljust(136, b"\0")
+
+    balance = _q(0x1F) + balance_args(0) + balance_args(100) + balance_args(200) + bytes(32)
+    qg = (1 << 48) | 100
+    return [
+        (Key(-11 & U64, 0, 22020096), Key(257, 1, 0).pack() + _q(5, 3, 1)),  # v1 cache header
+        (Key(-4 & U64, 248, 0), balance),  # paused balance
+        (Key(-13 & U64, 248, 2), b""),  # csum change to sha256
+        (Key(-13 & U64, 248, 9), b""),
+        (Key(1000, 248, 0), b""),
+        (Key(1000, 249, 1), _q(1, 2)),
+        (Key(0, 249, 2), _q(1, 2, 3, 4, 5, 6, 7)),  # dev stats with two unknown values
+        (Key(1001, 253, 0), b"hello\0world"),  # STRING_ITEM
+        (Key(1002, 230, 65536), _q(1, 1048576, 2, 2097152)),  # RAID_STRIPE
+        (Key(1003, 36, 0), b"desc"),  # VERITY_DESC_ITEM
+        (Key(1003, 37, 0), b"merkle"),
+        (Key(1004, 180, 5), _q(5)),  # EXTENT_REF_V0
+        (Key(1004, 120, 0), _q(5)),  # CSUM_ITEM
+        (Key(1005, 172, 0), _q(5)),  # keyed EXTENT_OWNER_REF
+        (Key(0, 240, 0), _q(1, 9, 0xF07, 12345, 0)),  # QGROUP_STATUS, unknown flags
+        (Key(0, 242, qg), _q(9, 1, 2, 3, 4)),
+        (Key(0, 244, qg), _q(3, -1, 5, -2, 7)),
+        (Key(qg, 246, 5), b""),
+        (Key(5, 246, qg), b""),
+        (Key(0x1234, 252, 0x5678), b"x" * 12),  # uuid item of an illegal size
+        (Key(0x1234, 251, -1 & U64), _q(5, 6)),
+        (Key(-5 & U64, 48, 257), b""),  # ORPHAN_ITEM
+        (Key(1006, 7, -1 & U64), b"zz"),  # a type print-tree does not know
+        (Key(1008, 1, 0), bytes(inode)),
+        (Key(1007, 132, 0), bytes(legacy_root)),  # a second tree on the fs tree's root
+        (Key(-8 & U64, 132, 5), fs_root_item),  # a reloc tree for FS_TREE
+    ]
+
+
+def _synthetic(path: Path) -> Path:
+    """A mkfs image whose root tree leaf is rebuilt with :func:`_synthetic_root_items` added
+    (bodies repacked in key order, header flags WRITTEN|RELOC, checksum redone, every
+    copy written). No mount needed."""
+    _mkfs(path)
+    img = BtrfsImage.open(FileSource(str(path)))
+    blk = img.read_tree_block(img.sb.root)
+    assert blk.is_leaf, "mkfs's root tree is one leaf"
+    items = [(ih.key, blk.item_data(i)) for i, ih in enumerate(blk.items)]
+    fs_root_item = next(body for k, body in items if (k.objectid, k.type) == (5, 132))
+    items = sorted(items + _synthetic_root_items(fs_root_item), key=lambda kv: kv[0])
+    n = len(blk.raw)
+    raw = bytearray(n)
+    raw[:101] = blk.raw[:101]
+    struct.pack_into("<Q", raw, 56, (1 << 56) | 0x3)  # flags: WRITTEN|RELOC, backref rev 1
+    struct.pack_into("<I", raw, 96, len(items))
+    end = n - 101
+    for i, (k, body) in enumerate(items):
+        end -= len(body)
+        raw[101 + end : 101 + end + len(body)] = body
+        struct.pack_into("<17sII", raw, 101 + 25 * i, k.pack(), end, len(body))
+    assert 25 * len(items) <= end
+    raw[:32] = csum_block(img.sb.csum_type, bytes(raw))
+    with open(path, "r+b") as f:
+        for phys in img.chunk_map.map_read(blk.logical, n):
+            f.seek(phys)
+            f.write(raw)
+    return path
+
+
 EXTRA: dict[str, Callable[[Path], Path]] = {
+    "synthetic": _synthetic,
     "exotic": _exotic("-n", "4096"),
     "exotic-noskinny": _exotic("-O", "^skinny-metadata"),
     "exotic-squota": _exotic("-O", "squota"),
@@ -322,7 +412,8 @@ def any_image(btrfs_image, btrfs_image_dir: Path):  # type: ignore[no-untyped-de
             path: Path = btrfs_image(name)
             return path
         require_tool("mkfs.btrfs")
-        require_root("a loop mount")
+        if name != "synthetic":
+            require_root("a loop mount")
         if name not in _extra_built:
             _extra_built[name] = EXTRA[name](btrfs_image_dir / f"parity-{name}.img")
         return _extra_built[name]
