@@ -216,14 +216,12 @@ def cmd_dump(args: argparse.Namespace) -> int:
             doc = {"superblock": super_summary(img), "items": items}
             out.write(json.dumps(doc, separators=(",", ":")) + "\n")
             return 0
-        from model.btrfs.printtree import dump_tree
+        from model.btrfs.printtree import dump_tree, print_all
 
-        write_lines(dump_tree(img, roots[0].objectid))
-        return 0
-    if args.dump_tree:
-        from model.btrfs.printtree import print_all
-
-        write_lines(print_all(img))
+        if args.tree == "all":  # `btrfs inspect-internal dump-tree IMAGE`
+            write_lines(print_all(img))
+        else:  # `btrfs inspect-internal dump-tree -t ID IMAGE`
+            write_lines(dump_tree(img, roots[0].objectid))
         return 0
     stats, bgs = summarize(img)
     if args.json:
@@ -389,11 +387,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="ID|NAME",
         help="print every item of this tree, or of every tree with 'all'"
         " (text in dump-tree's format, or --json)",
-    )
-    d.add_argument(
-        "--dump-tree",
-        action="store_true",
-        help="print every tree as `btrfs inspect-internal dump-tree IMAGE` does",
     )
     d.set_defaults(func=cmd_dump)
 

@@ -804,7 +804,8 @@ class QgroupItem(Item):
 
 @dataclass(frozen=True, slots=True)
 class DevReplaceItem(Item):
-    """``struct btrfs_dev_replace_item`` (72 B; may grow at the end). Key (DEV_REPLACE_DEVID
+    """``struct btrfs_dev_replace_item`` (72 B; the kernel ignores an item of another size,
+    ``btrfs_init_dev_replace``). Key (DEV_REPLACE_DEVID
     0, DEV_REPLACE 250, 0) in the dev tree: the state of the last ``btrfs replace``.
     src_devid (-1 once finished), cursor_left/cursor_right (progress), the
     cont_reading_from_srcdev_mode (0 ALWAYS, 1 AVOID), replace_state (0 never started, 1
@@ -827,7 +828,7 @@ class DevReplaceItem(Item):
 
     @classmethod
     def decode(cls, key: Key, data: bytes, where: int) -> DevReplaceItem:
-        _need(key, data, cls.STRUCT.size, "DEV_REPLACE", where)
+        _need(key, data, cls.STRUCT.size, "DEV_REPLACE", where, exact=True)
         return cls(key, *cls.STRUCT.unpack_from(data))
 
 

@@ -482,19 +482,34 @@ def test_counts_and_block_groups_match_dump_tree(
     assert got == sorted(bgs)
 
 
-@pytest.mark.parametrize("name", ["default", "bg-tree", "kernel"])
-def test_cli_tree_extent_matches_dump_tree(name: str, any_image) -> None:  # type: ignore[no-untyped-def]
-    """``fsoracle btrfs dump IMAGE --tree extent`` prints what ``dump-tree -t extent`` does
-    (bytes compared, as a user would see them)."""
+@pytest.mark.parametrize(
+    ("name", "tree", "dump_tree_args"),
+    [
+        ("default", "extent", ["-t", "extent"]),
+        ("bg-tree", "extent", ["-t", "extent"]),
+        ("kernel", "extent", ["-t", "extent"]),
+        ("kernel", "all", []),
+        ("exotic", "fs", ["-t", "fs"]),
+    ],
+)
+def test_cli_tree_matches_dump_tree(
+    name: str,
+    tree: str,
+    dump_tree_args: list[str],
+    any_image,  # type: ignore[no-untyped-def]
+) -> None:
+    """``fsoracle btrfs dump IMAGE --tree extent`` prints what ``dump-tree -t extent`` does,
+    and ``--tree all`` what ``dump-tree IMAGE`` does (bytes compared, as a user sees them:
+    the exotic image's names are not all UTF-8)."""
     require_tool("btrfs")
     path = any_image(name)
     fsoracle = shutil.which("fsoracle") or str(Path(sys.executable).with_name("fsoracle"))
     r = subprocess.run(
-        [fsoracle, "btrfs", "dump", str(path), "--tree", "extent"], capture_output=True, env=ENV
+        [fsoracle, "btrfs", "dump", str(path), "--tree", tree], capture_output=True, env=ENV
     )
     assert r.returncode == 0, r.stderr.decode(errors="replace")
-    expected = dump_tree_lines(path, "-t", "extent")
+    expected = dump_tree_lines(path, *dump_tree_args)
     got = r.stdout.decode("utf-8", "surrogateescape").split("\n")
     assert got[-1] == ""
     got.pop()
-    assert got == expected, first_difference(expected, got, "-t extent (CLI)")
+    assert got == expected, first_difference(expected, got, f"--tree {tree} (CLI)")
