@@ -24,6 +24,8 @@ def to_jsonable(obj: Any) -> Any:
         return obj
     if hasattr(cls, "__dataclass_fields__"):
         return {n: to_jsonable(getattr(obj, n)) for n in _fields(cls)}
+    if hasattr(obj, "_asdict"):  # named tuples (keys)
+        return {n: to_jsonable(v) for n, v in obj._asdict().items()}
     if cls is bytes or cls is bytearray:
         return obj.hex()
     if isinstance(obj, dict):

@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from model.blocksource import BlockSink
 from model.btrfs import constants as C
@@ -48,10 +50,8 @@ from model.btrfs.encode import (
     encode_dev_item,
     encode_dir_item,
     encode_extent_item,
-    encode_file_extent_item,
     encode_free_space_info,
     encode_inode_item,
-    encode_inode_ref,
     encode_root_item,
 )
 from model.btrfs.items import (
@@ -62,12 +62,9 @@ from model.btrfs.items import (
     DirEntry,
     DirItem,
     ExtentItem,
-    FileExtentItem,
     FreeSpaceInfo,
     InlineRef,
     InodeItem,
-    InodeRef,
-    InodeRefEntry,
     Key,
     RootItem,
     Stripe,
@@ -366,6 +363,13 @@ def bfs_levels(counts: Sequence[int]) -> list[int]:
     return [lvl for lvl in range(len(counts) - 1, -1, -1) for _ in range(counts[lvl])]
 
 
+_DIR_ITEM = struct.Struct("<QBQQHHB")  # location key, transid, data_len, name_len, type
+_INODE_REF = struct.Struct("<QH")
+_FILE_EXTENT = struct.Struct("<QQBBHB4Q")
+_ITEM_HDR = struct.Struct("<QBQII")
+_KEY_PTR = struct.Struct("<QBQQQ")
+
+
 @dataclass
 class Header:
     fsid: bytes
@@ -384,22 +388,28 @@ def serialize_block(b: Block, owner: int, h: Header) -> bytes:
     if b.level == 0:
         items = b.items or []
         end = ns - C.BTRFS_HEADER_SIZE
-        for i, (k, data) in enumerate(items):
-            end -= len(data)
-            off = C.BTRFS_HEADER_SIZE + i * C.BTRFS_ITEM_SIZE
-            buf[off : off + C.BTRFS_ITEM_SIZE] = (
-                k.pack() + end.to_bytes(4, "little") + len(data).to_bytes(4, "little")
-            )
-            buf[C.BTRFS_HEADER_SIZE + end : C.BTRFS_HEADER_SIZE + end + len(data)] = data
+        off = C.BTRFS_HEADER_SIZE
+        pack_into = _ITEM_HDR.pack_into
+        for (oid, typ, koff), data in items:
+            size = len(data)
+            end -= size
+            pack_into(buf, off, oid, typ, koff, end, size)
+            off += C.BTRFS_ITEM_SIZE
+            if size:
+                buf[C.BTRFS_HEADER_SIZE + end : C.BTRFS_HEADER_SIZE + end + size] = data
         n = len(items)
     else:
         kids = b.children or []
         for i, child in enumerate(kids):
-            off = C.BTRFS_HEADER_SIZE + i * C.BTRFS_KEY_PTR_SIZE
-            buf[off : off + C.BTRFS_KEY_PTR_SIZE] = (
-                child.keys[0].pack()
-                + child.bytenr.to_bytes(8, "little")
-                + h.generation.to_bytes(8, "little")
+            oid, typ, koff = child.keys[0]
+            _KEY_PTR.pack_into(
+                buf,
+                C.BTRFS_HEADER_SIZE + i * C.BTRFS_KEY_PTR_SIZE,
+                oid,
+                typ,
+                koff,
+                child.bytenr,
+                h.generation,
             )
         n = len(kids)
     hdr = (
@@ -425,9 +435,11 @@ def _ts(sec: int) -> Timespec:
     return Timespec(sec, 0)
 
 
+@lru_cache(maxsize=1024)
 def inode_item(
     gen: int, size: int, nbytes: int, nlink: int, mode: int, flags: int = 0, seq: int = 0
 ) -> bytes:
+    """An INODE_ITEM body (cached: most files share one)."""
     t = _ts(EPOCH)
     return encode_inode_item(
         InodeItem(
@@ -452,9 +464,22 @@ def inode_item(
     )
 
 
-def dir_entry(dir_ino: int, ino: int, name: bytes, ftype: int, transid: int) -> bytes:
-    loc = Key(ino, C.INODE_ITEM_KEY, 0)
-    return encode_dir_item(DirItem(Key(dir_ino, 0, 0), (DirEntry(loc, transid, ftype, name, b""),)))
+def dir_entry(ino: int, name: bytes, ftype: int, transid: int) -> bytes:
+    """A DIR_ITEM / DIR_INDEX body with one entry pointing at inode ``ino``
+    (``struct btrfs_dir_item`` + name, as :func:`encode_dir_item` writes it)."""
+    return _DIR_ITEM.pack(ino, C.INODE_ITEM_KEY, 0, transid, 0, len(name), ftype) + name
+
+
+def inode_ref(index: int, name: bytes) -> bytes:
+    """An INODE_REF body with one entry (``struct btrfs_inode_ref`` + name)."""
+    return _INODE_REF.pack(index, len(name)) + name
+
+
+def prealloc_extent(gen: int, bytenr: int, length: int) -> bytes:
+    """A PREALLOC file extent item covering the whole extent (``fallocate``)."""
+    return _FILE_EXTENT.pack(
+        gen, length, 0, 0, 0, C.FILE_EXTENT_PREALLOC, bytenr, length, 0, length
+    )
 
 
 def root_item(
@@ -569,12 +594,10 @@ def make_files(cfg: MkfsConfig, alloc_data: Callable[[int], int], gen: int) -> F
         top_items.append(
             (
                 Key(top, C.DIR_ITEM_KEY, btrfs_name_hash(dname)),
-                dir_entry(top, dino, dname, C.FT_DIR, gen),
+                dir_entry(dino, dname, C.FT_DIR, gen),
             )
         )
-        top_items.append(
-            (Key(top, C.DIR_INDEX_KEY, 2 + d), dir_entry(top, dino, dname, C.FT_DIR, gen))
-        )
+        top_items.append((Key(top, C.DIR_INDEX_KEY, 2 + d), dir_entry(dino, dname, C.FT_DIR, gen)))
         n_here = min(FILES_PER_DIR, n_files - d * FILES_PER_DIR)
         dsize = 0
         d_items: Items = []
@@ -588,62 +611,35 @@ def make_files(cfg: MkfsConfig, alloc_data: Callable[[int], int], gen: int) -> F
             d_items.append(
                 (
                     Key(dino, C.DIR_ITEM_KEY, btrfs_name_hash(fname)),
-                    dir_entry(dino, ino, fname, C.FT_REG_FILE, gen),
+                    dir_entry(ino, fname, C.FT_REG_FILE, gen),
                 )
             )
             d_items.append(
-                (Key(dino, C.DIR_INDEX_KEY, 2 + j), dir_entry(dino, ino, fname, C.FT_REG_FILE, gen))
+                (Key(dino, C.DIR_INDEX_KEY, 2 + j), dir_entry(ino, fname, C.FT_REG_FILE, gen))
             )
             flags = BTRFS_INODE_PREALLOC if k else 0
             items.append(
                 (Key(ino, C.INODE_ITEM_KEY, 0), inode_item(gen, size, size, 1, MODE_FILE, flags))
             )
-            items.append(
-                (
-                    Key(ino, C.INODE_REF_KEY, dino),
-                    encode_inode_ref(
-                        InodeRef(Key(ino, C.INODE_REF_KEY, dino), (InodeRefEntry(2 + j, fname),))
-                    ),
-                )
-            )
+            items.append((Key(ino, C.INODE_REF_KEY, dino), inode_ref(2 + j, fname)))
             for e in range(k):
                 bytenr = alloc_data(cfg.extent_size)
                 off = e * cfg.extent_size
                 extents.append((bytenr, cfg.extent_size, ino, off))
-                fe = FileExtentItem(
-                    Key(ino, C.EXTENT_DATA_KEY, off),
-                    gen,
-                    cfg.extent_size,
-                    0,
-                    0,
-                    0,
-                    C.FILE_EXTENT_PREALLOC,
-                    bytenr,
-                    cfg.extent_size,
-                    0,
-                    cfg.extent_size,
+                items.append(
+                    (
+                        Key(ino, C.EXTENT_DATA_KEY, off),
+                        prealloc_extent(gen, bytenr, cfg.extent_size),
+                    )
                 )
-                items.append((Key(ino, C.EXTENT_DATA_KEY, off), encode_file_extent_item(fe)))
             file_no += 1
         items.append((Key(dino, C.INODE_ITEM_KEY, 0), inode_item(gen, dsize, 0, 1, MODE_DIR)))
-        items.append(
-            (
-                Key(dino, C.INODE_REF_KEY, top),
-                encode_inode_ref(
-                    InodeRef(Key(dino, C.INODE_REF_KEY, top), (InodeRefEntry(2 + d, dname),))
-                ),
-            )
-        )
+        items.append((Key(dino, C.INODE_REF_KEY, top), inode_ref(2 + d, dname)))
         items.extend(d_items)
     items.append((Key(top, C.INODE_ITEM_KEY, 0), inode_item(gen, top_size, 0, 1, MODE_DIR)))
-    items.append(
-        (
-            Key(top, C.INODE_REF_KEY, top),
-            encode_inode_ref(InodeRef(Key(top, C.INODE_REF_KEY, top), (InodeRefEntry(0, b".."),))),
-        )
-    )
+    items.append((Key(top, C.INODE_REF_KEY, top), inode_ref(0, b"..")))
     items.extend(top_items)
-    items.sort(key=lambda x: x[0])
+    items.sort()
     return FsContent(items, extents)
 
 
@@ -788,7 +784,7 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
         (Key(256, C.INODE_ITEM_KEY, 0), inode_item(gen, 0, 0, 1, MODE_DIR)),
         (
             Key(256, C.INODE_REF_KEY, 256),
-            encode_inode_ref(InodeRef(Key(256, 12, 256), (InodeRefEntry(0, b".."),))),
+            inode_ref(0, b".."),
         ),
     ]
     uuid_items: Items = [
@@ -942,12 +938,12 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
     root_tree_items += [
         (
             Key(C.FS_TREE_OBJECTID, C.INODE_REF_KEY, C.ROOT_TREE_DIR_OBJECTID),
-            encode_inode_ref(InodeRef(Key(5, 12, 6), (InodeRefEntry(0, b"default"),))),
+            inode_ref(0, b"default"),
         ),
         (Key(C.ROOT_TREE_DIR_OBJECTID, C.INODE_ITEM_KEY, 0), inode_item(gen, 0, 0, 1, MODE_DIR)),
         (
             Key(C.ROOT_TREE_DIR_OBJECTID, C.INODE_REF_KEY, C.ROOT_TREE_DIR_OBJECTID),
-            encode_inode_ref(InodeRef(Key(6, 12, 6), (InodeRefEntry(0, b".."),))),
+            inode_ref(0, b".."),
         ),
         (
             Key(C.ROOT_TREE_DIR_OBJECTID, C.DIR_ITEM_KEY, btrfs_name_hash(b"default")),
