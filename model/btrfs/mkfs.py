@@ -34,6 +34,7 @@ The writer is deterministic: UUIDs and times derive from ``seed``.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -42,13 +43,12 @@ from functools import lru_cache
 
 from model.blocksource import BlockSink
 from model.btrfs import constants as C
-from model.btrfs.csum import btrfs_name_hash, csum_block, hash_extent_data_ref
+from model.btrfs.csum import btrfs_name_hash, csum_block
 from model.btrfs.encode import (
     encode_block_group_item,
     encode_chunk_item,
     encode_dev_extent,
     encode_dev_item,
-    encode_dir_item,
     encode_extent_item,
     encode_free_space_info,
     encode_inode_item,
@@ -59,8 +59,6 @@ from model.btrfs.items import (
     ChunkItem,
     DevExtent,
     DevItem,
-    DirEntry,
-    DirItem,
     ExtentItem,
     FreeSpaceInfo,
     InlineRef,
@@ -682,26 +680,42 @@ class MkfsResult:
     tree_block_count: int
 
 
-def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
-    """Write the filesystem ``cfg`` describes to ``sink`` (a sparse file or a buffer)."""
-    cfg.validate()
-    ns = cfg.nodesize
-    gen = GENERATION
-    fsid = _uuid(cfg.seed, "fsid")
-    dev_uuid = _uuid(cfg.seed, "dev")
-    chunk_uuid = _uuid(cfg.seed, "chunk-tree")
-    fs_uuid = _uuid(cfg.seed, "fs-tree")
-    hdr = Header(fsid, chunk_uuid, gen, cfg.csum_type, ns)
-    layout = cfg.layout
+@dataclass
+class FsSpec:
+    """Everything an image's layout is computed from: geometry, identity, chunks, the data
+    extents, and the items of the content trees (fs trees, csum, uuid, data reloc). The
+    bookkeeping trees (root, chunk, dev, extent, free space, block group) are derived."""
 
-    # chunks: system, metadata (enough for the estimated tree blocks), data
+    size: int
+    nodesize: int
+    sectorsize: int
+    csum_type: int
+    layout: str
+    label: str
+    generation: int
+    fsid: bytes
+    dev_uuid: bytes
+    chunk_uuid: bytes
+    chunks: list[Chunk]
+    data_used: dict[int, list[tuple[int, int]]]
+    data_extent_items: Items
+    trees: dict[int, Items]
+    root_items: dict[int, RootItem]  # templates for the content trees' ROOT_ITEMs
+    root_extra_items: Items  # root tree items other than ROOT_ITEMs
+    dev_stats: bytes = bytes(40)
+
+
+def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
+    """The content ``cfg`` describes: chunks for metadata and data, files, their extents."""
+    cfg.validate()
+    gen = GENERATION
+    fs_uuid = _uuid(cfg.seed, "fs-tree")
     ca = ChunkAllocator(cfg.size)
     sys_chunk = ca.btrfs_create_chunk(C.BLOCK_GROUP_SYSTEM)
     meta_chunks = [ca.btrfs_create_chunk(C.BLOCK_GROUP_METADATA)]
     est = estimate_metadata_bytes(cfg)
     while sum(c.length for c in meta_chunks) < est * 1.25:
         meta_chunks.append(ca.btrfs_create_chunk(C.BLOCK_GROUP_METADATA))
-    data_chunks: list[Chunk] = []
     data_allocs: list[RangeAllocator] = []
 
     def alloc_data(size: int) -> int:
@@ -709,9 +723,7 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
             pos = ra.alloc(size)
             if pos is not None:
                 return pos
-        c = ca.btrfs_create_chunk(C.BLOCK_GROUP_DATA)
-        data_chunks.append(c)
-        data_allocs.append(RangeAllocator(c))
+        data_allocs.append(RangeAllocator(ca.btrfs_create_chunk(C.BLOCK_GROUP_DATA)))
         pos = data_allocs[-1].alloc(size)
         if pos is None:
             raise MkfsError(f"extent of {size} bytes does not fit an empty data chunk")
@@ -721,82 +733,8 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
         content = make_files(cfg, alloc_data, gen)
     except MkfsError as e:
         raise MkfsError(f"{cfg.fill} bytes of files do not fit {cfg.size} bytes: {e}") from None
-    if not data_chunks:  # an empty filesystem still has a data block group
-        data_chunks.append(ca.btrfs_create_chunk(C.BLOCK_GROUP_DATA))
-        data_allocs.append(RangeAllocator(data_chunks[-1]))
-    chunks = [sys_chunk, *meta_chunks, *data_chunks]
-    data_used = {ra.chunk.start: list(ra.allocated) for ra in data_allocs}
-
-    # fixed trees
-    chunk_items: Items = [
-        (Key(C.DEV_ITEMS_OBJECTID, C.DEV_ITEM_KEY, 1), b"")  # filled in below
-    ]
-    dev_items: Items = [(Key(C.DEV_STATS_OBJECTID, C.PERSISTENT_ITEM_KEY, 1), bytes(40))]
-    dev_bytes_used = 0
-    for c in chunks:
-        ci = ChunkItem(
-            Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, c.start),
-            c.length,
-            C.EXTENT_TREE_OBJECTID,
-            C.BTRFS_STRIPE_LEN,
-            c.flags,
-            C.BTRFS_STRIPE_LEN,
-            C.BTRFS_STRIPE_LEN,
-            cfg.sectorsize,
-            len(c.stripes),
-            1,
-            tuple(Stripe(1, s, dev_uuid) for s in c.stripes),
-        )
-        chunk_items.append((ci.key, encode_chunk_item(ci)))
-        for s in c.stripes:
-            de = DevExtent(
-                Key(1, C.DEV_EXTENT_KEY, s),
-                C.CHUNK_TREE_OBJECTID,
-                C.FIRST_CHUNK_TREE_OBJECTID,
-                c.start,
-                c.length,
-                chunk_uuid,
-            )
-            dev_items.append((de.key, encode_dev_extent(de)))
-            dev_bytes_used += c.length
-    dev_item = DevItem(
-        Key(C.DEV_ITEMS_OBJECTID, C.DEV_ITEM_KEY, 1),
-        1,
-        cfg.size,
-        dev_bytes_used,
-        cfg.sectorsize,
-        cfg.sectorsize,
-        cfg.sectorsize,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        dev_uuid,
-        fsid,
-    )
-    chunk_items[0] = (dev_item.key, encode_dev_item(dev_item))
-
-    bg_items: Items = []  # filled once `used` is known
-    fs_items = content.fs_items
-    reloc_items: Items = [
-        (Key(256, C.INODE_ITEM_KEY, 0), inode_item(gen, 0, 0, 1, MODE_DIR)),
-        (
-            Key(256, C.INODE_REF_KEY, 256),
-            inode_ref(0, b".."),
-        ),
-    ]
-    uuid_items: Items = [
-        (
-            Key(
-                int.from_bytes(fs_uuid[:8], "little"),
-                C.UUID_KEY_SUBVOL,
-                int.from_bytes(fs_uuid[8:], "little"),
-            ),
-            (5).to_bytes(8, "little"),
-        )
-    ]
+    if not data_allocs:  # an empty filesystem still has a data block group
+        data_allocs.append(RangeAllocator(ca.btrfs_create_chunk(C.BLOCK_GROUP_DATA)))
     data_extent_items: Items = []
     for bytenr, length, ino, off in content.data_extents:
         ref = InlineRef(
@@ -806,136 +744,42 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
             Key(bytenr, C.EXTENT_ITEM_KEY, length), 1, gen, C.EXTENT_FLAG_DATA, inline_refs=(ref,)
         )
         data_extent_items.append((ei.key, encode_extent_item(ei)))
-    _ = hash_extent_data_ref  # keyed refs are never needed: one ref per extent
-
-    static_trees: dict[int, Items] = {
-        C.CHUNK_TREE_OBJECTID: chunk_items,
-        C.DEV_TREE_OBJECTID: dev_items,
-        C.FS_TREE_OBJECTID: fs_items,
+    trees: dict[int, Items] = {
+        C.FS_TREE_OBJECTID: content.fs_items,
         C.CSUM_TREE_OBJECTID: [],
-        C.UUID_TREE_OBJECTID: uuid_items,
-        C.DATA_RELOC_TREE_OBJECTID: reloc_items,
+        C.UUID_TREE_OBJECTID: [
+            (
+                Key(
+                    int.from_bytes(fs_uuid[:8], "little"),
+                    C.UUID_KEY_SUBVOL,
+                    int.from_bytes(fs_uuid[8:], "little"),
+                ),
+                C.FS_TREE_OBJECTID.to_bytes(8, "little"),
+            )
+        ],
+        C.DATA_RELOC_TREE_OBJECTID: [
+            (Key(256, C.INODE_ITEM_KEY, 0), inode_item(gen, 0, 0, 1, MODE_DIR)),
+            (Key(256, C.INODE_REF_KEY, 256), inode_ref(0, b"..")),
+        ],
     }
-    for items in static_trees.values():
-        items.sort(key=lambda x: x[0])
-    static_roots = {t: build_tree(items, ns) for t, items in static_trees.items()}
-
-    # metadata allocation: chunk tree in SYSTEM, the rest in METADATA; the extent, free
-    # space, block group and root trees depend on where every block lands: iterate.
-    dyn_ids = [C.ROOT_TREE_OBJECTID, C.EXTENT_TREE_OBJECTID, C.FREE_SPACE_TREE_OBJECTID]
-    if layout != "extent-tree":
-        dyn_ids.append(C.BLOCK_GROUP_TREE_OBJECTID)
-    guess: dict[int, tuple[int, ...]] = dict.fromkeys(dyn_ids, (1,))
-    for _round in range(20):
-        for c in [*meta_chunks, sys_chunk]:
-            c.used = 0
-        sys_ra = RangeAllocator(sys_chunk)
-        meta_ras = [RangeAllocator(c) for c in meta_chunks]
-
-        def alloc_meta(ras: list[RangeAllocator] = meta_ras) -> int:
-            for ra in ras:
-                pos = ra.alloc(ns)
-                if pos is not None:
-                    return pos
-            raise MkfsError("metadata chunks are full (the estimate was too low)")
-
-        placed: dict[int, list[int]] = {}  # tree -> block addresses
-        for _b in tree_blocks(static_roots[C.CHUNK_TREE_OBJECTID]):
-            pos = sys_ra.alloc(ns)
-            if pos is None:
-                raise MkfsError("the system chunk is full")
-            placed.setdefault(C.CHUNK_TREE_OBJECTID, []).append(pos)
-        for t in sorted(static_roots):
-            if t == C.CHUNK_TREE_OBJECTID:
-                continue
-            placed[t] = [alloc_meta() for _ in tree_blocks(static_roots[t])]
-        levels: dict[int, list[int]] = {
-            t: [b.level for b in tree_blocks(r)] for t, r in static_roots.items()
-        }
-        for t in dyn_ids:
-            levels[t] = bfs_levels(guess[t])
-            placed[t] = [alloc_meta() for _ in levels[t]]
-        # block group used
-        used_by_bg: dict[int, list[tuple[int, int]]] = dict(data_used)
-        used_by_bg[sys_chunk.start] = list(sys_ra.allocated)
-        for ra in meta_ras:
-            used_by_bg[ra.chunk.start] = list(ra.allocated)
-        for c in chunks:
-            c.used = sum(ln for _, ln in used_by_bg.get(c.start, []))
-        bg_items = []
-        for c in chunks:
-            if layout == "skinny-bg-tree":
-                bg_items.append((Key(c.start, C.SKINNY_BLOCK_GROUP_ITEM_KEY, c.used), b""))
-            else:
-                bgi = BlockGroupItem(
-                    Key(c.start, C.BLOCK_GROUP_ITEM_KEY, c.length),
-                    c.used,
-                    C.FIRST_CHUNK_TREE_OBJECTID,
-                    c.flags,
-                )
-                bg_items.append((bgi.key, encode_block_group_item(bgi)))
-        meta_extent_items: Items = []
-        for t, addrs in placed.items():
-            for a, lvl in zip(addrs, levels[t], strict=True):
-                ref = InlineRef(C.TREE_BLOCK_REF_KEY, offset=t)
-                ei = ExtentItem(
-                    Key(a, C.METADATA_ITEM_KEY, lvl),
-                    1,
-                    gen,
-                    C.EXTENT_FLAG_TREE_BLOCK,
-                    inline_refs=(ref,),
-                )
-                meta_extent_items.append((ei.key, encode_extent_item(ei)))
-        extent_items = data_extent_items + meta_extent_items
-        if layout == "extent-tree":
-            extent_items = extent_items + bg_items
-        extent_items.sort(key=lambda x: x[0])
-        fst_items = free_space_items(chunks, used_by_bg)
-        dyn_items: dict[int, Items] = {
-            C.EXTENT_TREE_OBJECTID: extent_items,
-            C.FREE_SPACE_TREE_OBJECTID: fst_items,
-        }
-        if layout != "extent-tree":
-            dyn_items[C.BLOCK_GROUP_TREE_OBJECTID] = sorted(bg_items, key=lambda x: x[0])
-        # root tree: its size does not depend on addresses, only on which trees exist
-        trees_present = sorted(set(static_roots) | set(dyn_items))
-        root_items_count = [439] * (len(trees_present) - 1) + [17, 160, 12, 37]
-        dyn_counts = {t: level_counts([len(d) for _, d in dyn_items[t]], ns) for t in dyn_items}
-        dyn_counts[C.ROOT_TREE_OBJECTID] = level_counts(root_items_count, ns)
-        if dyn_counts == guess:
-            break
-        guess = dyn_counts
-    else:
-        raise MkfsError("tree block layout did not converge")
-
-    roots: dict[int, Block] = dict(static_roots)
-    for t, items in dyn_items.items():
-        roots[t] = build_tree(items, ns)
-    # assign addresses
-    for t, addrs in placed.items():
-        if t == C.ROOT_TREE_OBJECTID:
-            continue
-        for b, a in zip(tree_blocks(roots[t]), addrs, strict=True):
-            b.bytenr = a
-    root_tree_items: Items = []
-    for t in trees_present:
-        if t == C.CHUNK_TREE_OBJECTID:
-            continue
-        r = roots[t]
-        nblocks = len(tree_blocks(r))
-        is_fs = t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID)
-        ri = root_item(
-            r.bytenr,
-            r.level,
-            gen,
-            nblocks * ns,
-            fs_tree=is_fs,
-            uuid=fs_uuid if t == C.FS_TREE_OBJECTID else bytes(16),
-            root_dirid=256 if is_fs else 0,
-            inode_flags=BTRFS_INODE_ROOT_ITEM_INIT if is_fs else 0,
+    root_items = {
+        t: decode_root_item(
+            root_item(
+                0,
+                0,
+                gen,
+                0,
+                fs_tree=t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID),
+                uuid=fs_uuid if t == C.FS_TREE_OBJECTID else bytes(16),
+                root_dirid=256 if t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID) else 0,
+                inode_flags=BTRFS_INODE_ROOT_ITEM_INIT
+                if t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID)
+                else 0,
+            )
         )
-        root_tree_items.append((Key(t, C.ROOT_ITEM_KEY, 0), ri))
-    root_tree_items += [
+        for t in trees
+    }
+    extra: Items = [
         (
             Key(C.FS_TREE_OBJECTID, C.INODE_REF_KEY, C.ROOT_TREE_DIR_OBJECTID),
             inode_ref(0, b"default"),
@@ -947,56 +791,264 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
         ),
         (
             Key(C.ROOT_TREE_DIR_OBJECTID, C.DIR_ITEM_KEY, btrfs_name_hash(b"default")),
-            encode_dir_item(
-                DirItem(
-                    Key(6, 84, 0),
-                    (
-                        DirEntry(
-                            Key(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64),
-                            gen,
-                            C.FT_DIR,
-                            b"default",
-                            b"",
-                        ),
-                    ),
-                )
-            ),
+            _DIR_ITEM.pack(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64, gen, 0, 7, C.FT_DIR)
+            + b"default",
         ),
     ]
-    root_tree_items.sort(key=lambda x: x[0])
+    return FsSpec(
+        size=cfg.size,
+        nodesize=cfg.nodesize,
+        sectorsize=cfg.sectorsize,
+        csum_type=cfg.csum_type,
+        layout=cfg.layout,
+        label=cfg.label,
+        generation=gen,
+        fsid=_uuid(cfg.seed, "fsid"),
+        dev_uuid=_uuid(cfg.seed, "dev"),
+        chunk_uuid=_uuid(cfg.seed, "chunk-tree"),
+        chunks=[sys_chunk, *meta_chunks, *(ra.chunk for ra in data_allocs)],
+        data_used={ra.chunk.start: list(ra.allocated) for ra in data_allocs},
+        data_extent_items=data_extent_items,
+        trees=trees,
+        root_items=root_items,
+        root_extra_items=extra,
+    )
+
+
+def decode_root_item(data: bytes) -> RootItem:
+    item = RootItem.decode(Key(0, C.ROOT_ITEM_KEY, 0), data, 0)
+    return item
+
+
+def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
+    """Write the filesystem ``cfg`` describes to ``sink`` (a sparse file or a buffer)."""
+    return write_filesystem(plan_filesystem(cfg), sink)
+
+
+def chunk_and_dev_trees(spec: FsSpec) -> tuple[Items, Items, DevItem]:
+    """The chunk tree (dev item + chunk items) and dev tree (dev stats + dev extents)."""
+    chunk_items: Items = []
+    dev_items: Items = [(Key(C.DEV_STATS_OBJECTID, C.PERSISTENT_ITEM_KEY, 1), spec.dev_stats)]
+    dev_bytes_used = 0
+    for c in spec.chunks:
+        ci = ChunkItem(
+            Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, c.start),
+            c.length,
+            C.EXTENT_TREE_OBJECTID,
+            C.BTRFS_STRIPE_LEN,
+            c.flags,
+            C.BTRFS_STRIPE_LEN,
+            C.BTRFS_STRIPE_LEN,
+            spec.sectorsize,
+            len(c.stripes),
+            1,
+            tuple(Stripe(1, s, spec.dev_uuid) for s in c.stripes),
+        )
+        chunk_items.append((ci.key, encode_chunk_item(ci)))
+        for s in c.stripes:
+            de = DevExtent(
+                Key(1, C.DEV_EXTENT_KEY, s),
+                C.CHUNK_TREE_OBJECTID,
+                C.FIRST_CHUNK_TREE_OBJECTID,
+                c.start,
+                c.length,
+                spec.chunk_uuid,
+            )
+            dev_items.append((de.key, encode_dev_extent(de)))
+            dev_bytes_used += c.length
+    dev_item = DevItem(
+        Key(C.DEV_ITEMS_OBJECTID, C.DEV_ITEM_KEY, 1),
+        1,
+        spec.size,
+        dev_bytes_used,
+        spec.sectorsize,
+        spec.sectorsize,
+        spec.sectorsize,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        spec.dev_uuid,
+        spec.fsid,
+    )
+    chunk_items.append((dev_item.key, encode_dev_item(dev_item)))
+    chunk_items.sort()
+    dev_items.sort()
+    return chunk_items, dev_items, dev_item
+
+
+def block_group_items(spec: FsSpec) -> Items:
+    """One item per chunk, in the layout's form."""
+    out: Items = []
+    for c in spec.chunks:
+        if spec.layout == "skinny-bg-tree":
+            out.append((Key(c.start, C.SKINNY_BLOCK_GROUP_ITEM_KEY, c.used), b""))
+        else:
+            bgi = BlockGroupItem(
+                Key(c.start, C.BLOCK_GROUP_ITEM_KEY, c.length),
+                c.used,
+                C.FIRST_CHUNK_TREE_OBJECTID,
+                c.flags,
+            )
+            out.append((bgi.key, encode_block_group_item(bgi)))
+    return out
+
+
+def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
+    """Lay out and write an image: place every tree block, derive the extent, free space,
+    block group and root trees (a fixed point: they describe where the blocks landed), and
+    write the blocks to every stripe and the superblock to every mirror in the device.
+
+    Blocks are placed tree by tree in id order — chunk tree in the SYSTEM chunk, the
+    content trees and dev tree in METADATA, then the root, extent and free space trees,
+    and the block group tree last, so that switching the block group layout moves no
+    other tree's blocks."""
+    ns = spec.nodesize
+    gen = spec.generation
+    layout = spec.layout
+    hdr = Header(spec.fsid, spec.chunk_uuid, gen, spec.csum_type, ns)
+    sys_chunk = next(c for c in spec.chunks if c.flags & C.BLOCK_GROUP_SYSTEM)
+    meta_chunks = [
+        c for c in spec.chunks if c.flags & C.BLOCK_GROUP_METADATA and c is not sys_chunk
+    ]
+    chunk_items, dev_items, dev_item = chunk_and_dev_trees(spec)
+    static_trees: dict[int, Items] = {
+        C.CHUNK_TREE_OBJECTID: chunk_items,
+        C.DEV_TREE_OBJECTID: dev_items,
+        **{t: sorted(items) for t, items in spec.trees.items()},
+    }
+    static_roots = {t: build_tree(items, ns) for t, items in static_trees.items()}
+    dyn_ids = [C.ROOT_TREE_OBJECTID, C.EXTENT_TREE_OBJECTID, C.FREE_SPACE_TREE_OBJECTID]
+    if layout != "extent-tree":
+        dyn_ids.append(C.BLOCK_GROUP_TREE_OBJECTID)
+    trees_present = sorted(set(static_roots) | set(dyn_ids))
+    # the root tree's shape depends only on which trees exist
+    root_item_sizes = [RootItem.SIZE] * (len(trees_present) - 2) + [
+        len(d) for _, d in spec.root_extra_items
+    ]
+    guess: dict[int, tuple[int, ...]] = dict.fromkeys(dyn_ids, (1,))
+    guess[C.ROOT_TREE_OBJECTID] = level_counts(root_item_sizes, ns)
+    for _round in range(20):
+        sys_ra = RangeAllocator(sys_chunk)
+        meta_ras = [RangeAllocator(c) for c in meta_chunks]
+        for c in [sys_chunk, *meta_chunks]:
+            c.used = 0
+
+        def alloc_meta(ras: list[RangeAllocator] = meta_ras) -> int:
+            for ra in ras:
+                pos = ra.alloc(ns)
+                if pos is not None:
+                    return pos
+            raise MkfsError("the metadata chunks are full")
+
+        placed: dict[int, list[int]] = {}
+        levels: dict[int, list[int]] = {}
+        for t in sorted(static_roots, key=lambda t: t != C.CHUNK_TREE_OBJECTID):
+            levels[t] = [b.level for b in tree_blocks(static_roots[t])]
+            if t == C.CHUNK_TREE_OBJECTID:
+                got = [sys_ra.alloc(ns) for _ in levels[t]]
+                placed[t] = [a for a in got if a is not None]
+                if len(placed[t]) != len(got):
+                    raise MkfsError("the system chunk is full")
+            else:
+                placed[t] = [alloc_meta() for _ in levels[t]]
+        for t in dyn_ids:
+            levels[t] = bfs_levels(guess[t])
+            placed[t] = [alloc_meta() for _ in levels[t]]
+        used_by_bg: dict[int, list[tuple[int, int]]] = dict(spec.data_used)
+        used_by_bg[sys_chunk.start] = list(sys_ra.allocated)
+        for ra in meta_ras:
+            used_by_bg[ra.chunk.start] = list(ra.allocated)
+        for c in spec.chunks:
+            c.used = sum(ln for _, ln in used_by_bg.get(c.start, []))
+        bg_items = block_group_items(spec)
+        meta_extent_items: Items = []
+        for t, where in placed.items():
+            ref = InlineRef(C.TREE_BLOCK_REF_KEY, offset=t)
+            for a, lvl in zip(where, levels[t], strict=True):
+                ei = ExtentItem(
+                    Key(a, C.METADATA_ITEM_KEY, lvl),
+                    1,
+                    gen,
+                    C.EXTENT_FLAG_TREE_BLOCK,
+                    inline_refs=(ref,),
+                )
+                meta_extent_items.append((ei.key, encode_extent_item(ei)))
+        extent_items = spec.data_extent_items + meta_extent_items
+        if layout == "extent-tree":
+            extent_items = extent_items + bg_items
+        extent_items.sort()
+        dyn_items: dict[int, Items] = {
+            C.EXTENT_TREE_OBJECTID: extent_items,
+            C.FREE_SPACE_TREE_OBJECTID: free_space_items(spec.chunks, used_by_bg),
+        }
+        if layout != "extent-tree":
+            dyn_items[C.BLOCK_GROUP_TREE_OBJECTID] = sorted(bg_items)
+        counts = {t: level_counts([len(d) for _, d in dyn_items[t]], ns) for t in dyn_items}
+        counts[C.ROOT_TREE_OBJECTID] = guess[C.ROOT_TREE_OBJECTID]
+        if counts == guess:
+            break
+        guess = counts
+    else:
+        raise MkfsError("tree block layout did not converge")
+
+    roots: dict[int, Block] = dict(static_roots)
+    for t, items in dyn_items.items():
+        roots[t] = build_tree(items, ns)
+    for t, r in roots.items():
+        for b, a in zip(tree_blocks(r), placed[t], strict=True):
+            b.bytenr = a
+    root_tree_items: Items = list(spec.root_extra_items)
+    for t in trees_present:
+        if t in (C.CHUNK_TREE_OBJECTID, C.ROOT_TREE_OBJECTID):
+            continue
+        r = roots[t]
+        tmpl = spec.root_items.get(t) or decode_root_item(
+            root_item(0, 0, gen, 0, fs_tree=False, uuid=bytes(16))
+        )
+        ri = dataclasses.replace(
+            tmpl,
+            bytenr=r.bytenr,
+            level=r.level,
+            generation=gen,
+            generation_v2=gen,
+            bytes_used=len(tree_blocks(r)) * ns,
+        )
+        root_tree_items.append((Key(t, C.ROOT_ITEM_KEY, 0), encode_root_item(ri)))
+    root_tree_items.sort()
     roots[C.ROOT_TREE_OBJECTID] = build_tree(root_tree_items, ns)
     root_blocks = tree_blocks(roots[C.ROOT_TREE_OBJECTID])
-    assert len(root_blocks) == len(placed[C.ROOT_TREE_OBJECTID])
+    if len(root_blocks) != len(placed[C.ROOT_TREE_OBJECTID]):
+        raise MkfsError("root tree shape differs from its prediction")
     for b, a in zip(root_blocks, placed[C.ROOT_TREE_OBJECTID], strict=True):
         b.bytenr = a
 
-    # write every block to every stripe
-    chunk_starts = [c.start for c in chunks]
+    chunk_starts = [c.start for c in spec.chunks]
     n_blocks = 0
     for t, r in roots.items():
         for b in tree_blocks(r):
             data = serialize_block(b, t, hdr)
-            c = chunks[bisect.bisect_right(chunk_starts, b.bytenr) - 1]
+            c = spec.chunks[bisect.bisect_right(chunk_starts, b.bytenr) - 1]
             for s in c.stripes:
                 sink.write(s + (b.bytenr - c.start), data)
             n_blocks += 1
 
-    bytes_used = sum(c.used for c in chunks)
+    bytes_used = sum(c.used for c in spec.chunks)
     incompat = DEFAULT_INCOMPAT
     compat_ro = C.COMPAT_RO_FREE_SPACE_TREE | C.COMPAT_RO_FREE_SPACE_TREE_VALID
     if layout != "extent-tree":
         compat_ro |= C.COMPAT_RO_BLOCK_GROUP_TREE
     if layout == "skinny-bg-tree":
         incompat |= INCOMPAT_SKINNY_BG_TREE
-    sys_chunk_item = next(
-        d for k, d in chunk_items if k.offset == sys_chunk.start and k.type == C.CHUNK_ITEM_KEY
+    sys_array = b"".join(
+        k.pack() + d
+        for k, d in chunk_items
+        if k.type == C.CHUNK_ITEM_KEY and k.offset == sys_chunk.start
     )
-    sys_array = Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, sys_chunk.start).pack()
-    sys_array += sys_chunk_item
     sb = build_superblock(
-        cfg,
-        fsid=fsid,
-        gen=gen,
+        spec,
         roots=roots,
         bytes_used=bytes_used,
         dev_item=dev_item,
@@ -1006,13 +1058,13 @@ def make_btrfs(cfg: MkfsConfig, sink: BlockSink) -> MkfsResult:
     )
     for mirror in range(C.SUPER_MIRROR_MAX):
         off = C.btrfs_sb_offset(mirror)
-        if off + C.SUPER_INFO_SIZE > cfg.size:
+        if off + C.SUPER_INFO_SIZE > spec.size:
             break
         raw = bytearray(sb)
         raw[48:56] = off.to_bytes(8, "little")
-        raw[:32] = csum_block(cfg.csum_type, bytes(raw))
+        raw[:32] = csum_block(spec.csum_type, bytes(raw))
         sink.write(off, bytes(raw))
-    return MkfsResult(roots, chunks, sb, bytes_used, n_blocks)
+    return MkfsResult(roots, spec.chunks, sb, bytes_used, n_blocks)
 
 
 def estimate_metadata_bytes(cfg: MkfsConfig) -> int:
@@ -1026,10 +1078,8 @@ def estimate_metadata_bytes(cfg: MkfsConfig) -> int:
 
 
 def build_superblock(
-    cfg: MkfsConfig,
+    spec: FsSpec,
     *,
-    fsid: bytes,
-    gen: int,
     roots: dict[int, Block],
     bytes_used: int,
     dev_item: DevItem,
@@ -1039,6 +1089,7 @@ def build_superblock(
 ) -> bytes:
     """The primary superblock's bytes (bytenr and csum are set per copy by the caller)."""
     raw = bytearray(C.SUPER_INFO_SIZE)
+    fsid, gen = spec.fsid, spec.generation
     root = roots[C.ROOT_TREE_OBJECTID]
     chunk = roots[C.CHUNK_TREE_OBJECTID]
     head = Superblock.HEAD.pack(
@@ -1051,20 +1102,20 @@ def build_superblock(
         root.bytenr,
         chunk.bytenr,
         0,
-        cfg.size,
+        spec.size,
         bytes_used,
         C.ROOT_TREE_DIR_OBJECTID,
         1,
-        cfg.sectorsize,
-        cfg.nodesize,
-        cfg.nodesize,
-        cfg.sectorsize,
+        spec.sectorsize,
+        spec.nodesize,
+        spec.nodesize,
+        spec.sectorsize,
         len(sys_array),
         gen,
         0,
         compat_ro,
         incompat,
-        cfg.csum_type,
+        spec.csum_type,
         root.level,
         chunk.level,
         0,
@@ -1072,7 +1123,7 @@ def build_superblock(
     raw[: len(head)] = head
     di = encode_dev_item(dev_item)
     raw[Superblock.DEV_ITEM_OFFSET : Superblock.DEV_ITEM_OFFSET + len(di)] = di
-    label = cfg.label.encode()[: C.BTRFS_LABEL_SIZE - 1].ljust(C.BTRFS_LABEL_SIZE, b"\0")
+    label = spec.label.encode()[: C.BTRFS_LABEL_SIZE - 1].ljust(C.BTRFS_LABEL_SIZE, b"\0")
     tail = Superblock.TAIL.pack(label, 0, gen, bytes(16), 0)
     raw[Superblock.LABEL_OFFSET : Superblock.LABEL_OFFSET + len(tail)] = tail
     raw[Superblock.SYS_CHUNK_ARRAY_OFFSET : Superblock.SYS_CHUNK_ARRAY_OFFSET + len(sys_array)] = (
@@ -1098,7 +1149,7 @@ def build_superblock(
         + gen.to_bytes(8, "little")
         + csum[0].to_bytes(8, "little")
         + gen.to_bytes(8, "little")
-        + cfg.size.to_bytes(8, "little")
+        + spec.size.to_bytes(8, "little")
         + bytes_used.to_bytes(8, "little")
         + (1).to_bytes(8, "little")
         + bytes(32)
