@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from model.btrfs import constants as C
@@ -217,32 +218,32 @@ class _Walk:
         def on_error(e: FormatError) -> None:
             self.report(read_error_finding(e, root.objectid))
 
-        for blk in img.walk(root, on_error=on_error, descend=descend):
-            if blk.logical in self.seen:
-                continue
-            self.seen.add(blk.logical)
-            self.res.blocks_checked += 1
-            if blk.level == 0 and blk.header.backref_rev < C.MIXED_BACKREF_REV:
-                self.report(
-                    Finding(
-                        "old-backref",
-                        f"tree block {blk.logical}",
-                        "old backref revision (pre-mixed-backref) blocks are not supported",
-                        blk.logical,
-                        root.objectid,
-                    )
-                )
-            full = self.block_is_full_backref(blk, root)
-            if blk.is_leaf:
-                self.process_leaf(blk, root, full)
-                continue
-            owner = blk.header.owner
-            for slot in range(first_slot(blk), len(blk.ptrs)):
-                child = blk.ptrs[slot].blockptr
-                if full:
-                    self.scan.add_tree_ref(child, blk.logical, 0)
-                else:
-                    self.scan.add_tree_ref(child, 0, owner)
+        try:
+            for blk in img.walk(root, on_error=on_error, descend=descend):
+                self.process_block(blk, root, first_slot)
+        except FormatError as e:  # a walk that cannot go on (more blocks than the image)
+            self.report(read_error_finding(e, root.objectid))
+
+    def process_block(
+        self, blk: TreeBlock, root: TreeRoot, first_slot: Callable[[TreeBlock], int]
+    ) -> None:
+        """``run_next_block()`` for one block met for the first time: its children's
+        references (a node) or its items (a leaf)."""
+        if blk.logical in self.seen:
+            return
+        self.seen.add(blk.logical)
+        self.res.blocks_checked += 1
+        full = self.block_is_full_backref(blk, root)
+        if blk.is_leaf:
+            self.process_leaf(blk, root, full)
+            return
+        owner = blk.header.owner
+        for slot in range(first_slot(blk), len(blk.ptrs)):
+            child = blk.ptrs[slot].blockptr
+            if full:
+                self.scan.add_tree_ref(child, blk.logical, 0)
+            else:
+                self.scan.add_tree_ref(child, 0, owner)
 
     # ---- leaves --------------------------------------------------------------------------
 
@@ -276,6 +277,8 @@ class _Walk:
                     start = C.BTRFS_HEADER_SIZE + ih.offset
                     self.fst.feed(blk.logical, key, raw[start : start + ih.size])
                 continue
+            if t == C.ROOT_ITEM_KEY:
+                continue  # the reader has the root items
             if t == C.EXTENT_CSUM_KEY:
                 if root.objectid == C.CSUM_TREE_OBJECTID:
                     self.process_csum_item(blk, slot)

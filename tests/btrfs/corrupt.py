@@ -8,7 +8,8 @@ reads cleanly. Images are edited through a plain file handle: the model only rea
 
 from __future__ import annotations
 
-import shutil
+import hashlib
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +42,50 @@ class Located:
     csum_type: int
 
 
+def _data_segments(fd: int, size: int) -> list[tuple[int, int]]:
+    """The allocated (start, end) ranges of a sparse file (SEEK_DATA / SEEK_HOLE)."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: no data after pos
+            break
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        out.append((start, end))
+        pos = end
+    return out
+
+
 def copy_image(src: Path, dst: Path) -> Path:
-    shutil.copyfile(src, dst)
+    """A sparse copy (only the allocated ranges are written)."""
+    size = src.stat().st_size
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        fo.truncate(size)
+        for start, end in _data_segments(fi.fileno(), size):
+            fi.seek(start)
+            fo.seek(start)
+            left = end - start
+            while left:
+                chunk = fi.read(min(left, 1 << 24))
+                fo.write(chunk)
+                left -= len(chunk)
     return dst
+
+
+def image_digest(path: Path) -> str:
+    """SHA-256 over the size and every allocated range (offset and bytes) of a sparse
+    image: equal digests mean equal contents, without reading gigabytes of holes."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(size.to_bytes(8, "little"))
+    with open(path, "rb") as f:
+        for start, end in _data_segments(f.fileno(), size):
+            f.seek(start)
+            data = f.read(end - start)
+            h.update(start.to_bytes(8, "little"))
+            h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()
 
 
 def find_item(
@@ -135,3 +177,40 @@ def flip_csum(image: Path, phys: int) -> None:
         b = f.read(1)
         f.seek(phys)
         f.write(bytes([b[0] ^ 0x01]))
+
+
+def rewrite_leaf(
+    image: Path,
+    leaf: int,
+    transform: Callable[[list[tuple[Key, bytes]]], list[tuple[Key, bytes]]],
+) -> None:
+    """Re-pack a leaf (every copy) with ``transform`` applied to its (key, body) list:
+    item headers from the front, bodies packed from the end (item 0 last), checksum
+    recomputed. The caller keeps keys sorted and the first key unchanged (or the leaf a
+    root)."""
+    with FileSource(image) as src:
+        img = BtrfsImage.open(src)
+        blk = img.read_tree_block(leaf)
+        copies = img.chunk_map.map_read(leaf, img.sb.nodesize)
+        nodesize, csum_type = img.sb.nodesize, img.sb.csum_type
+        items = [(ih.key, blk.item_data(slot)) for slot, ih in enumerate(blk.items)]
+    new = transform(items)
+
+    def edit(buf: bytearray) -> None:
+        data_end = nodesize - C.BTRFS_HEADER_SIZE
+        buf[C.BTRFS_HEADER_SIZE :] = bytes(nodesize - C.BTRFS_HEADER_SIZE)
+        struct.pack_into("<I", buf, 96, len(new))  # header nritems
+        for slot, (key, body) in enumerate(new):
+            data_end -= len(body)
+            struct.pack_into(
+                "<17sII",
+                buf,
+                C.BTRFS_HEADER_SIZE + slot * C.BTRFS_ITEM_SIZE,
+                key.pack(),
+                data_end,
+                len(body),
+            )
+            start = C.BTRFS_HEADER_SIZE + data_end
+            buf[start : start + len(body)] = body
+
+    edit_block(image, copies, nodesize, csum_type, edit)
