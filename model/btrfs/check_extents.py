@@ -227,11 +227,6 @@ class ExtentScan:
 
     # ---- checking ------------------------------------------------------------------------
 
-    def sorted_extents(self) -> list[ExtentRecord]:
-        """The extent items in bytenr order (decoded one by one by callers that stream)."""
-        self.extents.sort()
-        return [ExtentRecord(*_EXTENT.unpack(b)) for b in self.extents]
-
     def iter_extents(self) -> Iterator[ExtentRecord]:
         self.extents.sort()
         for b in self.extents:

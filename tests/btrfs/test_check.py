@@ -28,7 +28,14 @@ from model.blocksource import FileSource
 from model.btrfs import constants as C
 from model.btrfs.check import CheckResult, btrfs_check
 from model.btrfs.csum import csum_block
-from model.btrfs.items import BlockGroupItem, DevExtent, ExtentItem, FreeSpaceInfo, Key
+from model.btrfs.items import (
+    BlockGroupItem,
+    DevExtent,
+    DevItem,
+    ExtentItem,
+    FreeSpaceInfo,
+    Key,
+)
 from model.btrfs.reader import BtrfsImage
 from tests.btrfs.corrupt import (
     copy_image,
@@ -281,6 +288,31 @@ def edit_clear_bg_tree_flag(p: Path) -> list[str]:
     return [f"found in tree {C.BLOCK_GROUP_TREE_OBJECTID}"]
 
 
+def edit_remove_extent_item(p: Path) -> list[str]:
+    """Delete the METADATA_ITEM of the fs tree root (not the leaf's first item): a tree
+    block without an extent item, its space unaccounted."""
+    loc = find_item(
+        p,
+        C.EXTENT_TREE_OBJECTID,
+        lambda k, i: (
+            k.type == C.METADATA_ITEM_KEY
+            and isinstance(i, ExtentItem)
+            and bool(i.inline_refs)
+            and i.inline_refs[0].offset == C.FS_TREE_OBJECTID
+        ),
+        not_first=True,
+    )
+    rewrite_leaf(p, loc.leaf, lambda items: [(k, b) for k, b in items if k != loc.key])
+    return [f"tree block {loc.key.objectid}"]
+
+
+def edit_dev_item_bytes_used(p: Path) -> list[str]:
+    loc = find_item(p, C.CHUNK_TREE_OBJECTID, lambda k, i: isinstance(i, DevItem))
+    assert isinstance(loc.item, DevItem)
+    set_body_u64(p, loc, 16, loc.item.bytes_used + (1 << 20))
+    return [f"device item ({C.DEV_ITEMS_OBJECTID} {C.DEV_ITEM_KEY} {loc.key.offset})"]
+
+
 def _fs_root(p: Path) -> tuple[int, list[int]]:
     with FileSource(p) as src:
         img = BtrfsImage.open(src)
@@ -294,6 +326,13 @@ def edit_csum_one_dup_copy(p: Path) -> list[str]:
     assert len(copies) == 2, "metadata must be DUP"
     flip_csum(p, copies[0])
     return [f"tree block {bytenr}"]
+
+
+def edit_csum_second_copy(p: Path) -> list[str]:
+    _, copies = _fs_root(p)
+    assert len(copies) == 2, "metadata must be DUP"
+    flip_csum(p, copies[1])
+    return []
 
 
 def edit_csum_all_copies(p: Path) -> list[str]:
@@ -324,6 +363,8 @@ CASES: dict[str, Case] = {
     "backref-root": Case("default", edit_backref_root),
     "data-backref-count": Case("kernel", edit_data_backref_count),
     "dev-extent-length": Case("default", edit_dev_extent_length),
+    "dev-item-bytes-used": Case("default", edit_dev_item_bytes_used),
+    "extent-item-removed": Case("default", edit_remove_extent_item),
     # btrfs check's original mode prints the chunk/block group mismatch but exits 0
     # (check_chunks_and_extents() lets check_devices() overwrite the error); lowmem mode
     # and the kernel (read_one_block_group) reject it: we follow them.
@@ -335,6 +376,8 @@ CASES: dict[str, Case] = {
     # DUP metadata, one copy bad: btrfs check warns "checksum verify failed" and reads
     # the good copy (exit 0); so do we (a warning, exit 0)
     "csum-one-dup-copy": Case("default", edit_csum_one_dup_copy, progs=(0, 0), ours=0, warn=True),
+    # the second copy bad: both read the first, good copy and never see it
+    "csum-second-dup-copy": Case("default", edit_csum_second_copy, progs=(0, 0), ours=0),
     # no good copy of the fs tree root: btrfs check cannot open the filesystem (exit 1)
     "csum-all-dup-copies": Case("default", edit_csum_all_copies),
     "csum-single-copy": Case("meta-single", edit_csum_all_copies),
