@@ -20,10 +20,14 @@ Verdicts mirror btrfs check's exit status:
   a finding (exit 1);
 * a dev extent inside the first 1 MiB is a warning (the kernel's
   ``verify_one_dev_extent`` only warns);
-* a block group whose flags differ from its chunk's type is a finding; btrfs check's
-  original mode prints it but drops the error (exit 0, ``check_chunks_and_extents`` lets
-  ``check_devices`` overwrite it) while lowmem mode and the kernel's
-  ``read_one_block_group`` reject it; we follow lowmem and the kernel.
+* a block group whose flags differ from its chunk's type, or a chunk without a block
+  group, is a finding; btrfs check's original mode prints it but drops the error (exit 0:
+  ``check_chunks_and_extents`` lets ``check_devices`` overwrite ``check_chunks``'s
+  result) while lowmem mode and the kernel (``read_one_block_group``,
+  ``check_chunk_block_group_mappings``) reject it; we follow lowmem and the kernel.
+
+Not walked: the log tree (btrfs check does not replay it; its blocks have no extent
+items).
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class _Walk:
     res: CheckResult = field(default_factory=CheckResult)
     seen: set[int] = field(default_factory=set)
     _reported: set[tuple[str, str, str]] = field(default_factory=set)
+    _reader_taken: int = 0
     scan: ExtentScan = field(init=False)
     bgs: list[BgRecord] = field(default_factory=list)
     chunks: dict[int, ChunkItem] = field(default_factory=dict)
@@ -118,9 +123,9 @@ class _Walk:
 
     def take_reader_findings(self) -> None:
         """Move what the reader collected (tree checker, bad copies) into the result."""
-        for f in self.img.findings:
+        for f in self.img.findings[self._reader_taken :]:
             (self.warn if f.code in WARNING_CODES else self.report)(f)
-        self.img.findings.clear()
+        self._reader_taken = len(self.img.findings)
 
     # ---- walking -------------------------------------------------------------------------
 
