@@ -268,7 +268,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from model.btrfs.check import btrfs_check
 
     img = open_image(args.image, args.super)
-    res = btrfs_check(img)
+    res = btrfs_check(img, verify_data_csums=args.check_data_csum)
     if args.json:
         sys.stdout.write(
             dumps(
@@ -277,11 +277,14 @@ def cmd_check(args: argparse.Namespace) -> int:
                     "ok": res.ok,
                     "blocks_checked": res.blocks_checked,
                     "findings": [f.to_json() for f in res.findings],
+                    "warnings": [f.to_json() for f in res.warnings],
                 }
             )
             + "\n"
         )
     else:
+        for f in res.warnings:
+            print(f"warning: {f}")
         for f in res.findings:
             print(f)
         verdict = "no error found" if res.ok else f"{len(res.findings)} error(s) found"
@@ -392,6 +395,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     c = bsub.add_parser("check", help="check consistency like `btrfs check` (exit 1 if not)")
     common(c)
+    c.add_argument(
+        "--check-data-csum",
+        action="store_true",
+        help="also verify every checksummed data sector (like btrfs check --check-data-csum)",
+    )
     c.set_defaults(func=cmd_check)
 
     mk = bsub.add_parser("mkfs", help="write a complete filesystem image with the model")

@@ -1,35 +1,575 @@
 """What ``btrfs check`` verifies, as a pure function over an opened image.
 
-(Skeleton: the full set of checks is being written; see ``btrfs_check``.)
+:func:`btrfs_check` follows btrfs-progs' ``check_chunks_and_extents()`` (original mode,
+``check/main.c``): walk every tree from the superblock's roots and the root tree's
+ROOT_ITEMs, each block once, recording what the extent tree declares and what the trees
+reference; then ``check_dev_extents``, ``check_chunks``, ``check_extent_refs``,
+``check_block_groups``, ``check_devices``; then the free space tree
+(``validate_free_space_cache``, see :mod:`model.btrfs.check_free_space`) and the csum tree
+(``check_csums``).
+
+Order of the walk: the extent tree(s) first (the FULL_BACKREF flags of the blocks met
+later come from their extent items), then the root and chunk trees and the other trees in
+key order, the free space tree(s) last (their items are compared with the extent items as
+they stream past).
+
+Verdicts mirror btrfs check's exit status:
+
+* a tree block with one bad copy and a good one (DUP metadata) is a *warning*: btrfs check
+  prints "checksum verify failed" and reads the good copy, exit 0; with no good copy it is
+  a finding (exit 1);
+* a dev extent inside the first 1 MiB is a warning (the kernel's
+  ``verify_one_dev_extent`` only warns);
+* a block group whose flags differ from its chunk's type, or a chunk without a block
+  group, is a finding; btrfs check's original mode prints it but drops the error (exit 0:
+  ``check_chunks_and_extents`` lets ``check_devices`` overwrite ``check_chunks``'s
+  result) while lowmem mode and the kernel (``read_one_block_group``,
+  ``check_chunk_block_group_mappings``) reject it; we follow lowmem and the kernel.
+
+Not walked: the log tree (btrfs check does not replay it; its blocks have no extent
+items).
 """
 
 from __future__ import annotations
 
+import bisect
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from model.btrfs import constants as C
+from model.btrfs.blockgroups import block_group_from_item
+from model.btrfs.check_chunks import (
+    BgRecord,
+    check_chunks,
+    check_dev_extents,
+    check_devices,
+    check_type_with_root,
+)
+from model.btrfs.check_extents import BgAccount, ExtentScan, check_block_groups
+from model.btrfs.check_free_space import BgRange, FreeSpaceTreeChecker
+from model.btrfs.csum import btrfs_csum_data
 from model.btrfs.findings import Finding
-from model.btrfs.reader import BtrfsImage
+from model.btrfs.intervals import Interval, subtract_intervals
+from model.btrfs.items import ChunkItem, DevExtent, DevItem, ExtentItem, Key, KeyedRef
+from model.btrfs.reader import BtrfsImage, TreeRoot
+from model.btrfs.treeblock import TreeBlock
+from model.errors import FormatError
+
+# codes of reader findings that btrfs check does not count as errors
+WARNING_CODES = frozenset({"bad-copy"})
+
+_FILE_EXTENT_HEAD = struct.Struct("<QQBBHB")  # generation .. type (21 bytes)
+_FILE_EXTENT_BODY = struct.Struct("<4Q")  # disk_bytenr, disk_num_bytes, offset, num_bytes
+_FILE_EXTENT_SIZE = 53
 
 
 @dataclass
 class CheckResult:
+    """``findings``: what btrfs check counts as errors (exit 1); ``warnings``: what it
+    reports and survives (exit 0); ``blocks_checked``: tree blocks walked."""
+
     findings: list[Finding] = field(default_factory=list)
     blocks_checked: int = 0
+    warnings: list[Finding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.findings
 
 
-def btrfs_check(img: BtrfsImage) -> CheckResult:
-    """Walk every tree (collecting read errors as findings) and return what is wrong."""
-    res = CheckResult()
+def read_error_finding(e: FormatError, tree: int | None) -> Finding:
+    """A block or item that could not be read (no good copy, bad header, loop...)."""
+    what = f"tree block {e.logical}" if e.logical is not None else e.structure
+    return Finding("read-error", what, str(e), e.logical, tree)
 
-    def on_error(e: Exception) -> None:
-        res.findings.append(Finding("read-error", "tree block", str(e)))
 
-    for root in img.trees():
-        for _blk in img.walk(root, on_error=on_error):
-            res.blocks_checked += 1
-    res.findings[:0] = img.findings
-    return res
+@dataclass
+class _Walk:
+    """The state of one ``btrfs_check`` run."""
+
+    img: BtrfsImage
+    verify_data_csums: bool
+    res: CheckResult = field(default_factory=CheckResult)
+    seen: set[int] = field(default_factory=set)
+    _reported: set[tuple[str, str, str]] = field(default_factory=set)
+    _reader_taken: int = 0
+    scan: ExtentScan = field(init=False)
+    bgs: list[BgRecord] = field(default_factory=list)
+    chunks: dict[int, ChunkItem] = field(default_factory=dict)
+    devices: dict[int, DevItem] = field(default_factory=dict)
+    dev_extents: list[tuple[Key, DevExtent]] = field(default_factory=list)
+    csum_ranges: list[Interval] = field(default_factory=list)
+    csum_items: list[tuple[int, int, int]] = field(default_factory=list)  # leaf, slot, start
+    fst: FreeSpaceTreeChecker | None = None
+
+    def __post_init__(self) -> None:
+        sb = self.img.sb
+        self.scan = ExtentScan(sb.nodesize, sb.sectorsize, sb.generation, self.report)
+
+    # ---- reporting -----------------------------------------------------------------------
+
+    def report(self, f: Finding) -> None:
+        k = (f.code, f.what, f.message)
+        if k not in self._reported:
+            self._reported.add(k)
+            self.res.findings.append(f)
+
+    def warn(self, f: Finding) -> None:
+        k = (f.code, f.what, f.message)
+        if k not in self._reported:
+            self._reported.add(k)
+            self.res.warnings.append(f)
+
+    def take_reader_findings(self) -> None:
+        """Move what the reader collected (tree checker, bad copies) into the result."""
+        for f in self.img.findings[self._reader_taken :]:
+            (self.warn if f.code in WARNING_CODES else self.report)(f)
+        self._reader_taken = len(self.img.findings)
+
+    # ---- walking -------------------------------------------------------------------------
+
+    def walk_order(self) -> list[TreeRoot]:
+        """Extent trees, root tree, chunk tree, other trees in key order, free space
+        trees last; the log tree is not walked (btrfs check does not replay it)."""
+        trees = self.img.trees()
+        ext = [r for r in trees if r.objectid == C.EXTENT_TREE_OBJECTID]
+        fst = [r for r in trees if r.objectid == C.FREE_SPACE_TREE_OBJECTID]
+        rest = [
+            r for r in trees if r not in ext and r not in fst and r.objectid != C.TREE_LOG_OBJECTID
+        ]
+        return ext + rest + fst
+
+    def block_is_full_backref(self, blk: TreeBlock, root: TreeRoot) -> bool:
+        """``run_next_block()``'s FULL_BACKREF decision: the block's extent item flags
+        (else ``calc_extent_flag``), corrected for relocation trees and for a block
+        reached from its owner after the last snapshot (both reported)."""
+        hdr = blk.header
+        reloc_hdr = bool(hdr.flags & C.HEADER_FLAG_RELOC)
+        flags = self.scan.meta_flags.get(blk.logical)
+        if flags is not None:
+            full = bool(flags & C.BLOCK_FLAG_FULL_BACKREF)
+        else:
+            full = not (
+                root.objectid < C.FIRST_FREE_OBJECTID
+                or blk.logical == root.bytenr
+                or (not reloc_hdr and hdr.owner == root.objectid)
+            )
+        what = f"tree block {blk.logical}"
+        if full:
+            ri = self.img.root_items.get((root.objectid, root.offset))
+            last_snapshot = ri.last_snapshot if ri else 0
+            if (
+                root.objectid != C.TREE_RELOC_OBJECTID
+                and root.objectid == hdr.owner
+                and not reloc_hdr
+                and hdr.generation > last_snapshot
+            ):
+                self.report(
+                    Finding(
+                        "bad-full-backref",
+                        what,
+                        f"FULL_BACKREF set but reached from its owner {hdr.owner} with "
+                        f"generation {hdr.generation} > last_snapshot {last_snapshot}",
+                        blk.logical,
+                        root.objectid,
+                    )
+                )
+                full = False
+        elif root.objectid == C.TREE_RELOC_OBJECTID or reloc_hdr:
+            self.report(
+                Finding(
+                    "bad-full-backref",
+                    what,
+                    "relocation tree block without FULL_BACKREF",
+                    blk.logical,
+                    root.objectid,
+                )
+            )
+            full = True
+        return full
+
+    def walk_tree(self, root: TreeRoot) -> None:
+        img = self.img
+        ri = img.root_items.get((root.objectid, root.offset))
+        drop_key: Key | None = None
+        drop_level = 0
+        if ri is not None and ri.drop_progress.objectid != 0:
+            drop_key, drop_level = ri.drop_progress, ri.drop_level
+
+        # add_root_to_pending(): the root node's own reference
+        if root.objectid == C.TREE_RELOC_OBJECTID:
+            self.scan.add_tree_ref(root.bytenr, root.bytenr, 0)
+        else:
+            self.scan.add_tree_ref(root.bytenr, 0, root.objectid)
+        if root.bytenr in self.seen:
+            return
+
+        def first_slot(blk: TreeBlock) -> int:
+            """Slots a dropping tree no longer references (``is_dropped_key``)."""
+            if drop_key is None or not drop_level or blk.level < drop_level:
+                return 0
+            keys = [p.key for p in blk.ptrs]
+            if blk.level > drop_level:
+                i = bisect.bisect_left(keys, drop_key)
+                if i < len(keys) and keys[i] == drop_key:
+                    return i
+                return max(i - 1, 0)
+            return bisect.bisect_left(keys, drop_key)
+
+        def descend(blk: TreeBlock, slot: int) -> bool:
+            return slot >= first_slot(blk) and blk.ptrs[slot].blockptr not in self.seen
+
+        def on_error(e: FormatError) -> None:
+            self.report(read_error_finding(e, root.objectid))
+
+        try:
+            for blk in img.walk(root, on_error=on_error, descend=descend):
+                self.process_block(blk, root, first_slot)
+        except FormatError as e:  # a walk that cannot go on (more blocks than the image)
+            self.report(read_error_finding(e, root.objectid))
+
+    def process_block(
+        self, blk: TreeBlock, root: TreeRoot, first_slot: Callable[[TreeBlock], int]
+    ) -> None:
+        """``run_next_block()`` for one block met for the first time: its children's
+        references (a node) or its items (a leaf)."""
+        if blk.logical in self.seen:
+            return
+        self.seen.add(blk.logical)
+        self.res.blocks_checked += 1
+        full = self.block_is_full_backref(blk, root)
+        if blk.is_leaf:
+            self.process_leaf(blk, root, full)
+            return
+        owner = blk.header.owner
+        for slot in range(first_slot(blk), len(blk.ptrs)):
+            child = blk.ptrs[slot].blockptr
+            if full:
+                self.scan.add_tree_ref(child, blk.logical, 0)
+            else:
+                self.scan.add_tree_ref(child, 0, owner)
+
+    # ---- leaves --------------------------------------------------------------------------
+
+    def process_leaf(self, blk: TreeBlock, root: TreeRoot, full: bool) -> None:
+        img = self.img
+        sb = img.sb
+        owner = blk.header.owner
+        raw = blk.raw
+        for slot, ih in enumerate(blk.items):
+            key = ih.key
+            t = key.type
+            if t == C.EXTENT_DATA_KEY:
+                self.process_file_extent(blk, slot, root, full)
+                continue
+            if t not in _INTERESTING:
+                continue
+            wrong = check_type_with_root(sb, owner, t)
+            if wrong is not None:
+                self.report(
+                    Finding(
+                        "item-wrong-tree",
+                        f"key {key} in leaf {blk.logical}",
+                        wrong + " (ignored)",
+                        key.objectid if t in _BYTENR_KEYS else blk.logical,
+                        owner,
+                    )
+                )
+                continue
+            if t in (C.FREE_SPACE_INFO_KEY, C.FREE_SPACE_EXTENT_KEY, C.FREE_SPACE_BITMAP_KEY):
+                if self.fst is not None and root.objectid == C.FREE_SPACE_TREE_OBJECTID:
+                    start = C.BTRFS_HEADER_SIZE + ih.offset
+                    self.fst.feed(blk.logical, key, raw[start : start + ih.size])
+                continue
+            if t == C.ROOT_ITEM_KEY:
+                continue  # the reader has the root items
+            if t == C.EXTENT_CSUM_KEY:
+                if root.objectid == C.CSUM_TREE_OBJECTID:
+                    self.process_csum_item(blk, slot)
+                continue
+            if t in (C.EXTENT_ITEM_KEY, C.METADATA_ITEM_KEY) and owner != root.objectid:
+                continue
+            try:
+                item = blk.item(slot)
+            except FormatError as e:
+                self.report(read_error_finding(e, owner))
+                continue
+            if isinstance(item, ExtentItem):
+                self.scan.process_extent_item(key, item)
+            elif isinstance(item, KeyedRef):
+                if owner == C.EXTENT_TREE_OBJECTID:
+                    self.scan.process_keyed_ref(key, item)
+            elif t in (C.BLOCK_GROUP_ITEM_KEY, C.SKINNY_BLOCK_GROUP_ITEM_KEY):
+                bg = block_group_from_item(img, item, owner, blk.logical)
+                if bg is not None:
+                    self.bgs.append(
+                        BgRecord(bg.start, bg.length, bg.flags, bg.used, owner, bg.key_type)
+                    )
+            elif isinstance(item, ChunkItem):
+                self.chunks[key.offset] = item
+            elif isinstance(item, DevItem):
+                self.devices[key.offset] = item
+            elif isinstance(item, DevExtent):
+                self.dev_extents.append((key, item))
+
+    def process_file_extent(self, blk: TreeBlock, slot: int, root: TreeRoot, full: bool) -> None:
+        """``run_next_block()`` for an EXTENT_DATA item: a regular or prealloc extent
+        with a disk_bytenr references that data extent (by the leaf's owner, inode and
+        ``key.offset - offset``; by the leaf itself when it is FULL_BACKREF)."""
+        ih = blk.items[slot]
+        key = ih.key
+        what = f"file extent item {key} in leaf {blk.logical}"
+        if ih.size < _FILE_EXTENT_HEAD.size:
+            self.report(
+                Finding(
+                    "file-extent",
+                    what,
+                    f"item size {ih.size} is smaller than {_FILE_EXTENT_HEAD.size}",
+                    blk.logical,
+                    blk.header.owner,
+                )
+            )
+            return
+        start = C.BTRFS_HEADER_SIZE + ih.offset
+        ftype = blk.raw[start + 20]
+        if ftype == C.FILE_EXTENT_INLINE:
+            return
+        if ih.size != _FILE_EXTENT_SIZE:
+            self.report(
+                Finding(
+                    "file-extent",
+                    what,
+                    f"item size {ih.size}, a regular/prealloc extent is {_FILE_EXTENT_SIZE}",
+                    blk.logical,
+                    blk.header.owner,
+                )
+            )
+            return
+        if key.offset % self.img.sb.sectorsize:
+            self.report(
+                Finding(
+                    "file-extent",
+                    what,
+                    f"file offset {key.offset} is not aligned to {self.img.sb.sectorsize}",
+                    blk.logical,
+                    blk.header.owner,
+                )
+            )
+            return
+        disk_bytenr, disk_num_bytes, offset, _ = _FILE_EXTENT_BODY.unpack_from(
+            blk.raw, start + _FILE_EXTENT_HEAD.size
+        )
+        if disk_bytenr == 0:
+            return
+        if full:
+            self.scan.add_data_ref(disk_bytenr, disk_num_bytes, blk.logical, 0, 0, 0)
+        else:
+            self.scan.add_data_ref(
+                disk_bytenr,
+                disk_num_bytes,
+                0,
+                blk.header.owner,
+                key.objectid,
+                key.offset - offset,
+            )
+
+    def process_csum_item(self, blk: TreeBlock, slot: int) -> None:
+        """``check_csum_root()``: csum items do not overlap and are not too large."""
+        sb = self.img.sb
+        ih = blk.items[slot]
+        key = ih.key
+        n = ih.size // sb.csum_size
+        data_len = n * sb.sectorsize
+        what = f"csum item {key} in leaf {blk.logical}"
+        if self.csum_ranges and key.offset < self.csum_ranges[-1][1]:
+            self.report(
+                Finding(
+                    "csum-overlap",
+                    what,
+                    f"csum range starts at {key.offset}, before the previous one ends at "
+                    f"{self.csum_ranges[-1][1]}",
+                    key.offset,
+                    C.CSUM_TREE_OBJECTID,
+                )
+            )
+        max_entries = (
+            (sb.nodesize - C.BTRFS_HEADER_SIZE - 2 * C.BTRFS_ITEM_SIZE) // sb.csum_size
+        ) - 1
+        if n > max_entries:
+            self.report(
+                Finding(
+                    "csum-too-large",
+                    what,
+                    f"{n} checksums, at most {max_entries} fit",
+                    key.offset,
+                    C.CSUM_TREE_OBJECTID,
+                )
+            )
+        end = key.offset + data_len
+        if self.csum_ranges and key.offset == self.csum_ranges[-1][1]:
+            self.csum_ranges[-1] = (self.csum_ranges[-1][0], end)
+        elif self.csum_ranges and key.offset < self.csum_ranges[-1][1]:
+            self.csum_ranges[-1] = (
+                self.csum_ranges[-1][0],
+                max(end, self.csum_ranges[-1][1]),
+            )
+        else:
+            self.csum_ranges.append((key.offset, end))
+        if self.verify_data_csums:
+            self.check_extent_csums(blk, slot)
+
+    def check_extent_csums(self, blk: TreeBlock, slot: int) -> None:
+        """``check_extent_csums()`` (``--check-data-csum``): every copy of every sector a
+        csum item covers hashes to its stored checksum."""
+        img = self.img
+        sb = img.sb
+        ih = blk.items[slot]
+        base = C.BTRFS_HEADER_SIZE + ih.offset
+        n = ih.size // sb.csum_size
+        bad: list[int] = []
+        for i in range(n):
+            logical = ih.key.offset + i * sb.sectorsize
+            want = blk.raw[base + i * sb.csum_size : base + (i + 1) * sb.csum_size]
+            try:
+                copies = img.chunk_map.map_read(logical, sb.sectorsize)
+                for phys in copies:
+                    data = img.source.read(phys, sb.sectorsize, "data")
+                    if btrfs_csum_data(sb.csum_type, data)[: sb.csum_size] != want:
+                        bad.append(logical)
+                        break
+            except FormatError as e:
+                self.report(read_error_finding(e, C.CSUM_TREE_OBJECTID))
+                return
+        if bad:
+            self.report(
+                Finding(
+                    "data-csum",
+                    f"csum item {ih.key}",
+                    f"{len(bad)} sector(s) do not match their checksum, first at {bad[0]}",
+                    bad[0],
+                    C.CSUM_TREE_OBJECTID,
+                )
+            )
+
+    # ---- after the walk ------------------------------------------------------------------
+
+    def start_free_space_check(self) -> None:
+        """Set up the free space tree checker once the extent tree and the block groups
+        are known (the free space tree is walked last)."""
+        sb = self.img.sb
+        if not sb.compat_ro_flags & C.COMPAT_RO_FREE_SPACE_TREE:
+            return
+        bgs = sorted({(b.start, b.length, b.flags) for b in self.bgs if self.bg_in_right_tree(b)})
+        self.fst = FreeSpaceTreeChecker(
+            sb.sectorsize,
+            [BgRange(*b) for b in bgs],
+            self.chunks,
+            self.scan.used_intervals(),
+            self.report,
+        )
+
+    def bg_in_right_tree(self, bg: BgRecord) -> bool:
+        return check_type_with_root(self.img.sb, bg.tree, bg.key_type) is None
+
+    def check_csums(self) -> None:
+        """``check_csums()`` / ``check_extent_exists()``: every checksummed range lies
+        inside EXTENT_ITEMs."""
+        covered = self.scan.used_intervals(data_only=True)
+        for s, e in subtract_intervals(self.csum_ranges, covered):
+            self.report(
+                Finding(
+                    "csum-no-extent",
+                    f"csum range [{s}, {e})",
+                    f"checksums exist for [{s}, {e}) but there is no extent record",
+                    s,
+                    C.CSUM_TREE_OBJECTID,
+                )
+            )
+
+
+_INTERESTING = frozenset(
+    {
+        C.EXTENT_ITEM_KEY,
+        C.METADATA_ITEM_KEY,
+        C.TREE_BLOCK_REF_KEY,
+        C.SHARED_BLOCK_REF_KEY,
+        C.EXTENT_DATA_REF_KEY,
+        C.SHARED_DATA_REF_KEY,
+        C.BLOCK_GROUP_ITEM_KEY,
+        C.SKINNY_BLOCK_GROUP_ITEM_KEY,
+        C.CHUNK_ITEM_KEY,
+        C.DEV_ITEM_KEY,
+        C.DEV_EXTENT_KEY,
+        C.ROOT_ITEM_KEY,
+        C.EXTENT_CSUM_KEY,
+        C.FREE_SPACE_INFO_KEY,
+        C.FREE_SPACE_EXTENT_KEY,
+        C.FREE_SPACE_BITMAP_KEY,
+    }
+)
+# key types whose objectid is a logical address
+_BYTENR_KEYS = frozenset(
+    {
+        C.EXTENT_ITEM_KEY,
+        C.METADATA_ITEM_KEY,
+        C.BLOCK_GROUP_ITEM_KEY,
+        C.SKINNY_BLOCK_GROUP_ITEM_KEY,
+    }
+)
+
+
+def btrfs_check(img: BtrfsImage, *, verify_data_csums: bool = False) -> CheckResult:
+    """Check an opened image the way ``btrfs check`` (btrfs-progs 6.14, read-only) does
+    and return what is wrong. ``verify_data_csums`` also reads every checksummed data
+    sector (``--check-data-csum``; off by default, as in btrfs check)."""
+    w = _Walk(img, verify_data_csums)
+    w.take_reader_findings()
+    order = w.walk_order()
+    for root in order:
+        if root.objectid == C.FREE_SPACE_TREE_OBJECTID and w.fst is None:
+            w.start_free_space_check()
+        w.walk_tree(root)
+    if w.fst is None:
+        w.start_free_space_check()
+        # no free space tree root although the feature is on
+        if w.fst is not None and not any(r.objectid == C.FREE_SPACE_TREE_OBJECTID for r in order):
+            w.report(
+                Finding(
+                    "fst-missing",
+                    "free space tree",
+                    "compat_ro FREE_SPACE_TREE is set but the root tree has no free space "
+                    "tree root",
+                )
+            )
+            w.fst = None
+    if w.fst is not None:
+        w.fst.finish()
+
+    sb = img.sb
+    right_bgs = [b for b in w.bgs if w.bg_in_right_tree(b)]
+    check_dev_extents(w.dev_extents, w.devices, w.report, w.warn)
+    check_chunks(
+        sorted(w.chunks.values(), key=lambda c: c.key.offset),
+        _sorted_bgs(right_bgs),
+        w.dev_extents,
+        w.report,
+    )
+    accounts = [BgAccount(b.start, b.length, b.flags, b.used) for b in _sorted_bgs(right_bgs)]
+    actual_used = w.scan.check_extent_refs(accounts)
+    tree_of = {b.start: b.tree for b in right_bgs}
+    check_block_groups(
+        accounts,
+        actual_used,
+        sb.bytes_used,
+        w.report,
+        lambda start: tree_of.get(start, C.EXTENT_TREE_OBJECTID),
+    )
+    check_devices(w.devices, w.dev_extents, w.report)
+    w.check_csums()
+    w.take_reader_findings()
+    return w.res
+
+
+def _sorted_bgs(bgs: list[BgRecord]) -> list[BgRecord]:
+    return sorted(bgs, key=lambda b: (b.start, b.length))
