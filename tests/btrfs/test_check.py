@@ -13,6 +13,7 @@ The input image must be left unmodified by our check.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -536,7 +537,9 @@ def test_cli_verdicts(btrfs_image: Callable[[str], Path], tmp_path: Path) -> Non
     before = image_digest(bad)
     r = cli(str(bad), "--json")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert needles[0] in r.stdout and '"ok": false' in r.stdout
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False
+    assert any(needles[0] in f["what"] + f["message"] for f in doc["findings"])
     assert image_digest(bad) == before
 
     with tempfile.NamedTemporaryFile(dir=tmp_path, suffix=".img") as junk:
