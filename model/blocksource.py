@@ -106,12 +106,15 @@ class BytesSink:
 
 
 class FileSink:
-    """A sparse image file: only the bytes written are allocated."""
+    """A sparse image file: only the bytes written are allocated. ``existing=True`` writes
+    into a file that is already there (keeping its other bytes) instead of starting empty."""
 
-    def __init__(self, path: str | os.PathLike[str], size: int) -> None:
+    def __init__(self, path: str | os.PathLike[str], size: int, *, existing: bool = False) -> None:
         self.path = os.fspath(path)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.ftruncate(self._fd, size)
+        flags = os.O_RDWR | (0 if existing else os.O_CREAT | os.O_TRUNC)
+        self._fd = os.open(self.path, flags, 0o644)
+        if os.fstat(self._fd).st_size < size:
+            os.ftruncate(self._fd, size)
 
     def write(self, offset: int, data: bytes) -> None:
         os.pwrite(self._fd, data, offset)

@@ -1,0 +1,118 @@
+"""Rewriting an image's metadata in another block group layout.
+
+:func:`spec_from_image` reads an image back into the :class:`~model.btrfs.mkfs.FsSpec` the
+writer lays out: its chunks, its data extents and their backrefs, and the items of its
+content trees (fs trees, subvolumes, csum, uuid, quota, data reloc). The bookkeeping trees
+(root, chunk, dev, extent tree's tree-block items, free space, block group) are derived
+again by :func:`~model.btrfs.mkfs.write_filesystem`, so converting between
+``extent-tree``, ``bg-tree`` and ``skinny-bg-tree`` changes only where block group items
+live and what they look like — and the tree blocks that describe them.
+
+Limits: one device, no mixed block groups, no extent-tree-v2, no log tree to replay.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from model.btrfs import constants as C
+from model.btrfs.items import DevStatsItem, RootItem
+from model.btrfs.mkfs import LAYOUTS, Chunk, FsSpec, Items, MkfsError, exclude_super_stripes
+from model.btrfs.reader import BtrfsImage
+
+# trees the writer derives rather than copies
+BOOKKEEPING_TREES = {
+    C.ROOT_TREE_OBJECTID,
+    C.EXTENT_TREE_OBJECTID,
+    C.CHUNK_TREE_OBJECTID,
+    C.DEV_TREE_OBJECTID,
+    C.FREE_SPACE_TREE_OBJECTID,
+    C.BLOCK_GROUP_TREE_OBJECTID,
+}
+
+
+def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
+    """The writer's input that reproduces ``img`` in ``layout``."""
+    if layout not in LAYOUTS:
+        raise MkfsError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    sb = img.sb
+    if sb.num_devices != 1:
+        raise MkfsError(f"{sb.num_devices} devices: only single-device images convert")
+    if sb.incompat_flags & (C.INCOMPAT_MIXED_GROUPS | C.INCOMPAT_EXTENT_TREE_V2):
+        raise MkfsError("mixed block groups and extent-tree-v2 images do not convert")
+    if sb.log_root:
+        raise MkfsError("the image has a log tree: mount it once to replay the log first")
+    devid = sb.dev_item.devid
+    chunks: list[Chunk] = []
+    for ci in img.chunk_map:
+        if any(s.devid != devid for s in ci.stripes):
+            raise MkfsError(f"chunk {ci.key.offset} has stripes on another device")
+        c = Chunk(ci.key.offset, ci.length, ci.type, [s.offset for s in ci.stripes])
+        c.excluded = exclude_super_stripes(c, sb.dev_item.total_bytes)
+        chunks.append(c)
+    data_chunks = sorted((c for c in chunks if c.flags & C.BLOCK_GROUP_DATA), key=lambda c: c.start)
+    data_starts = [c.start for c in data_chunks]
+
+    def data_chunk(bytenr: int) -> Chunk | None:
+        i = bisect.bisect_right(data_starts, bytenr) - 1
+        if i >= 0 and bytenr < data_chunks[i].end:
+            return data_chunks[i]
+        return None
+
+    data_used: dict[int, list[tuple[int, int]]] = {s: [] for s in data_starts}
+    data_items: Items = []
+    extent_root = img.tree(C.EXTENT_TREE_OBJECTID)
+    if extent_root is None:
+        raise MkfsError("the image has no extent tree")
+    for blk, slot, _item in img.iter_items(extent_root):
+        key = blk.items[slot].key
+        if key.type in (C.BLOCK_GROUP_ITEM_KEY, C.SKINNY_BLOCK_GROUP_ITEM_KEY):
+            continue
+        dc = data_chunk(key.objectid)
+        if dc is None:
+            continue  # tree block extents and their refs: derived again
+        data_items.append((key, blk.item_data(slot)))
+        if key.type == C.EXTENT_ITEM_KEY:
+            data_used[dc.start].append((key.objectid, key.offset))
+    trees: dict[int, Items] = {}
+    root_items: dict[int, RootItem] = {}
+    for (oid, off), root in img.roots.items():
+        if oid in BOOKKEEPING_TREES or oid == C.TREE_LOG_OBJECTID:
+            continue
+        if off != 0:
+            raise MkfsError(f"tree {oid} has ROOT_ITEM offset {off}: snapshots do not convert")
+        trees[oid] = [(blk.items[s].key, blk.item_data(s)) for blk, s, _ in img.iter_items(root)]
+        root_items[oid] = img.root_items[(oid, off)]
+    root_tree = img.tree(C.ROOT_TREE_OBJECTID)
+    assert root_tree is not None
+    extra: Items = [
+        (blk.items[s].key, blk.item_data(s))
+        for blk, s, _ in img.iter_items(root_tree)
+        if blk.items[s].key.type != C.ROOT_ITEM_KEY
+    ]
+    dev_stats = bytes(40)
+    dev_root = img.tree(C.DEV_TREE_OBJECTID)
+    if dev_root is not None:
+        for blk, s, item in img.iter_items(dev_root):
+            if isinstance(item, DevStatsItem):
+                dev_stats = blk.item_data(s)
+    chunk_root = img.read_tree_block(sb.chunk_root)
+    return FsSpec(
+        size=sb.dev_item.total_bytes,
+        nodesize=sb.nodesize,
+        sectorsize=sb.sectorsize,
+        csum_type=sb.csum_type,
+        layout=layout,
+        label=sb.label_str,
+        generation=sb.generation,
+        fsid=sb.fsid,
+        dev_uuid=sb.dev_item.uuid,
+        chunk_uuid=chunk_root.header.chunk_tree_uuid,
+        chunks=chunks,
+        data_used=data_used,
+        data_extent_items=data_items,
+        trees=trees,
+        root_items=root_items,
+        root_extra_items=extra,
+        dev_stats=dev_stats,
+    )
