@@ -292,16 +292,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if res.ok else 1
 
 
-def cmd_predict_mount(args: argparse.Namespace) -> int:
-    from model.btrfs.mount import predict_mount
+def what_if(img: BtrfsImage, layout: str) -> Any:
+    """The prediction for the same image re-laid out in ``layout`` (in memory)."""
+    from model.blocksource import NullSink
+    from model.btrfs.convert import spec_from_image
+    from model.btrfs.mkfs import MkfsError, write_filesystem
+    from model.btrfs.mount import predict_built
 
-    img = open_image(args.image, args.super)
-    cost = predict_mount(img)
-    if args.json:
-        sys.stdout.write(dumps({"image": args.image, "predictions": [cost]}, pretty=True) + "\n")
-        return 0
+    try:
+        spec = spec_from_image(img, layout)
+    except MkfsError as e:
+        raise UserError(f"cannot lay this image out as {layout}: {e}") from None
+    return predict_built(write_filesystem(spec, NullSink()), layout)
+
+
+def print_cost(cost: Any, what: str) -> None:
     print(
-        f"btrfs_read_block_groups on {args.image}: layout {cost.layout}, tree"
+        f"btrfs_read_block_groups on {what}: layout {cost.layout}, tree"
         f" {tree_name(cost.tree)} ({cost.tree_nodes} nodes + {cost.tree_leaves} leaves),"
         f" {cost.block_groups} block groups"
     )
@@ -314,7 +321,28 @@ def cmd_predict_mount(args: argparse.Namespace) -> int:
         f"  first read inside btrfs_read_block_groups: {cost.first_read_inside}"
         f" (the root node was read earlier by open_ctree)"
     )
+
+
+def cmd_predict_mount(args: argparse.Namespace) -> int:
+    from model.btrfs.mount import predict_mount
+
+    img = open_image(args.image, args.super)
+    costs = [predict_mount(img)]
+    for layout in args.what_if or []:
+        costs.append(what_if(img, layout))
+    if args.json:
+        sys.stdout.write(dumps({"image": args.image, "predictions": costs}, pretty=True) + "\n")
+        return 0
+    print_cost(costs[0], args.image)
+    for c in costs[1:]:
+        print_cost(c, f"{args.image} re-laid out (--what-if)")
     return 0
+
+
+def cmd_seed_table(args: argparse.Namespace) -> int:
+    from harness.seedtable import seed_table
+
+    return seed_table(args)
 
 
 def cmd_mkfs(args: argparse.Namespace) -> int:
@@ -472,4 +500,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="tree blocks btrfs_read_block_groups reads at mount, from the kernel's search",
     )
     common(pm)
+    pm.add_argument(
+        "--what-if",
+        action="append",
+        metavar="LAYOUT",
+        choices=["extent-tree", "bg-tree", "skinny-bg-tree"],
+        help="also predict for the same block groups in this layout (repeatable)",
+    )
     pm.set_defaults(func=cmd_predict_mount)
+
+    st = bsub.add_parser(
+        "seed-table",
+        help="the 2019 SKINNY_BG_TREE RFC's block-count table beside our prediction",
+    )
+    st.add_argument("--size", default="1126G", help="device size (the seed used 1 TiB)")
+    st.add_argument("--fill", default="1T")
+    st.add_argument("--nodesize", default="4K")
+    st.add_argument("--extent-size", default="4M")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_seed_table)

@@ -127,3 +127,10 @@ class FileSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class NullSink:
+    """Discards what is written (for layouts computed only to be measured)."""
+
+    def write(self, offset: int, data: bytes) -> None:
+        return None

@@ -282,7 +282,7 @@ class RangeAllocator:
 Items = list[tuple[Key, bytes]]
 
 
-@dataclass
+@dataclass(eq=False)  # identity: blocks are nodes of a tree, hashed by who they are
 class Block:
     level: int
     keys: list[Key]

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from model.btrfs import constants as C
 from model.btrfs.items import Key
+from model.btrfs.mkfs import Block, MkfsResult, tree_blocks
 from model.btrfs.reader import BtrfsImage, TreeRoot
 from model.btrfs.treeblock import TreeBlock
 
@@ -87,6 +88,29 @@ class ImageTree:
         p = blk.ptrs[slot]
         self._expect[p.blockptr] = blk.level - 1
         return p.blockptr
+
+
+class BuiltTree:
+    """A tree the writer built in memory (:class:`model.btrfs.mkfs.Block`), so a layout can
+    be measured without writing an image."""
+
+    def __init__(self, root: Block) -> None:
+        self.root = root
+
+    def root_block(self) -> Hashable:
+        return self.root
+
+    def level(self, block: Hashable) -> int:
+        assert isinstance(block, Block)
+        return block.level
+
+    def keys(self, block: Hashable) -> Sequence[Key]:
+        assert isinstance(block, Block)
+        return block.keys
+
+    def child(self, block: Hashable, slot: int) -> Hashable:
+        assert isinstance(block, Block) and block.children is not None
+        return block.children[slot]
 
 
 def btrfs_bin_search(keys: Sequence[Key], key: Key) -> tuple[bool, int]:
@@ -321,4 +345,24 @@ def predict_mount(img: BtrfsImage) -> MountCost:
         chunk_lengths={c.key.offset: c.length for c in img.chunk_map},
         tree_nodes=st.nodes,
         tree_leaves=st.leaves,
+    )
+
+
+def bg_tree_id(layout: str) -> int:
+    return C.EXTENT_TREE_OBJECTID if layout == "extent-tree" else C.BLOCK_GROUP_TREE_OBJECTID
+
+
+def predict_built(res: MkfsResult, layout: str) -> MountCost:
+    """The prediction for a filesystem the writer laid out in memory."""
+    tid = bg_tree_id(layout)
+    root = res.trees[tid]
+    blocks = tree_blocks(root)
+    leaves = sum(1 for b in blocks if b.level == 0)
+    return read_block_groups_cost(
+        BuiltTree(root),
+        layout=layout,
+        tree_id=tid,
+        chunk_lengths={c.start: c.length for c in res.chunks},
+        tree_nodes=len(blocks) - leaves,
+        tree_leaves=leaves,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,7 +175,69 @@ def check_image(path: Path) -> int:
     assert r.returncode == 0, r.stderr
     ref_visited, ref_found = reference_count(r.stdout)
     chunks = run(["btrfs", "inspect-internal", "dump-tree", "-t", "3", str(path)]).stdout
-    assert cost.block_groups == ref_found == chunks.count("CHUNK_ITEM")
+    assert cost.block_groups == ref_found == len(re.findall(r"\titem \d+ key \(FIRST_CHUNK_TREE CHUNK_ITEM", chunks))
     assert cost.visited == ref_visited
     assert cost.first_read_inside == ref_visited - 1
     return cost.visited
+
+
+def test_what_if_layouts_follow_item_arithmetic(tmp_path: Path) -> None:
+    """The same block groups re-laid out: a block group tree of n 49-byte items (25-byte
+    header + 24-byte item) needs ceil(49 n / 3995) 4 KiB leaves, a skinny one ceil(25 n /
+    3995), each under one root node when there is more than one leaf."""
+    import math
+
+    from model.blocksource import FileSink
+    from model.btrfs.mkfs import MkfsConfig, make_btrfs
+
+    cfg = MkfsConfig(size=128 << 30, nodesize=4096, fill=120 << 30)
+    path = tmp_path / "w.img"
+    with FileSink(path, cfg.size) as sink:
+        make_btrfs(cfg, sink)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "btrfs",
+            "predict-mount",
+            "--json",
+            str(path),
+            "--what-if",
+            "bg-tree",
+            "--what-if",
+            "skinny-bg-tree",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    et, bgt, sk = json.loads(r.stdout)["predictions"]
+    n = et["block_groups"]
+    chunks = run(["btrfs", "inspect-internal", "dump-tree", "-t", "3", str(path)]).stdout
+    assert n == len(re.findall(r"\titem \d+ key \(FIRST_CHUNK_TREE CHUNK_ITEM", chunks))
+    for cost, item in ((bgt, 49), (sk, 25)):
+        leaves = math.ceil(n * item / 3995)
+        assert cost["visited_leaves"] == cost["tree_leaves"] == leaves
+        assert cost["visited_nodes"] == (1 if leaves > 1 else 0)
+    assert et["visited"] > n  # one leaf per block group at least
+
+
+@pytest.mark.slow
+def test_seed_table_reproduced() -> None:
+    """The seed's published counts: 14 blocks through a block group tree, 8 through the
+    skinny one (exactly), 1080 through the extent tree (within 2 %)."""
+    r = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "btrfs", "seed-table", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    rows = {row["layout"]: row for row in json.loads(r.stdout)["rows"]}
+    assert rows["bg-tree"]["ours"]["visited"] == 14
+    assert rows["skinny-bg-tree"]["ours"]["visited"] == 8
+    assert abs(rows["extent-tree"]["ours"]["visited"] - 1080) <= 0.02 * 1080
