@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 # (name, argv after the interpreter)
 BENCHES: list[tuple[str, list[str]]] = [
     ("btrfs dump vs dump-tree (128 GiB image)", [str(HERE / "btrfs_dump.py")]),
+    ("btrfs mkfs vs host kernel (1 TiB, 4 KiB nodes)", [str(HERE / "mkfs.py")]),
 ]
 
 
