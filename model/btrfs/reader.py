@@ -95,6 +95,7 @@ class BtrfsImage:
     findings: list[Finding] = field(default_factory=list)
     run_tree_checker: bool = True
     blocks_read: int = 0
+    _finding_set: set[Finding] = field(default_factory=set, repr=False)
 
     # ---- opening ---------------------------------------------------------------------
 
@@ -125,7 +126,11 @@ class BtrfsImage:
         btrfs_validate_super(sb, mirror, where)
         img = cls(source, sb, mirror, ChunkMap(sb.dev_item.devid))
         img.run_tree_checker = run_tree_checker
-        for chunk in btrfs_read_sys_array(sb, where):
+        sys_chunks = btrfs_read_sys_array(sb, where)
+        if run_tree_checker:
+            for f in tree_checker.check_sys_chunk_array(sb, sys_chunks):
+                img._add_finding(f)
+        for chunk in sys_chunks:
             img.chunk_map.add(chunk, where)
         img._btrfs_read_chunk_tree(on_error)
         img._read_root_tree(on_error)
@@ -231,7 +236,9 @@ class BtrfsImage:
             try:
                 raw = self.source.read(phys, nodesize, "tree block")
                 self.blocks_read += 1
-                blk = self._validate_extent_buffer(raw, logical, phys, level, generation, first_key)
+                blk = self._validate_extent_buffer(
+                    raw, logical, phys, level, generation, first_key, owner_hint
+                )
             except FormatError as e:
                 errors.append(e)
                 continue
@@ -257,6 +264,7 @@ class BtrfsImage:
         level: int | None,
         generation: int | None,
         first_key: Key | None,
+        owner_root: int | None = None,
     ) -> TreeBlock:
         """``btrfs_validate_extent_buffer()`` for one copy."""
         sb = self.sb
@@ -297,9 +305,15 @@ class BtrfsImage:
                 logical,
             )
         if self.run_tree_checker:
-            for f in tree_checker.check_tree_block(blk, sb):
-                self.findings.append(f)
+            for f in tree_checker.check_tree_block(blk, sb, owner_root=owner_root):
+                self._add_finding(f)
         return blk
+
+    def _add_finding(self, f: Finding) -> None:
+        """Record a finding once (a block read again in a later walk finds it again)."""
+        if f not in self._finding_set:
+            self._finding_set.add(f)
+            self.findings.append(f)
 
     # ---- walking ---------------------------------------------------------------------
 
