@@ -9,9 +9,15 @@ the checksum, the header's bytenr, fsid and level, the generation the parent exp
 run the tree checker. A bad copy with a good mirror is a finding; a block with no good copy
 raises :class:`FormatError`.
 
-Work is bounded: a walk never reads the same block twice (a loop is a FormatError) and
-child levels must strictly decrease, so a walk reads at most one block per nodesize of
-mapped space.
+Work is bounded. Child levels must strictly decrease, so a pointer to the block itself or
+to an ancestor fails the level check; a walk never visits the same logical block twice (a
+block reached again, through a second parent, is a FormatError); and a walk visits at most
+as many blocks as the image holds (size // nodesize, else a FormatError). Each visit reads
+each distinct copy at most once, so one walk reads at most
+``(size // nodesize) * copies`` blocks, ``copies`` being the most stripes one chunk has on
+this device (``blocks_read`` counts them); a caller walking ``n`` trees reads at most
+``n`` times that. (Snapshots share blocks, so one block is legitimately read once per tree
+that holds it.)
 """
 
 from __future__ import annotations
@@ -230,7 +236,8 @@ class BtrfsImage:
             raise FormatError(
                 "tree block", 0, f"address not aligned to sectorsize {sb.sectorsize}", logical
             )
-        copies = self.chunk_map.map_read(logical, nodesize)
+        # a copy is read once even if two stripes name the same device range
+        copies = list(dict.fromkeys(self.chunk_map.map_read(logical, nodesize)))
         errors: list[FormatError] = []
         for phys in copies:
             try:
@@ -340,7 +347,8 @@ class BtrfsImage:
                 err = FormatError(
                     "tree block",
                     0,
-                    f"reached twice in tree {tree_name(root.objectid)} (a loop)",
+                    f"reached twice in tree {tree_name(root.objectid)}"
+                    " (a loop, or a block with two parents)",
                     logical,
                 )
                 if on_error is None:
