@@ -250,7 +250,7 @@ class BtrfsImage:
                 errors.append(e)
                 continue
             for bad in errors:  # earlier copies were bad, this one is good: findings
-                self.findings.append(
+                self._add_finding(
                     Finding("bad-copy", f"tree block {logical}", str(bad), logical, owner_hint)
                 )
             return blk
