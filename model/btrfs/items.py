@@ -604,7 +604,9 @@ class FreeSpaceBitmap(Item):
     def free_ranges(self, sectorsize: int) -> list[tuple[int, int]]:
         """The free (start, length) runs the bitmap describes, in order."""
         out: list[tuple[int, int]] = []
-        nbits = self.key.offset // sectorsize
+        # bits past the bitmap's bytes are 0 (not free): never loop past them, whatever
+        # the key's length says
+        nbits = min(self.key.offset // sectorsize, 8 * len(self.bitmap))
         bits = int.from_bytes(self.bitmap, "little")
         i = 0
         while i < nbits:

@@ -9,9 +9,15 @@ the checksum, the header's bytenr, fsid and level, the generation the parent exp
 run the tree checker. A bad copy with a good mirror is a finding; a block with no good copy
 raises :class:`FormatError`.
 
-Work is bounded: a walk never reads the same block twice (a loop is a FormatError) and
-child levels must strictly decrease, so a walk reads at most one block per nodesize of
-mapped space.
+Work is bounded. Child levels must strictly decrease, so a pointer to the block itself or
+to an ancestor fails the level check; a walk never visits the same logical block twice (a
+block reached again, through a second parent, is a FormatError); and a walk visits at most
+as many blocks as the image holds (size // nodesize, else a FormatError). Each visit reads
+each distinct copy at most once, so one walk reads at most
+``(size // nodesize) * copies`` blocks, ``copies`` being the most stripes one chunk has on
+this device (``blocks_read`` counts them); a caller walking ``n`` trees reads at most
+``n`` times that. (Snapshots share blocks, so one block is legitimately read once per tree
+that holds it.)
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class BtrfsImage:
     findings: list[Finding] = field(default_factory=list)
     run_tree_checker: bool = True
     blocks_read: int = 0
+    _finding_set: set[Finding] = field(default_factory=set, repr=False)
 
     # ---- opening ---------------------------------------------------------------------
 
@@ -125,7 +132,11 @@ class BtrfsImage:
         btrfs_validate_super(sb, mirror, where)
         img = cls(source, sb, mirror, ChunkMap(sb.dev_item.devid))
         img.run_tree_checker = run_tree_checker
-        for chunk in btrfs_read_sys_array(sb, where):
+        sys_chunks = btrfs_read_sys_array(sb, where)
+        if run_tree_checker:
+            for f in tree_checker.check_sys_chunk_array(sb, sys_chunks):
+                img._add_finding(f)
+        for chunk in sys_chunks:
             img.chunk_map.add(chunk, where)
         img._btrfs_read_chunk_tree(on_error)
         img._read_root_tree(on_error)
@@ -225,18 +236,21 @@ class BtrfsImage:
             raise FormatError(
                 "tree block", 0, f"address not aligned to sectorsize {sb.sectorsize}", logical
             )
-        copies = self.chunk_map.map_read(logical, nodesize)
+        # a copy is read once even if two stripes name the same device range
+        copies = list(dict.fromkeys(self.chunk_map.map_read(logical, nodesize)))
         errors: list[FormatError] = []
         for phys in copies:
             try:
                 raw = self.source.read(phys, nodesize, "tree block")
                 self.blocks_read += 1
-                blk = self._validate_extent_buffer(raw, logical, phys, level, generation, first_key)
+                blk = self._validate_extent_buffer(
+                    raw, logical, phys, level, generation, first_key, owner_hint
+                )
             except FormatError as e:
                 errors.append(e)
                 continue
             for bad in errors:  # earlier copies were bad, this one is good: findings
-                self.findings.append(
+                self._add_finding(
                     Finding("bad-copy", f"tree block {logical}", str(bad), logical, owner_hint)
                 )
             return blk
@@ -257,6 +271,7 @@ class BtrfsImage:
         level: int | None,
         generation: int | None,
         first_key: Key | None,
+        owner_root: int | None = None,
     ) -> TreeBlock:
         """``btrfs_validate_extent_buffer()`` for one copy."""
         sb = self.sb
@@ -297,9 +312,15 @@ class BtrfsImage:
                 logical,
             )
         if self.run_tree_checker:
-            for f in tree_checker.check_tree_block(blk, sb):
-                self.findings.append(f)
+            for f in tree_checker.check_tree_block(blk, sb, owner_root=owner_root):
+                self._add_finding(f)
         return blk
+
+    def _add_finding(self, f: Finding) -> None:
+        """Record a finding once (a block read again in a later walk finds it again)."""
+        if f not in self._finding_set:
+            self._finding_set.add(f)
+            self.findings.append(f)
 
     # ---- walking ---------------------------------------------------------------------
 
@@ -326,7 +347,8 @@ class BtrfsImage:
                 err = FormatError(
                     "tree block",
                     0,
-                    f"reached twice in tree {tree_name(root.objectid)} (a loop)",
+                    f"reached twice in tree {tree_name(root.objectid)}"
+                    " (a loop, or a block with two parents)",
                     logical,
                 )
                 if on_error is None:

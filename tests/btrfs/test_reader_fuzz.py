@@ -1,0 +1,702 @@
+"""The reader under bad input: mutated and truncated real images (hypothesis).
+
+Property: opening an image, walking every tree and decoding every item, ``btrfs_check`` and
+the dump summary either succeed or raise :class:`FormatError` naming a structure and an
+offset, never another exception; and the work is bounded: blocks read stay within
+(blocks the image holds) x (copies of a block on this device) x (walks done), because a walk
+never visits a logical block twice and never more blocks than the image holds.
+
+Mutations are found with the reader on the clean image and biased towards what it reads
+first: the superblock and its sys_chunk_array, chunk and root tree blocks, tree block
+headers, item headers and node pointers, and the fields that size things (nritems, item
+offset/size, num_stripes, name_len...). Each may recompute the checksum of what it touched,
+so that it reaches the structure checks instead of stopping at the checksum.
+
+The images are small real ones (256 MiB, mkfs.btrfs 6.14), held in memory once per module
+and restored after each example. Runs are reproducible: ``derandomize=True``, no database.
+"""
+
+from __future__ import annotations
+
+import bisect
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.cmd_btrfs import summarize
+from model.blocksource import BytesSource
+from model.btrfs import constants as C
+from model.btrfs.check import btrfs_check
+from model.btrfs.csum import csum_block
+from model.btrfs.reader import BtrfsImage
+from model.btrfs.superblock import Superblock
+from model.btrfs.treeblock import TreeBlock
+from model.errors import FormatError
+from tests.btrfs.images import make_image
+from tests.btrfs.imgedit import load_sparse
+from tests.tools import require_root, require_tool
+
+FUZZ_SIZE = 256 << 20
+FUZZ_IMAGES = ["default", "nodesize-4k", "rootdir", "rootdir-4k"]
+
+WIDTH = {"B": 1, "H": 2, "I": 4, "Q": 8}
+
+
+@dataclass(frozen=True)
+class Field:
+    """An integer field at an absolute image offset."""
+
+    off: int
+    fmt: str
+    what: str
+
+
+@dataclass
+class ImageMap:
+    """A clean image in memory and what the reader found in it."""
+
+    name: str
+    buf: bytearray
+    sb: Superblock
+    # physical starts of every tree block copy (sorted) and of the superblock
+    block_starts: list[int] = field(default_factory=list)
+    logicals: list[int] = field(default_factory=list)
+    # logical -> its ancestors' logicals (nearest first) in the tree it was found in
+    ancestors: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    children: dict[int, list[int]] = field(default_factory=dict)  # node -> its children
+    # regions to flip bytes in, by kind: (start, length)
+    regions: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    fields: list[Field] = field(default_factory=list)
+    pointer_fields: list[tuple[Field, int]] = field(default_factory=list)  # (field, owner blk)
+
+    strategies: dict[str, st.SearchStrategy[Any]] = field(default_factory=dict)
+
+    @property
+    def nodesize(self) -> int:
+        return self.sb.nodesize
+
+    def sample(self, name: str, seq: list[Any]) -> st.SearchStrategy[Any]:
+        """``st.sampled_from(seq)``, built once (the lists are long)."""
+        if name not in self.strategies:
+            self.strategies[name] = st.sampled_from(seq)
+        return self.strategies[name]
+
+    def csum_target(self, off: int) -> int | None:
+        """The start of the tree block copy or superblock holding ``off``."""
+        if C.SUPER_INFO_OFFSET <= off < C.SUPER_INFO_OFFSET + C.SUPER_INFO_SIZE:
+            return C.SUPER_INFO_OFFSET
+        i = bisect.bisect_right(self.block_starts, off) - 1
+        if i >= 0 and off < self.block_starts[i] + self.nodesize:
+            return self.block_starts[i]
+        return None
+
+
+# body fields per item key type: (offset in the body, format, name)
+BODY_FIELDS: dict[int, list[tuple[int, str, str]]] = {
+    C.CHUNK_ITEM_KEY: [
+        (0, "Q", "length"),
+        (16, "Q", "stripe_len"),
+        (24, "Q", "type"),
+        (40, "I", "sector_size"),
+        (44, "H", "num_stripes"),
+        (46, "H", "sub_stripes"),
+        (48, "Q", "stripe0.devid"),
+        (56, "Q", "stripe0.offset"),
+        (80, "Q", "stripe1.devid"),
+        (88, "Q", "stripe1.offset"),
+    ],
+    C.DIR_ITEM_KEY: [
+        (0, "Q", "location.objectid"),
+        (8, "B", "location.type"),
+        (25, "H", "data_len"),
+        (27, "H", "name_len"),
+        (29, "B", "ftype"),
+    ],
+    C.DIR_INDEX_KEY: [(25, "H", "data_len"), (27, "H", "name_len"), (29, "B", "ftype")],
+    C.XATTR_ITEM_KEY: [(25, "H", "data_len"), (27, "H", "name_len")],
+    C.INODE_REF_KEY: [(8, "H", "name_len")],
+    C.INODE_EXTREF_KEY: [(16, "H", "name_len")],
+    C.ROOT_REF_KEY: [(16, "H", "name_len")],
+    C.ROOT_BACKREF_KEY: [(16, "H", "name_len")],
+    C.ROOT_ITEM_KEY: [
+        (160, "Q", "generation"),
+        (176, "Q", "bytenr"),
+        (237, "B", "drop_level"),
+        (238, "B", "level"),
+    ],
+    C.EXTENT_ITEM_KEY: [(0, "Q", "refs"), (16, "Q", "flags"), (24, "B", "inline0.type")],
+    C.METADATA_ITEM_KEY: [(0, "Q", "refs"), (16, "Q", "flags"), (24, "B", "inline0.type")],
+    C.EXTENT_DATA_KEY: [
+        (8, "Q", "ram_bytes"),
+        (16, "B", "compression"),
+        (20, "B", "type"),
+        (21, "Q", "disk_bytenr"),
+        (29, "Q", "disk_num_bytes"),
+        (45, "Q", "num_bytes"),
+    ],
+    C.BLOCK_GROUP_ITEM_KEY: [(0, "Q", "used"), (8, "Q", "chunk_objectid"), (16, "Q", "flags")],
+    C.DEV_ITEM_KEY: [(0, "Q", "devid"), (16, "Q", "bytes_used")],
+    C.DEV_EXTENT_KEY: [(24, "Q", "length")],
+    C.FREE_SPACE_INFO_KEY: [(0, "I", "extent_count")],
+    C.INODE_ITEM_KEY: [(40, "I", "nlink"), (52, "I", "mode"), (64, "Q", "flags")],
+}
+
+SUPER_FIELDS = [
+    (72, "Q", "generation"),
+    (80, "Q", "root"),
+    (88, "Q", "chunk_root"),
+    (96, "Q", "log_root"),
+    (112, "Q", "total_bytes"),
+    (136, "Q", "num_devices"),
+    (144, "I", "sectorsize"),
+    (148, "I", "nodesize"),
+    (160, "I", "sys_chunk_array_size"),
+    (164, "Q", "chunk_root_generation"),
+    (180, "Q", "compat_ro_flags"),
+    (188, "Q", "incompat_flags"),
+    (196, "H", "csum_type"),
+    (198, "B", "root_level"),
+    (199, "B", "chunk_root_level"),
+    (200, "B", "log_root_level"),
+    (201, "Q", "dev_item.devid"),
+]
+SUPER_POINTERS = {"root", "chunk_root", "log_root"}
+
+
+def map_image(name: str, buf: bytearray) -> ImageMap:
+    """Find the structures of a clean image with the reader."""
+    img = BtrfsImage.open(BytesSource(buf))
+    sb = img.sb
+    m = ImageMap(name, buf, sb)
+    regions: dict[str, list[tuple[int, int]]] = {
+        "superblock": [(C.SUPER_INFO_OFFSET, 811)],
+        "sys_chunk_array": [(C.SUPER_INFO_OFFSET + 811, sb.sys_chunk_array_size)],
+        "header": [],
+        "item-headers": [],
+        "key-ptrs": [],
+        "item-bodies": [],
+        "chunk-root-tree": [],
+    }
+    for off, fmt, what in SUPER_FIELDS:
+        f = Field(C.SUPER_INFO_OFFSET + off, fmt, f"superblock.{what}")
+        m.fields.append(f)
+        if what in SUPER_POINTERS:
+            m.pointer_fields.append((f, 0))
+    # sys_chunk_array entries: key (17) + chunk
+    p = 0
+    base = C.SUPER_INFO_OFFSET + 811
+    while p + 17 + 48 <= sb.sys_chunk_array_size:
+        n = int.from_bytes(sb.sys_chunk_array[p + 17 + 44 : p + 17 + 46], "little")
+        for off, fmt, what in BODY_FIELDS[C.CHUNK_ITEM_KEY]:
+            if off < 48 + 32 * n:
+                m.fields.append(Field(base + p + 17 + off, fmt, f"sys_array.chunk.{what}"))
+        p += 17 + 48 + 32 * max(n, 1)
+    starts: set[int] = set()
+    for root in img.trees():
+        parent: dict[int, int] = {}
+        for blk in img.walk(root):
+            copies = img.chunk_map.map_read(blk.logical, sb.nodesize)
+            chain: list[int] = []
+            q = blk.logical
+            while q in parent and len(chain) < C.BTRFS_MAX_LEVEL:
+                q = parent[q]
+                chain.append(q)
+            m.ancestors.setdefault(blk.logical, tuple(chain))
+            if blk.logical not in m.logicals:
+                m.logicals.append(blk.logical)
+            for phys in copies:
+                starts.add(phys)
+                regions["header"].append((phys, C.BTRFS_HEADER_SIZE))
+                if root.objectid in (C.CHUNK_TREE_OBJECTID, C.ROOT_TREE_OBJECTID):
+                    regions["chunk-root-tree"].append((phys, sb.nodesize))
+                for off, fmt, what in (
+                    (48, "Q", "bytenr"),
+                    (56, "Q", "flags"),
+                    (80, "Q", "generation"),
+                    (88, "Q", "owner"),
+                    (96, "I", "nritems"),
+                    (100, "B", "level"),
+                ):
+                    m.fields.append(Field(phys + off, fmt, f"header.{what}"))
+                if blk.is_leaf:
+                    regions["item-headers"].append(
+                        (phys + C.BTRFS_HEADER_SIZE, C.BTRFS_ITEM_SIZE * blk.nritems)
+                    )
+                    for slot, ih in enumerate(blk.items):
+                        h = phys + C.BTRFS_HEADER_SIZE + C.BTRFS_ITEM_SIZE * slot
+                        body = phys + C.BTRFS_HEADER_SIZE + ih.offset
+                        m.fields += [
+                            Field(h, "Q", "key.objectid"),
+                            Field(h + 8, "B", "key.type"),
+                            Field(h + 9, "Q", "key.offset"),
+                            Field(h + 17, "I", "item.offset"),
+                            Field(h + 21, "I", "item.size"),
+                        ]
+                        if ih.size:
+                            regions["item-bodies"].append((body, ih.size))
+                        for off, fmt, what in BODY_FIELDS.get(ih.key.type, []):
+                            if off + WIDTH[fmt] <= ih.size:
+                                f = Field(body + off, fmt, f"{ih.key.type}.{what}")
+                                m.fields.append(f)
+                                if what == "bytenr":
+                                    m.pointer_fields.append((f, blk.logical))
+                else:
+                    regions["key-ptrs"].append(
+                        (phys + C.BTRFS_HEADER_SIZE, C.BTRFS_KEY_PTR_SIZE * blk.nritems)
+                    )
+                    for slot, p_ in enumerate(blk.ptrs):
+                        kp = phys + C.BTRFS_HEADER_SIZE + C.BTRFS_KEY_PTR_SIZE * slot
+                        f = Field(kp + 17, "Q", "ptr.blockptr")
+                        m.fields += [f, Field(kp + 25, "Q", "ptr.generation")]
+                        m.fields.append(Field(kp, "Q", "ptr.key.objectid"))
+                        m.pointer_fields.append((f, blk.logical))
+                        parent[p_.blockptr] = blk.logical
+                    m.children[blk.logical] = [p_.blockptr for p_ in blk.ptrs]
+    m.block_starts = sorted(starts)
+    m.regions = {k: v for k, v in regions.items() if v}
+    return m
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz-images")
+
+
+@pytest.fixture(scope="module")
+def image_map(fuzz_dir: Path, request: pytest.FixtureRequest) -> Iterator[ImageMap]:
+    """One small image in memory (pytest groups the tests by image, so one at a time),
+    checked unchanged at the end: every example restores what it edited."""
+    name: str = request.param
+    require_tool("mkfs.btrfs")
+    if name.startswith("kernel"):
+        require_root("a loop mount")
+    path = make_image(name, fuzz_dir / f"{name}.img", size=FUZZ_SIZE)
+    m = map_image(name, load_sparse(path))
+    path.unlink()
+    crc = zlib.crc32(m.buf)
+    yield m
+    assert zlib.crc32(m.buf) == crc, f"{name}: an example left the image edited"
+
+
+# ---- applying mutations -------------------------------------------------------------------
+
+
+class Editor:
+    """In-place edits of the shared buffer, undone by :meth:`restore`."""
+
+    def __init__(self, m: ImageMap) -> None:
+        self.m = m
+        self.saved: list[tuple[int, bytes]] = []
+        self.recompute: set[int] = set()
+
+    def write(self, off: int, data: bytes) -> None:
+        buf = self.m.buf
+        data = data[: max(0, len(buf) - off)]
+        self.saved.append((off, bytes(buf[off : off + len(data)])))
+        buf[off : off + len(data)] = data
+
+    def set_field(self, f: Field, value: int) -> None:
+        w = WIDTH[f.fmt]
+        self.write(f.off, (value & ((1 << (8 * w)) - 1)).to_bytes(w, "little"))
+
+    def xor(self, off: int, mask: int) -> None:
+        self.write(off, bytes([self.m.buf[off] ^ mask]))
+
+    def want_csum(self, off: int) -> None:
+        t = self.m.csum_target(off)
+        if t is not None:
+            self.recompute.add(t)
+
+    def fix_csums(self) -> None:
+        buf = self.m.buf
+        ctype = self.m.sb.csum_type
+        for start in sorted(self.recompute):
+            n = C.SUPER_INFO_SIZE if start == C.SUPER_INFO_OFFSET else self.m.nodesize
+            self.write(start, csum_block(ctype, bytes(buf[start : start + n])))
+
+    def restore(self) -> None:
+        for off, data in reversed(self.saved):
+            self.m.buf[off : off + len(data)] = data
+        self.saved.clear()
+
+
+# ---- the property -------------------------------------------------------------------------
+
+
+def assert_format_error(e: FormatError) -> None:
+    """A FormatError names a structure and an offset (and its message says so)."""
+    assert isinstance(e.structure, str) and e.structure.strip(), repr(e)
+    assert isinstance(e.offset, int) and e.offset >= 0, repr(e)
+    assert f"at offset {e.offset}" in str(e)
+    assert e.message
+
+
+def copies_per_block(img: BtrfsImage) -> int:
+    """The most copies of one logical block this device can hold: stripes of one chunk
+    on the image's device."""
+    devid = img.chunk_map.devid
+    return max([1] + [sum(s.devid == devid for s in c.stripes) for c in img.chunk_map])
+
+
+class Budget:
+    """Counts the walks made on ``img`` (``walk`` is wrapped: ``iter_items``,
+    ``btrfs_check`` and ``summarize`` all walk through it) and checks
+    blocks_read <= walks x (blocks the image holds) x (copies of a block)."""
+
+    def __init__(self, img: BtrfsImage) -> None:
+        self.img = img
+        self.walks = 2  # BtrfsImage.open: the chunk tree, then the root tree
+        inner = img.walk
+
+        def counting_walk(*a: Any, **kw: Any) -> Iterator[TreeBlock]:
+            self.walks += 1
+            return inner(*a, **kw)
+
+        img.walk = counting_walk  # type: ignore[method-assign]
+
+    def check(self) -> None:
+        per_walk = max(1, self.img.source.size // self.img.sb.nodesize)
+        bound = self.walks * per_walk * copies_per_block(self.img)
+        assert self.img.blocks_read <= bound, (self.img.blocks_read, bound, self.walks)
+
+
+def exercise(src: BytesSource) -> str:
+    """Everything a user of the model does with an image; returns how far it got."""
+    try:
+        img = BtrfsImage.open(src)
+    except FormatError as e:
+        assert_format_error(e)
+        return "open-error"
+    budget = Budget(img)
+    budget.check()
+    outcome = "ok"
+    # every tree walked, every item decoded
+    for root in img.trees():
+        try:
+            for _blk, _slot, _item in img.iter_items(root):
+                pass
+        except FormatError as e:
+            assert_format_error(e)
+            outcome = "walk-error"
+        budget.check()
+    # the checker (collects read errors as findings; a runaway walk still raises)
+    try:
+        btrfs_check(img)
+    except FormatError as e:
+        assert_format_error(e)
+        outcome = "check-error"
+    budget.check()
+    # the dump summary
+    try:
+        summarize(img)
+    except FormatError as e:
+        assert_format_error(e)
+        outcome = "summary-error"
+    budget.check()
+    return outcome
+
+
+def run_mutated(m: ImageMap, ops: list[Op], truncate_at: int | None) -> str:
+    ed = Editor(m)
+    try:
+        for op in ops:
+            op.apply(ed)
+        ed.fix_csums()
+        view = memoryview(m.buf)
+        if truncate_at is not None:
+            view = view[:truncate_at]
+        return exercise(BytesSource(view))
+    finally:
+        ed.restore()
+
+
+# ---- mutation strategies ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Op:
+    """One edit: xor a byte, or set an integer field; ``csum``: recompute the checksum of
+    the block (or superblock) it lands in."""
+
+    off: int
+    csum: bool
+    mask: int = 0  # xor
+    fld: Field | None = None  # set
+    value: int = 0
+
+    def apply(self, ed: Editor) -> None:
+        if self.off >= len(ed.m.buf):
+            return
+        if self.fld is not None:
+            ed.set_field(self.fld, self.value)
+        else:
+            ed.xor(self.off, self.mask)
+        if self.csum:
+            ed.want_csum(self.off)
+
+
+def _in_region(draw: st.DrawFn, m: ImageMap, kind: str) -> int:
+    start, length = draw(m.sample(f"region:{kind}", m.regions[kind]))
+    return start + draw(st.integers(0, max(0, length - 1)))
+
+
+@st.composite
+def byte_flips(draw: st.DrawFn, m: ImageMap) -> Op:
+    """A byte xor'ed anywhere, or (mostly) inside a structure the reader needs."""
+    kinds = sorted(m.regions)
+    kind = draw(st.sampled_from(["anywhere", *kinds, *kinds]))
+    if kind == "anywhere":
+        off = draw(st.integers(0, len(m.buf) - 1))
+    else:
+        off = _in_region(draw, m, kind)
+    return Op(off, draw(st.booleans()), mask=draw(st.integers(1, 255)))
+
+
+def _absurd(draw: st.DrawFn, m: ImageMap, fmt: str) -> int:
+    name = f"absurd:{fmt}"
+    if name not in m.strategies:
+        top = (1 << (8 * WIDTH[fmt])) - 1
+        m.strategies[name] = st.one_of(
+            st.sampled_from([0, 1, 2, 3, top, top - 1, top >> 1, (top >> 1) + 1]),
+            st.sampled_from([255, 256, 300, 4095, 4096, 65535, 65536]),
+            st.sampled_from([m.nodesize - 1, m.nodesize, m.nodesize + 1, m.nodesize * 2]),
+            st.sampled_from(m.logicals),
+            st.integers(0, top),
+        )
+    v: int = draw(m.strategies[name])
+    return v
+
+
+@st.composite
+def field_sets(draw: st.DrawFn, m: ImageMap) -> Op:
+    """An integer field set to an absurd value (checksum usually recomputed)."""
+    f = draw(m.sample("fields", m.fields))
+    csum = draw(st.sampled_from([True, True, True, False]))
+    return Op(f.off, csum, fld=f, value=_absurd(draw, m, f.fmt))
+
+
+@st.composite
+def pointer_sets(draw: st.DrawFn, m: ImageMap) -> Op:
+    """A block pointer (node pointer, ROOT_ITEM bytenr, superblock root) set to the block
+    holding it, one of its ancestors, a sibling (a second parent for one child: a DAG),
+    any tree block, or next to one."""
+    f, holder = draw(m.sample("pointer_fields", m.pointer_fields))
+    kind = draw(st.sampled_from(["self", "ancestor", "sibling", "other"]))
+    if kind == "self" and holder:
+        target = holder
+    elif kind == "ancestor" and m.ancestors.get(holder):
+        target = draw(st.sampled_from(m.ancestors[holder]))
+    elif kind == "sibling" and m.children.get(holder):
+        target = draw(st.sampled_from(m.children[holder]))
+    else:
+        target = draw(m.sample("logicals", m.logicals))
+    target += draw(st.sampled_from([0, 0, 0, 0, m.nodesize, -m.nodesize, m.sb.sectorsize, 1]))
+    return Op(f.off, draw(st.sampled_from([True, True, True, False])), fld=f, value=target)
+
+
+@st.composite
+def truncations(draw: st.DrawFn, m: ImageMap) -> int:
+    """An image length: anywhere, or around the superblock or a tree block copy."""
+    near = draw(st.sampled_from(["anywhere", "superblock", "block", "block"]))
+    if near == "anywhere":
+        return draw(st.integers(0, len(m.buf)))
+    if near == "superblock":
+        base = C.SUPER_INFO_OFFSET
+        return base + draw(st.integers(-1, C.SUPER_INFO_SIZE))
+    start = draw(m.sample("block_starts", m.block_starts))
+    return start + draw(st.sampled_from([0, 1, C.BTRFS_HEADER_SIZE, m.nodesize - 1, m.nodesize]))
+
+
+SETTINGS = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=False,
+)
+
+
+@pytest.mark.parametrize("image_map", FUZZ_IMAGES, indirect=True)
+@settings(SETTINGS, max_examples=200)
+@given(data=st.data())
+def test_fuzz_byte_flips(image_map: ImageMap, data: st.DataObject) -> None:
+    m = image_map
+    ops = data.draw(st.lists(byte_flips(m), min_size=1, max_size=4), label="ops")
+    run_mutated(m, ops, None)
+
+
+@pytest.mark.parametrize("image_map", FUZZ_IMAGES, indirect=True)
+@settings(SETTINGS, max_examples=200)
+@given(data=st.data())
+def test_fuzz_absurd_fields(image_map: ImageMap, data: st.DataObject) -> None:
+    m = image_map
+    ops = data.draw(st.lists(field_sets(m), min_size=1, max_size=3), label="ops")
+    run_mutated(m, ops, None)
+
+
+@pytest.mark.parametrize("image_map", FUZZ_IMAGES, indirect=True)
+@settings(SETTINGS, max_examples=60)
+@given(data=st.data())
+def test_fuzz_pointers(image_map: ImageMap, data: st.DataObject) -> None:
+    m = image_map
+    ops = data.draw(st.lists(pointer_sets(m), min_size=1, max_size=2), label="ops")
+    run_mutated(m, ops, None)
+
+
+@pytest.mark.parametrize("image_map", FUZZ_IMAGES, indirect=True)
+@settings(SETTINGS, max_examples=60)
+@given(data=st.data())
+def test_fuzz_truncation(image_map: ImageMap, data: st.DataObject) -> None:
+    m = image_map
+    ops = data.draw(st.lists(st.one_of(byte_flips(m), field_sets(m)), max_size=2), label="ops")
+    n = data.draw(truncations(m), label="truncate_at")
+    run_mutated(m, ops, n)
+
+
+def test_clean_images_read_whole(fuzz_dir: Path) -> None:
+    """The unmutated images pass the property with nothing to report (sanity of the
+    harness: the fuzz examples start from readable images)."""
+    require_tool("mkfs.btrfs")
+    for name in FUZZ_IMAGES:
+        path = make_image(name, fuzz_dir / f"clean-{name}.img", size=FUZZ_SIZE)
+        buf = load_sparse(path)
+        path.unlink()
+        assert exercise(BytesSource(buf)) == "ok", name
+
+
+# ---- the reader's guards, one at a time -----------------------------------------------------
+
+
+class ClaimedSize:
+    """A source that claims to be ``size`` bytes long but reads the whole image: stands
+    for an image whose tree has more blocks than the image could hold (overlapping
+    blocks), which is the case the walk limit is for."""
+
+    def __init__(self, buf: bytearray, size: int) -> None:
+        self._src = BytesSource(buf)
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def read(self, offset: int, length: int, what: str = "data") -> bytes:
+        return self._src.read(offset, length, what)
+
+
+def _clean(name: str, fuzz_dir: Path) -> bytearray:
+    require_tool("mkfs.btrfs")
+    path = make_image(name, fuzz_dir / f"guard-{name}.img", size=FUZZ_SIZE)
+    buf = load_sparse(path)
+    path.unlink()
+    return buf
+
+
+def test_walk_limit_is_the_blocks_the_image_holds(fuzz_dir: Path) -> None:
+    """A tree with more blocks than size // nodesize is refused, with a FormatError."""
+    buf = _clean("rootdir", fuzz_dir)
+    img = BtrfsImage.open(BytesSource(buf))
+    biggest = max(img.trees(), key=lambda r: sum(1 for _ in img.walk(r)))
+    nblocks = sum(1 for _ in img.walk(biggest))
+    size = C.SUPER_INFO_OFFSET + C.SUPER_INFO_SIZE  # the least open() accepts
+    limit = size // img.sb.nodesize
+    assert nblocks > limit > 0  # else this test proves nothing
+    small = BtrfsImage.open(ClaimedSize(buf, size))
+    root = small.tree(biggest.objectid, biggest.offset)
+    assert root is not None
+    before = small.blocks_read
+    with pytest.raises(FormatError, match=rf"more than {limit} blocks"):
+        for _ in small.walk(root, on_error=lambda e: None):
+            pass
+    # it stopped at the limit: at most limit blocks visited, each copy read at most once
+    assert 0 < small.blocks_read - before <= limit * copies_per_block(small)
+
+
+def test_walk_second_parent_is_refused(fuzz_dir: Path) -> None:
+    """A node whose two pointers name the same child: the child is walked once and the
+    second visit is a FormatError (also through on_error)."""
+    buf = _clean("rootdir-4k", fuzz_dir)
+    m = map_image("rootdir-4k", buf)
+    img = BtrfsImage.open(BytesSource(buf))
+    fs = img.tree(C.FS_TREE_OBJECTID)
+    assert fs is not None and fs.level >= 1
+    node = img.read_tree_block(fs.bytenr, level=fs.level)
+    assert node.nritems >= 2
+    ed = Editor(m)
+    try:
+        for phys in img.chunk_map.map_read(node.logical, img.sb.nodesize):
+            kp0 = phys + C.BTRFS_HEADER_SIZE
+            kp1 = kp0 + C.BTRFS_KEY_PTR_SIZE
+            ed.write(kp1 + 17, buf[kp0 + 17 : kp0 + 33])  # blockptr and generation
+            ed.want_csum(phys)
+        ed.fix_csums()
+        img2 = BtrfsImage.open(BytesSource(buf))
+        root = img2.tree(C.FS_TREE_OBJECTID)
+        assert root is not None
+        with pytest.raises(FormatError, match="reached twice"):
+            list(img2.walk(root))
+        errors: list[FormatError] = []
+        seen = [b.logical for b in img2.walk(root, on_error=errors.append)]
+        assert len(seen) == len(set(seen))
+        assert [e.logical for e in errors] == [node.ptrs[0].blockptr]
+        assert "reached twice" in errors[0].message
+    finally:
+        ed.restore()
+
+
+def test_same_device_range_read_once(fuzz_dir: Path) -> None:
+    """A DUP chunk whose two stripes name the same device range: a block is read once
+    (its one bad copy is one error, not two)."""
+    buf = _clean("default", fuzz_dir)
+    m = map_image("default", buf)
+    img = BtrfsImage.open(BytesSource(buf))
+    fs = img.tree(C.FS_TREE_OBJECTID)
+    assert fs is not None
+    chunk = img.chunk_map.lookup(fs.bytenr)
+    assert chunk is not None and chunk.type & C.BLOCK_GROUP_DUP and chunk.num_stripes == 2
+    # the chunk item in the chunk tree: stripe 1's offset := stripe 0's
+    ed = Editor(m)
+    try:
+        ct = img.tree(C.CHUNK_TREE_OBJECTID)
+        assert ct is not None
+        leaf = img.read_tree_block(ct.bytenr, level=0)
+        slot = next(i for i, ih in enumerate(leaf.items) if ih.key == chunk.key)
+        for phys in img.chunk_map.map_read(leaf.logical, img.sb.nodesize):
+            body = phys + C.BTRFS_HEADER_SIZE + leaf.items[slot].offset
+            ed.write(body + 48 + 32 + 8, buf[body + 48 + 8 : body + 48 + 16])
+            ed.want_csum(phys)
+        # and the fs tree root block's (single remaining) copy is corrupt
+        first = img.chunk_map.map_read(fs.bytenr, img.sb.nodesize)[0]
+        ed.xor(first + 200, 0xFF)
+        ed.fix_csums()
+        img2 = BtrfsImage.open(BytesSource(buf))
+        assert img2.chunk_map.map_read(fs.bytenr, img.sb.nodesize) == [first, first]
+        before = img2.blocks_read
+        with pytest.raises(FormatError, match="checksum mismatch"):
+            img2.read_tree_block(fs.bytenr)
+        assert img2.blocks_read - before == 1
+    finally:
+        ed.restore()
+
+
+# ---- heavier images (make vm-test) ----------------------------------------------------------
+
+SLOW_IMAGES = ["kernel", "bg-tree", "mixed-bg", "csum-sha256", "nodesize-64k", "meta-single"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("image_map", SLOW_IMAGES, indirect=True)
+@settings(SETTINGS, max_examples=150)
+@given(data=st.data())
+def test_fuzz_more_images(image_map: ImageMap, data: st.DataObject) -> None:
+    m = image_map
+    op = st.one_of(byte_flips(m), field_sets(m), pointer_sets(m))
+    ops = data.draw(st.lists(op, min_size=1, max_size=3), label="ops")
+    cut = data.draw(st.none() | truncations(m), label="truncate_at")
+    run_mutated(m, ops, cut)
