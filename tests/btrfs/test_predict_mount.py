@@ -48,6 +48,11 @@ class Blk:
     children: list[int] = field(default_factory=list)
 
 
+def count_chunks(dump_tree_chunk_tree: str) -> int:
+    """CHUNK_ITEMs in `dump-tree -t 3` output (item lines only, not node key lines)."""
+    return len(re.findall(r"\titem \d+ key \(FIRST_CHUNK_TREE CHUNK_ITEM", dump_tree_chunk_tree))
+
+
 def parse_key(s: str) -> tuple[int, int, int]:
     o, t, off = s.split()
     return int(o), TYPES[t] if t in TYPES else int(t.split(".")[-1]), int(off)
@@ -175,7 +180,7 @@ def check_image(path: Path) -> int:
     assert r.returncode == 0, r.stderr
     ref_visited, ref_found = reference_count(r.stdout)
     chunks = run(["btrfs", "inspect-internal", "dump-tree", "-t", "3", str(path)]).stdout
-    assert cost.block_groups == ref_found == len(re.findall(r"\titem \d+ key \(FIRST_CHUNK_TREE CHUNK_ITEM", chunks))
+    assert cost.block_groups == ref_found == count_chunks(chunks)
     assert cost.visited == ref_visited
     assert cost.first_read_inside == ref_visited - 1
     return cost.visited
@@ -217,7 +222,7 @@ def test_what_if_layouts_follow_item_arithmetic(tmp_path: Path) -> None:
     et, bgt, sk = json.loads(r.stdout)["predictions"]
     n = et["block_groups"]
     chunks = run(["btrfs", "inspect-internal", "dump-tree", "-t", "3", str(path)]).stdout
-    assert n == len(re.findall(r"\titem \d+ key \(FIRST_CHUNK_TREE CHUNK_ITEM", chunks))
+    assert n == count_chunks(chunks)
     for cost, item in ((bgt, 49), (sk, 25)):
         leaves = math.ceil(n * item / 3995)
         assert cost["visited_leaves"] == cost["tree_leaves"] == leaves
