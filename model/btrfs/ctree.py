@@ -1654,7 +1654,8 @@ class BtrfsTree:
 
         Fill policy: leaves are packed greedily in key order while item headers + bodies
         stay within ``leaf_fill * BTRFS_LEAF_DATA_SIZE`` (always at least one item); nodes
-        take ``max(2, int(node_fill * NODEPTRS_PER_BLOCK))`` pointers. With the defaults
+        take ``max(3, int(node_fill * NODEPTRS_PER_BLOCK))`` pointers (a last node left
+        with one pointer takes one from its left neighbour). With the defaults
         (1.0, 1.0) every leaf but the last holds exactly what greedy packing gives and
         every node but the last of its level is full: what the kernel's own code leaves
         after append-ordered inserts, except for the last two leaves and the last two
@@ -1682,7 +1683,7 @@ class BtrfsTree:
         if not row:
             eb = ExtentBuffer(alloc(), 0, gen, root_id, flags)
             row.append(eb)
-        per_node = max(2, int(node_fill * t.nodeptrs_per_block))
+        per_node = max(3, int(node_fill * t.nodeptrs_per_block))
         per_node = min(per_node, t.nodeptrs_per_block)
         level = 0
         while len(row) > 1:
@@ -1690,8 +1691,11 @@ class BtrfsTree:
             if level >= BTRFS_MAX_LEVEL:
                 raise ValueError("too many items for BTRFS_MAX_LEVEL levels")
             up: list[ExtentBuffer] = []
-            for i in range(0, len(row), per_node):
-                kids = row[i : i + per_node]
+            groups = [row[i : i + per_node] for i in range(0, len(row), per_node)]
+            if len(groups) > 1 and len(groups[-1]) == 1:
+                # never a node with a single pointer: the last takes one from its left
+                groups[-1].insert(0, groups[-2].pop())
+            for kids in groups:
                 eb = ExtentBuffer(alloc(), level, gen, root_id, flags)
                 eb.children = kids
                 eb.keys = [k.keys[0] for k in kids]
