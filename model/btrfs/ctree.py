@@ -88,12 +88,24 @@ class ExtentBuffer:
     """One tree block (``struct extent_buffer``), identified by the object and by
     ``bytenr``.
 
-    Leaf (``level == 0``): ``keys[i]`` and ``data[i]`` are item i's key and body.
+    Leaf (``level == 0``): ``keys[i]`` and ``data[i]`` are item i's key and body;
+    ``nbytes`` caches the sum of the body sizes (change sizes only through the tree's
+    functions, or call :meth:`recount`).
     Node: ``keys[i]`` and ``children[i]`` are pointer i's key and child block.
     ``flags`` is the header flags word (WRITTEN, RELOC, backref revision in bits 56-63).
     """
 
-    __slots__ = ("bytenr", "children", "data", "flags", "generation", "keys", "level", "owner")
+    __slots__ = (
+        "bytenr",
+        "children",
+        "data",
+        "flags",
+        "generation",
+        "keys",
+        "level",
+        "nbytes",
+        "owner",
+    )
 
     def __init__(self, bytenr: int, level: int, generation: int, owner: int, flags: int) -> None:
         self.bytenr = bytenr
@@ -103,6 +115,7 @@ class ExtentBuffer:
         self.flags = flags
         self.keys: list[Key] = []
         self.data: list[bytes] = []
+        self.nbytes = 0
         self.children: list[ExtentBuffer] = []
 
     @property
@@ -126,9 +139,9 @@ class ExtentBuffer:
         """A node's pointers as (key, child)."""
         return list(zip(self.keys, self.children, strict=True))
 
-    def data_bytes(self) -> int:
-        """Sum of the item body sizes of a leaf."""
-        return sum(map(len, self.data))
+    def recount(self) -> None:
+        """Recompute ``nbytes`` after changing ``data`` directly."""
+        self.nbytes = sum(map(len, self.data))
 
     def __repr__(self) -> str:
         kind = "leaf" if self.level == 0 else f"node(level {self.level})"
@@ -326,6 +339,7 @@ class BtrfsTree:
         cow = self.btrfs_alloc_tree_block(buf.level)
         cow.keys = list(buf.keys)
         cow.data = list(buf.data)
+        cow.nbytes = buf.nbytes
         cow.children = list(buf.children)
         if buf is self.node:
             self.node = cow
@@ -379,13 +393,16 @@ class BtrfsTree:
         [start, start+nr). (As in the kernel, the header count is ``nr`` unclamped.)"""
         if not nr:
             return 0
-        end = min(len(leaf.keys), start + nr)
+        n = len(leaf.keys)
+        if start == 0 and nr == n:
+            return leaf.nbytes + BTRFS_ITEM_SIZE * nr
+        end = min(n, start + nr)
         return sum(map(len, leaf.data[start:end])) + BTRFS_ITEM_SIZE * nr
 
     def btrfs_leaf_free_space(self, leaf: ExtentBuffer) -> int:
         """``btrfs_leaf_free_space()``."""
         n = len(leaf.keys)
-        return self.leaf_data_size - (sum(map(len, leaf.data)) + BTRFS_ITEM_SIZE * n if n else 0)
+        return self.leaf_data_size - (leaf.nbytes + BTRFS_ITEM_SIZE * n if n else 0)
 
     # ---- search ------------------------------------------------------------------------
 
@@ -936,10 +953,13 @@ class BtrfsTree:
             return 1
         self.stats.push_leaf_right += 1
         cut = left_nritems - push_items
+        moved = sum(map(len, left.data[cut:]))
         right.keys[0:0] = left.keys[cut:]
         right.data[0:0] = left.data[cut:]
         del left.keys[cut:]
         del left.data[cut:]
+        left.nbytes -= moved
+        right.nbytes += moved
         left_nritems = cut
         upper.keys[slot + 1] = right.keys[0]
 
@@ -1025,10 +1045,13 @@ class BtrfsTree:
         if old_left_nritems <= 0:
             raise CtreeBug("BUG_ON(old_left_nritems <= 0)")
         stale_key0 = right.keys[0]
+        moved = sum(map(len, right.data[:push_items]))
         left.keys.extend(right.keys[:push_items])
         left.data.extend(right.data[:push_items])
         del right.keys[:push_items]
         del right.data[:push_items]
+        left.nbytes += moved
+        right.nbytes -= moved
         # an emptied leaf still has its old item 0 header: that key goes up
         self.fixup_low_keys(path, right.keys[0] if right.keys else stale_key0, 1)
 
@@ -1083,8 +1106,10 @@ class BtrfsTree:
             raise CtreeBug("copy_for_split would leave the new leaf empty")
         right.keys = leaf.keys[mid:]
         right.data = leaf.data[mid:]
+        right.recount()
         del leaf.keys[mid:]
         del leaf.data[mid:]
+        leaf.nbytes -= right.nbytes
         self.insert_ptr(path, right.keys[0], right, path.slots[1] + 1, 1)
         if path.slots[0] != slot:
             raise CtreeBug("BUG_ON(path->slots[0] != slot)")
@@ -1254,6 +1279,7 @@ class BtrfsTree:
         if new_size > old_size:
             raise CtreeBug("btrfs_truncate_item: new size larger than the item")
         size_diff = old_size - new_size
+        leaf.nbytes -= size_diff
         if from_end:
             leaf.data[slot] = old[:new_size]
         else:
@@ -1284,6 +1310,7 @@ class BtrfsTree:
         if slot < 0 or slot >= leaf.nritems:
             raise CtreeBug(f"slot {slot} too large, nritems {leaf.nritems}")
         leaf.data[slot] = leaf.data[slot] + bytes(data_size)
+        leaf.nbytes += data_size
 
     def setup_items_for_insert(self, path: Path, batch: Sequence[tuple[Key, bytes]]) -> None:
         """``setup_items_for_insert()``: put ``batch`` (keys and bodies, sorted) at the
@@ -1299,6 +1326,7 @@ class BtrfsTree:
             )
         leaf.keys[slot:slot] = [k for k, _ in batch]
         leaf.data[slot:slot] = [bytes(d) for _, d in batch]
+        leaf.nbytes += total_size - len(batch) * BTRFS_ITEM_SIZE
 
     def btrfs_insert_empty_items(self, path: Path, batch: Sequence[tuple[Key, bytes]]) -> int:
         """``btrfs_insert_empty_items()``: search with ``ins_len`` = bodies + item headers
@@ -1334,6 +1362,7 @@ class BtrfsTree:
         neighbour, and if items remain, all of them into its right one (or none), and is
         unlinked if that emptied it."""
         leaf = path.leaf
+        leaf.nbytes -= sum(map(len, leaf.data[slot : slot + nr]))
         del leaf.keys[slot : slot + nr]
         del leaf.data[slot : slot + nr]
         nritems = len(leaf.keys)
@@ -1554,6 +1583,8 @@ class BtrfsTree:
             if eb.level == 0:
                 if len(eb.data) != len(eb.keys):
                     errs.append(f"{eb!r}: keys and bodies differ in count")
+                if eb.nbytes != sum(map(len, eb.data)):
+                    errs.append(f"{eb!r}: cached nbytes {eb.nbytes} is stale")
                 if self.btrfs_leaf_free_space(eb) < 0:
                     errs.append(f"{eb!r}: over capacity")
                 if not eb.keys and eb is not self.node:
@@ -1620,6 +1651,7 @@ class BtrfsTree:
             if blk.is_leaf:
                 eb.keys = [ih.key for ih in blk.items]
                 eb.data = [blk.item_data(i) for i in range(len(blk.items))]
+                eb.recount()
             else:
                 eb.keys = [p.key for p in blk.ptrs]
                 ptrs = [p.blockptr for p in blk.ptrs]
@@ -1679,6 +1711,7 @@ class BtrfsTree:
             eb = ExtentBuffer(alloc(), 0, gen, root_id, flags)
             eb.keys = keys
             eb.data = datas
+            eb.recount()
             row.append(eb)
         if not row:
             eb = ExtentBuffer(alloc(), 0, gen, root_id, flags)

@@ -289,6 +289,16 @@ class CtreeMachine(RuleBasedStateMachine):
         self.tree = BtrfsTree(nodesize)
         self.max_item = self.tree.leaf_data_size - 25
 
+    def _expect_insert(self, key: Key, size: int) -> int:
+        """An existing key: ``search_leaf`` asks ``split_leaf`` for ``size`` more bytes in
+        its item (``extend``), which is -EOVERFLOW when the item could not grow that much
+        in any leaf, else the insert is -EEXIST."""
+        if key not in self.model:
+            return 0
+        if len(self.model[key]) + size + 25 > self.tree.leaf_data_size:
+            return -EOVERFLOW
+        return -EEXIST
+
     def _data(self, size: int) -> bytes:
         self.counter += 1
         return bytes((self.counter + i) & 0xFF for i in range(size))
@@ -297,12 +307,28 @@ class CtreeMachine(RuleBasedStateMachine):
     def insert(self, key: Key, small: int, big: int, use_big: bool) -> None:
         size = min(big, self.max_item) if use_big else small
         data = self._data(size)
-        ret = self.tree.btrfs_insert_item(key, data)
-        if key in self.model:
-            assert ret == -EEXIST
-        else:
-            assert ret == 0
-            self.model[key] = data
+        assert self.tree.btrfs_insert_item(key, data) == self._expect_insert(key, size)
+        self.model.setdefault(key, data)
+
+    @rule(seed=st.integers(0, 2**32), n=st.integers(10, 250))
+    def insert_many(self, seed: int, n: int) -> None:
+        """Many random inserts at once, so that trees reach three or four levels."""
+        rng = random.Random(seed)
+        for _ in range(n):
+            key = Key(rng.randrange(31), rng.choice(_KEY_TYPES), rng.randrange(401))
+            size = rng.randrange(self.max_item + 1) if rng.random() < 0.2 else rng.randrange(80)
+            data = self._data(size)
+            assert self.tree.btrfs_insert_item(key, data) == self._expect_insert(key, size)
+            self.model.setdefault(key, data)
+
+    @precondition(lambda self: self.model)
+    @rule(seed=st.integers(0, 2**32), frac=st.floats(0.1, 1.0))
+    def delete_many(self, seed: int, frac: float) -> None:
+        rng = random.Random(seed)
+        present = sorted(self.model)
+        for key in rng.sample(present, max(1, int(len(present) * frac))):
+            assert self.tree.delete(key)
+            del self.model[key]
 
     @rule(key=keys, n=st.integers(1, 20))
     def insert_batch(self, key: Key, n: int) -> None:
@@ -394,8 +420,8 @@ class CtreeMachine(RuleBasedStateMachine):
 
 TestCtreeMachine = CtreeMachine.TestCase
 TestCtreeMachine.settings = settings(
-    max_examples=60,
-    stateful_step_count=60,
+    max_examples=80,
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
