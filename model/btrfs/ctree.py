@@ -1687,11 +1687,25 @@ class BtrfsTree:
         Fill policy: leaves are packed greedily in key order while item headers + bodies
         stay within ``leaf_fill * BTRFS_LEAF_DATA_SIZE`` (always at least one item); nodes
         take ``max(3, int(node_fill * NODEPTRS_PER_BLOCK))`` pointers (a last node left
-        with one pointer takes one from its left neighbour). With the defaults
-        (1.0, 1.0) every leaf but the last holds exactly what greedy packing gives and
-        every node but the last of its level is full: what the kernel's own code leaves
-        after append-ordered inserts, except for the last two leaves and the last two
-        nodes of each level (see ``tests/btrfs/test_ctree.py::test_append_order_fill``).
+        with one pointer takes one from its left neighbour).
+
+        How the defaults (1.0, 1.0) relate to the kernel. For append-ordered inserts
+        ``split_leaf`` on the last leaf first pushes its front items into the left
+        neighbour (``push_leaf_left`` stops at the first item that does not fit), and
+        ``split_node`` fills the left node to ``NODEPTRS_PER_BLOCK`` (``push_node_left``),
+        so with items of one size every leaf but the last two is exactly the greedy
+        packing and every node but the last two of its level is full: this builder's
+        output, except those last two blocks per level. Checked against the host kernel
+        (hash-ordered xattrs, ``test_kernel_shape_parity``) and with the port
+        (``test_append_order_fill``); fill of all but the last two leaves, port = greedy:
+        4 KiB nodes, 100-byte items 97.0 %, 40-byte 99.25 %; 16 KiB nodes 99.8 %. With
+        mixed sizes a left leaf is not topped up when the item being inserted needs more
+        than the left leaf's free space (``push_leaf_left`` gives up on ``free_space <
+        data_size``): items of 0-1000 bytes at 4 KiB, 100 of 4531 leaves differ from the
+        greedy ones (same leaf count and mean fill, 91.6 %); items of 0-300 bytes, or any
+        mix at 16 KiB, match greedy up to the last two leaves. Random-order inserts (100 k
+        equal-size items, port) leave leaves 82-87 % full (pushes to both neighbours come
+        before any split) and nodes 61-67 % full: ``leaf_fill``/``node_fill`` imitate that.
         All blocks belong to generation ``transid - 1`` and are WRITTEN, as if committed.
         """
         t = cls(
