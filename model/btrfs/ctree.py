@@ -152,9 +152,10 @@ class ExtentBuffer:
 class Path:
     """``struct btrfs_path``: the block, slot and lock held at each level.
 
-    ``visited`` counts the tree blocks this path's searches obtained (root, every child
-    read on the way down, and the siblings read to push or balance) — the reads a cold
-    cache would do."""
+    ``visited`` counts the tree blocks this path's searches obtained: the root and every
+    child read on the way down (``btrfs_search_slot``, ``btrfs_next_leaf``) — the reads a
+    cold cache would do. Neighbours read to push or balance are counted in
+    ``BtrfsTree.stats.sibling_reads``."""
 
     __slots__ = (
         "keep_locks",
