@@ -44,6 +44,7 @@ from functools import lru_cache
 from model.blocksource import BlockSink
 from model.btrfs import constants as C
 from model.btrfs.csum import btrfs_name_hash, csum_block
+from model.btrfs.ctree import BtrfsTree, ExtentBuffer
 from model.btrfs.encode import (
     encode_block_group_item,
     encode_chunk_item,
@@ -69,6 +70,7 @@ from model.btrfs.items import (
     Timespec,
 )
 from model.btrfs.superblock import Superblock
+from model.btrfs.treeblock_write import serialize_leaf, serialize_node
 
 SZ_1M = 1 << 20
 SZ_16M = 16 << 20
@@ -282,46 +284,16 @@ class RangeAllocator:
 Items = list[tuple[Key, bytes]]
 
 
-@dataclass(eq=False)  # identity: blocks are nodes of a tree, hashed by who they are
-class Block:
-    level: int
-    keys: list[Key]
-    items: Items | None = None  # leaves
-    children: list[Block] | None = None  # nodes
-    bytenr: int = 0
+Block = ExtentBuffer
 
 
-def pack_leaves(items: Items, nodesize: int) -> list[Block]:
-    """Leaves packed full, in key order (what append-ordered inserts leave behind)."""
-    cap = nodesize - C.BTRFS_HEADER_SIZE
-    leaves: list[Block] = []
-    cur: Items = []
-    used = 0
-    for k, data in items:
-        need = C.BTRFS_ITEM_SIZE + len(data)
-        if cur and used + need > cap:
-            leaves.append(Block(0, [x[0] for x in cur], cur))
-            cur, used = [], 0
-        cur.append((k, data))
-        used += need
-    if cur or not leaves:
-        leaves.append(Block(0, [x[0] for x in cur], cur))
-    return leaves
-
-
-def build_tree(items: Items, nodesize: int) -> Block:
-    """A tree over sorted items: full leaves, full nodes above them; returns the root."""
-    level = pack_leaves(items, nodesize)
-    per_node = (nodesize - C.BTRFS_HEADER_SIZE) // C.BTRFS_KEY_PTR_SIZE
-    lvl = 0
-    while len(level) > 1:
-        lvl += 1
-        nxt = []
-        for i in range(0, len(level), per_node):
-            kids = level[i : i + per_node]
-            nxt.append(Block(lvl, [b.keys[0] for b in kids], children=kids))
-        level = nxt
-    return level[0]
+def build_tree(items: Items, nodesize: int, owner: int = 0, generation: int = 0) -> Block:
+    """A tree over sorted items, packed as append-ordered inserts leave it
+    (:meth:`model.btrfs.ctree.BtrfsTree.from_sorted_items`): full leaves, full nodes, never
+    a node with one pointer. Returns the root; addresses are assigned by the caller."""
+    return BtrfsTree.from_sorted_items(
+        items, nodesize, owner, transid=generation + 1, cow=False, allocator=lambda: 0
+    ).node
 
 
 def tree_blocks(root: Block) -> list[Block]:
@@ -329,8 +301,7 @@ def tree_blocks(root: Block) -> list[Block]:
     out = [root]
     i = 0
     while i < len(out):
-        if out[i].children:
-            out.extend(out[i].children or [])
+        out.extend(out[i].children)
         i += 1
     return out
 
@@ -364,66 +335,18 @@ def bfs_levels(counts: Sequence[int]) -> list[int]:
 _DIR_ITEM = struct.Struct("<QBQQHHB")  # location key, transid, data_len, name_len, type
 _INODE_REF = struct.Struct("<QH")
 _FILE_EXTENT = struct.Struct("<QQBBHB4Q")
-_ITEM_HDR = struct.Struct("<QBQII")
-_KEY_PTR = struct.Struct("<QBQQQ")
 
 
-@dataclass
-class Header:
-    fsid: bytes
-    chunk_tree_uuid: bytes
-    generation: int
-    csum_type: int
-    nodesize: int
-
-
-def serialize_block(b: Block, owner: int, h: Header) -> bytes:
-    """The on-disk bytes of a block (header, item table or key pointers, data packed from
-    the end), checksum included."""
-    ns = h.nodesize
-    buf = bytearray(ns)
-    flags = C.HEADER_FLAG_WRITTEN | (C.MIXED_BACKREF_REV << C.BACKREF_REV_SHIFT)
+def serialize_block(b: Block, spec: FsSpec) -> bytes:
+    """A built block's on-disk bytes (checksum included)."""
+    common = dict(
+        nodesize=spec.nodesize, bytenr=b.bytenr, generation=spec.generation, owner=b.owner,
+        fsid=spec.fsid, chunk_tree_uuid=spec.chunk_uuid, csum_type=spec.csum_type,
+    )  # fmt: skip
     if b.level == 0:
-        items = b.items or []
-        end = ns - C.BTRFS_HEADER_SIZE
-        off = C.BTRFS_HEADER_SIZE
-        pack_into = _ITEM_HDR.pack_into
-        for (oid, typ, koff), data in items:
-            size = len(data)
-            end -= size
-            pack_into(buf, off, oid, typ, koff, end, size)
-            off += C.BTRFS_ITEM_SIZE
-            if size:
-                buf[C.BTRFS_HEADER_SIZE + end : C.BTRFS_HEADER_SIZE + end + size] = data
-        n = len(items)
-    else:
-        kids = b.children or []
-        for i, child in enumerate(kids):
-            oid, typ, koff = child.keys[0]
-            _KEY_PTR.pack_into(
-                buf,
-                C.BTRFS_HEADER_SIZE + i * C.BTRFS_KEY_PTR_SIZE,
-                oid,
-                typ,
-                koff,
-                child.bytenr,
-                h.generation,
-            )
-        n = len(kids)
-    hdr = (
-        bytes(32)
-        + h.fsid
-        + b.bytenr.to_bytes(8, "little")
-        + flags.to_bytes(8, "little")
-        + h.chunk_tree_uuid
-        + h.generation.to_bytes(8, "little")
-        + owner.to_bytes(8, "little")
-        + n.to_bytes(4, "little")
-        + bytes([b.level])
-    )
-    buf[: C.BTRFS_HEADER_SIZE] = hdr
-    buf[: C.BTRFS_CSUM_SIZE] = csum_block(h.csum_type, bytes(buf))
-    return bytes(buf)
+        return serialize_leaf(b.items(), **common)  # type: ignore[arg-type]
+    ptrs = [(k, c.bytenr, spec.generation) for k, c in zip(b.keys, b.children, strict=True)]
+    return serialize_node(ptrs, level=b.level, **common)  # type: ignore[arg-type]
 
 
 # ---- the filesystem's content -----------------------------------------------------------
@@ -908,7 +831,6 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
     ns = spec.nodesize
     gen = spec.generation
     layout = spec.layout
-    hdr = Header(spec.fsid, spec.chunk_uuid, gen, spec.csum_type, ns)
     sys_chunk = next(c for c in spec.chunks if c.flags & C.BLOCK_GROUP_SYSTEM)
     meta_chunks = [
         c for c in spec.chunks if c.flags & C.BLOCK_GROUP_METADATA and c is not sys_chunk
@@ -919,7 +841,7 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
         C.DEV_TREE_OBJECTID: dev_items,
         **{t: sorted(items) for t, items in spec.trees.items()},
     }
-    static_roots = {t: build_tree(items, ns) for t, items in static_trees.items()}
+    static_roots = {t: build_tree(items, ns, t, gen) for t, items in static_trees.items()}
     dyn_ids = [C.ROOT_TREE_OBJECTID, C.EXTENT_TREE_OBJECTID, C.FREE_SPACE_TREE_OBJECTID]
     if layout != "extent-tree":
         dyn_ids.append(C.BLOCK_GROUP_TREE_OBJECTID)
@@ -996,7 +918,7 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
 
     roots: dict[int, Block] = dict(static_roots)
     for t, items in dyn_items.items():
-        roots[t] = build_tree(items, ns)
+        roots[t] = build_tree(items, ns, t, gen)
     for t, r in roots.items():
         for b, a in zip(tree_blocks(r), placed[t], strict=True):
             b.bytenr = a
@@ -1018,7 +940,7 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
         )
         root_tree_items.append((Key(t, C.ROOT_ITEM_KEY, 0), encode_root_item(ri)))
     root_tree_items.sort()
-    roots[C.ROOT_TREE_OBJECTID] = build_tree(root_tree_items, ns)
+    roots[C.ROOT_TREE_OBJECTID] = build_tree(root_tree_items, ns, C.ROOT_TREE_OBJECTID, gen)
     root_blocks = tree_blocks(roots[C.ROOT_TREE_OBJECTID])
     if len(root_blocks) != len(placed[C.ROOT_TREE_OBJECTID]):
         raise MkfsError("root tree shape differs from its prediction")
@@ -1027,9 +949,9 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
 
     chunk_starts = [c.start for c in spec.chunks]
     n_blocks = 0
-    for t, r in roots.items():
+    for r in roots.values():
         for b in tree_blocks(r):
-            data = serialize_block(b, t, hdr)
+            data = serialize_block(b, spec)
             c = spec.chunks[bisect.bisect_right(chunk_starts, b.bytenr) - 1]
             for s in c.stripes:
                 sink.write(s + (b.bytenr - c.start), data)

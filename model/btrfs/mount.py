@@ -91,7 +91,7 @@ class ImageTree:
 
 
 class BuiltTree:
-    """A tree the writer built in memory (:class:`model.btrfs.mkfs.Block`), so a layout can
+    """A tree the writer built in memory (:class:`model.btrfs.ctree.ExtentBuffer`), so a layout can
     be measured without writing an image."""
 
     def __init__(self, root: Block) -> None:
@@ -109,7 +109,7 @@ class BuiltTree:
         return block.keys
 
     def child(self, block: Hashable, slot: int) -> Hashable:
-        assert isinstance(block, Block) and block.children is not None
+        assert isinstance(block, Block)
         return block.children[slot]
 
 
