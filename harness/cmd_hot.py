@@ -1,0 +1,173 @@
+"""``fsoracle hot ...``: hot data tracking with the model (temperatures of a trace, the
+tiered-storage simulator, the bench's synthetic traces)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.jsonout import dumps
+from model.hotdata import constants as C
+from model.hotdata.freq import HotFreqData, hot_temp_bucket, hot_temp_parts
+from model.hotdata.replay import ReplayConfig, replay
+from model.hotdata.trace import Trace, format_trace, parse_trace
+from model.hotdata.tracking import HotCommItem, HotInfo
+
+
+def read_trace(path: str | None) -> Trace:
+    """A trace file, or stdin for ``-``/None."""
+    if path in (None, "-"):
+        return parse_trace(sys.stdin)
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path}: no such file")
+    try:
+        with p.open(encoding="utf-8") as f:
+            return parse_trace(f)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+
+
+def _record(freq: HotFreqData, item: HotCommItem, now: int) -> dict[str, Any]:
+    parts = hot_temp_parts(freq, now)
+    return {
+        "nr_reads": freq.nr_reads,
+        "nr_writes": freq.nr_writes,
+        "last_read_time": freq.last_read_time,
+        "last_write_time": freq.last_write_time,
+        "avg_delta_reads": freq.avg_delta_reads,
+        "avg_delta_writes": freq.avg_delta_writes,
+        "last_temp": freq.last_temp,
+        "temp": parts.temp,
+        "bucket": hot_temp_bucket(parts.temp),
+        "heat": {
+            "nrr": parts.nrr,
+            "nrw": parts.nrw,
+            "ltr": parts.ltr,
+            "ltw": parts.ltw,
+            "avr": parts.avr,
+            "avw": parts.avw,
+        },
+        "in_map": item.in_list,
+        "map_bucket": hot_temp_bucket(freq.last_temp) if item.in_list else None,
+    }
+
+
+def temp_report(root: HotInfo, now: int) -> dict[str, Any]:
+    """Every record with its temperature at ``now`` and the bucket histograms."""
+    inodes = []
+    hist: dict[str, dict[int, int]] = {"inode": {}, "range": {}}
+    for he in root.iter_inodes():
+        rec = {"inode": he.i_ino, **_record(he.freq, he, now), "ranges": []}
+        hist["inode"][rec["bucket"]] = hist["inode"].get(rec["bucket"], 0) + 1
+        for hr in he.iter_ranges():
+            rr = {"start": hr.start, "len": hr.len, **_record(hr.freq, hr, now)}
+            hist["range"][rr["bucket"]] = hist["range"].get(rr["bucket"], 0) + 1
+            rec["ranges"].append(rr)
+        inodes.append(rec)
+    return {
+        "now_ns": now,
+        "range_bits": C.RANGE_BITS,
+        "map_bits": C.MAP_BITS,
+        "inodes": inodes,
+        "buckets": {k: dict(sorted(v.items())) for k, v in hist.items()},
+    }
+
+
+def cmd_temp(args: argparse.Namespace) -> int:
+    trace = read_trace(args.trace)
+    cfg = ReplayConfig(
+        timers=args.timers, age_kick_ns=C.TIME_TO_KICK * C.NSEC_PER_SEC if args.age else None
+    )
+    res = replay(trace, cfg)
+    now = args.now if args.now is not None else res.now_ns
+    rep = temp_report(res.root, now)
+    if args.json:
+        print(dumps(rep))
+        return 0
+    print(f"now {now} ns; {len(rep['inodes'])} inodes; buckets = temp >> {32 - C.MAP_BITS}")
+    print(f"{'inode':>10} {'start':>12} {'reads':>8} {'writes':>8} {'temp':>11} {'bucket':>6}")
+    for ino in rep["inodes"]:
+        print(
+            f"{ino['inode']:>10} {'-':>12} {ino['nr_reads']:>8} {ino['nr_writes']:>8} "
+            f"{ino['temp']:>11} {ino['bucket']:>6}"
+        )
+        for r in ino["ranges"]:
+            print(
+                f"{'':>10} {r['start']:>12} {r['nr_reads']:>8} {r['nr_writes']:>8} "
+                f"{r['temp']:>11} {r['bucket']:>6}"
+            )
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from harness import hot_sim
+
+    setup = hot_sim.setup_from_preset(hot_sim.load_preset(args.preset))
+    trace = read_trace(args.trace) if args.trace else None
+    reads = None
+    if args.measure_trace:
+        reads = [e for e in read_trace(args.measure_trace).events if e.op == "read"]
+    report = hot_sim.run_sim(setup, trace, reads, policy=not args.no_policy)
+    png = None
+    if not args.no_plot:
+        png = hot_sim.plot(report, Path(args.out) / f"hot-sim-{report.preset or 'preset'}.png")
+    if args.json:
+        print(dumps(report))
+    else:
+        sys.stdout.write(hot_sim.render_markdown(report, png))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from harness import hot_sim
+
+    setup = hot_sim.setup_from_preset(hot_sim.load_preset(args.preset))
+    trace = hot_sim.phase1_trace(setup)
+    if args.phase == "measure":
+        trace = Trace(trace.header, hot_sim.measure_reads(setup), trace.files)
+    lines = format_trace(trace)
+    if args.out in (None, "-"):
+        sys.stdout.write("\n".join(lines) + "\n")
+    else:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("hot", help="hot data tracking: temperatures, tiering simulator")
+    hsub = p.add_subparsers(dest="hot_cmd", metavar="SUBCOMMAND")
+    hsub.required = True
+
+    t = hsub.add_parser("temp", help="records, temperatures and heat buckets of a trace")
+    t.add_argument("--trace", help="JSONL access trace (default: stdin)")
+    t.add_argument("--now", type=int, help="temperature time, ns (default: the last event)")
+    t.add_argument(
+        "--timers",
+        action="store_true",
+        help=f"run hot_update_worker every {C.HOT_UPDATE_INTERVAL} s (fills the heat map)",
+    )
+    t.add_argument("--age", action="store_true", help="with --timers: the 2012 aging (300 s)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_temp)
+
+    s = hsub.add_parser("sim", help="predicted throughput before/after relocation (Markdown + PNG)")
+    s.add_argument("--preset", default="hot_bench", help="preset name or YAML path")
+    s.add_argument("--trace", help="phase-1 trace recorded in a guest (default: synthetic)")
+    s.add_argument("--measure-trace", help="phase-2 reads as a trace (default: synthetic)")
+    s.add_argument("--out", default="results", help="directory for the PNG")
+    s.add_argument("--no-plot", action="store_true")
+    s.add_argument("--no-policy", action="store_true", help="skip the kernel policy replay")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sim)
+
+    y = hsub.add_parser("synth", help="the preset's synthetic trace (phase 1 or 2) as JSONL")
+    y.add_argument("--preset", default="hot_bench")
+    y.add_argument("--phase", choices=["trace", "measure"], default="trace")
+    y.add_argument("--out", help="file (default: stdout)")
+    y.set_defaults(func=cmd_synth)

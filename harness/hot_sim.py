@@ -1,0 +1,486 @@
+"""The tiered-storage simulator: a preset, a phase-1 trace (synthetic or recorded in a
+guest) and phase-2 reads in; predicted random-read throughput before and after relocation
+out, beside the seed's "about 5x with an SSD of about 20 % of the capacity".
+
+Placements compared (all with the SSD capacity of the preset):
+
+- ideal: the units with the highest *true* Zipf probability (closed form, no sampling);
+- model ranking, ranges: the 1 MiB range records ranked by ``hot_temp_calc`` after phase 1;
+- model ranking, files: the inode records ranked the same way, whole files moved (what the
+  VM bench does);
+- kernel policy: phase 1 replayed through ``hot_do_relocate`` every 120 s with the 2013
+  constants (threshold 150, high/low water, 250 items per run), then the kthread left
+  running without I/O for ``policy.horizon_hours``.
+
+The SSD share of reads for each placement is measured on the phase-2 reads (a different
+seed from phase 1), and turned into throughput by :mod:`model.hotdata.tiering`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import UserError
+from model.hotdata import constants as C
+from model.hotdata.freq import hot_temp_bucket
+from model.hotdata.replay import ReplayConfig, replay
+from model.hotdata.tiering import (
+    DeviceModel,
+    Throughput,
+    TierModel,
+    device_ratio,
+    fill_files,
+    fill_ranges,
+    predict_throughput,
+    rank_inodes,
+    rank_ranges,
+    ssd_share_files,
+    ssd_share_ranges,
+)
+from model.hotdata.trace import HotEvent, Trace
+from model.hotdata.workload import ZipfWorkload, synth_trace, zipf_reads, zipf_top_fraction
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+MiB = 2**20
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """``NAME`` (harness/presets/NAME.yaml) or a path to a YAML file."""
+    path = Path(name)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise UserError(f"preset {name!r} not found (known: {known})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a mapping")
+    return data
+
+
+@dataclass(frozen=True)
+class SimSetup:
+    """The preset turned into model objects."""
+
+    workload: ZipfWorkload
+    tiers: TierModel
+    jobs: int
+    ssd_capacity: int
+    trace_reads: int
+    trace_seed: int
+    measure_seed: int
+    measure_reads: int
+    setup_writes: bool
+    start_ns: int
+    horizon_ns: int
+    rewrite_delay_ns: int | None
+    curve: tuple[float, ...]
+    seed_speedup: float
+    seed_fraction: float
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    cur: Any = d
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise UserError(f"preset: missing {path}")
+        cur = cur[part]
+    return cur
+
+
+def _device(d: dict[str, Any]) -> DeviceModel:
+    bps = d.get("bps_cap_mib")
+    return DeviceModel(
+        name=str(d["name"]),
+        latency_s=float(d["latency_ms"]) / 1e3,
+        iops_cap=None if d.get("iops_cap") is None else float(d["iops_cap"]),
+        bps_cap=None if bps is None else float(bps) * MiB,
+    )
+
+
+def setup_from_preset(p: dict[str, Any]) -> SimSetup:
+    w = _get(p, "workload")
+    io_size = int(w["io_size"])
+    wl = ZipfWorkload(
+        files=int(w["files"]),
+        file_size=int(w["file_size_mib"]) * MiB,
+        io_size=io_size,
+        s=float(w["zipf_exponent"]),
+        unit=int(w["zipf_unit_mib"]) * MiB,
+        seed=int(w["rank_seed"]),
+    )
+    jobs = int(w["jobs"])
+    tiers = TierModel(
+        ssd=_device(_get(p, "devices.ssd")),
+        hdd=_device(_get(p, "devices.hdd")),
+        jobs=jobs,
+        io_size=io_size,
+        cpu_s_per_io=float(_get(p, "host.cpu_ms_per_io")) / 1e3,
+        cpus=int(_get(p, "host.cpus")),
+    )
+    start = datetime.datetime.fromisoformat(str(_get(p, "policy.start_realtime")))
+    rd = p.get("policy", {}).get("rewrite_delay_s")
+    return SimSetup(
+        workload=wl,
+        tiers=tiers,
+        jobs=jobs,
+        ssd_capacity=int(float(_get(p, "tiering.ssd_capacity_fraction")) * wl.dataset_bytes),
+        trace_reads=int(w["trace_reads"]),
+        trace_seed=int(w["trace_seed"]),
+        measure_seed=int(w["measure_seed"]),
+        measure_reads=int(w["sim_measure_reads"]),
+        setup_writes=bool(w.get("setup_writes", True)),
+        start_ns=int(start.timestamp()) * C.NSEC_PER_SEC,
+        horizon_ns=int(float(_get(p, "policy.horizon_hours")) * 3600) * C.NSEC_PER_SEC,
+        rewrite_delay_ns=None if rd is None else int(float(rd) * C.NSEC_PER_SEC),
+        curve=tuple(float(x) for x in _get(p, "tiering.curve_fractions")),
+        seed_speedup=float(_get(p, "seed_claim.speedup")),
+        seed_fraction=float(_get(p, "seed_claim.ssd_fraction")),
+        raw=p,
+    )
+
+
+def phase1_trace(s: SimSetup) -> Trace:
+    """The synthetic phase-1 trace: setup writes, then ``trace_reads`` reads at the
+    all-HDD throughput the model predicts."""
+    rate = predict_throughput(s.tiers, 0.0).iops
+    return synth_trace(
+        s.workload,
+        start_ns=s.start_ns,
+        reads=s.trace_reads,
+        read_rate=rate,
+        seed=s.trace_seed,
+        setup_writes=s.setup_writes,
+    )
+
+
+def measure_reads(s: SimSetup) -> list[HotEvent]:
+    """Phase-2 reads (times are irrelevant to the share and left at 0)."""
+    w = s.workload
+    return [
+        HotEvent(0, "read", ino, off, w.io_size)
+        for ino, off in zipf_reads(w, s.measure_seed, s.measure_reads)
+    ]
+
+
+@dataclass
+class Scenario:
+    key: str
+    label: str
+    ssd_bytes: int
+    p_ssd: float
+    throughput: Throughput
+    speedup: float
+    note: str = ""
+
+
+@dataclass
+class SimReport:
+    preset: str
+    dataset_bytes: int
+    ssd_capacity: int
+    io_size: int
+    jobs: int
+    devices: dict[str, dict[str, Any]]
+    device_ratio: float
+    scenarios: list[Scenario]
+    seed_speedup: float
+    seed_fraction: float
+    curve: dict[str, list[tuple[float, float]]]
+    policy: dict[str, Any]
+    trace: dict[str, Any]
+
+    def scenario(self, key: str) -> Scenario:
+        return next(s for s in self.scenarios if s.key == key)
+
+
+def _scenario(
+    s: SimSetup, key: str, label: str, ssd_bytes: int, p: float, note: str = ""
+) -> Scenario:
+    base = predict_throughput(s.tiers, 0.0).iops
+    t = predict_throughput(s.tiers, p)
+    return Scenario(key, label, ssd_bytes, p, t, t.iops / base, note)
+
+
+def _ideal_share(w: ZipfWorkload, capacity: int) -> tuple[int, float]:
+    k = min(w.units, capacity // w.unit)
+    return k * w.unit, zipf_top_fraction(w.units, w.s, k)
+
+
+def run_sim(
+    s: SimSetup,
+    trace: Trace | None = None,
+    reads: list[HotEvent] | None = None,
+    *,
+    policy: bool = True,
+) -> SimReport:
+    """Everything ``fsoracle hot sim`` prints. ``trace`` (phase 1) and ``reads`` (phase 2)
+    default to the preset's synthetic ones."""
+    trace = trace if trace is not None else phase1_trace(s)
+    reads = reads if reads is not None else measure_reads(s)
+    sizes = trace.sizes()
+    w = s.workload
+    cap = s.ssd_capacity
+
+    tracked = replay(trace, ReplayConfig(timers=False))
+    now = tracked.now_ns
+    ranked_ranges = [k for _, k in rank_ranges(tracked.root, now)]
+    ranked_files = [ino for _, ino in rank_inodes(tracked.root, now)]
+    if reads and not any(ev.inode in sizes for ev in reads):
+        raise UserError(
+            "the phase-2 reads name no inode of the phase-1 trace: record both in the same "
+            "filesystem (files created in order get inodes 257, 258, ...)"
+        )
+
+    def ranges_at(c: int) -> tuple[int, float]:
+        chosen = fill_ranges(ranked_ranges, sizes, c)
+        used = sum(min(C.RANGE_SIZE, max(0, sizes[i] - (j << C.RANGE_BITS))) for i, j in chosen)
+        return used, ssd_share_ranges(reads, chosen)
+
+    def files_at(c: int) -> tuple[int, float]:
+        chosen_f = fill_files(ranked_files, sizes, c)
+        return sum(sizes[i] for i in chosen_f), ssd_share_files(reads, chosen_f)
+
+    scen = [_scenario(s, "hdd", "everything on the HDD (before)", 0, 0.0)]
+    b, p = _ideal_share(w, cap)
+    scen.append(_scenario(s, "ideal", "ideal: hottest units by true Zipf probability", b, p))
+    b, p = ranges_at(cap)
+    scen.append(_scenario(s, "ranges", "model ranking, 1 MiB ranges (kernel granularity)", b, p))
+    b, p = files_at(cap)
+    scen.append(_scenario(s, "files", "model ranking, whole files (the bench's moves)", b, p))
+
+    pol: dict[str, Any] = {}
+    if policy:
+        pol = _policy(s, trace, reads)
+        scen.append(
+            _scenario(
+                s,
+                "policy",
+                f"kernel policy replay ({pol['horizon_h']:g} h, 2013 constants)",
+                pol["ssd_bytes"],
+                pol["p_ssd"],
+                pol["note"],
+            )
+        )
+    scen.append(_scenario(s, "ssd", "everything on the SSD (bound)", w.dataset_bytes, 1.0))
+
+    base = predict_throughput(s.tiers, 0.0).iops
+    curve: dict[str, list[tuple[float, float]]] = {"ideal": [], "ranges": [], "files": []}
+    for f in s.curve:
+        c = int(f * w.dataset_bytes)
+        for name, fn in (
+            ("ideal", lambda c: _ideal_share(w, c)),
+            ("ranges", ranges_at),
+            ("files", files_at),
+        ):
+            _, p = fn(c)
+            curve[name].append((f, predict_throughput(s.tiers, p).iops / base))
+
+    hot_buckets = [hot_temp_bucket(t) for t, _ in rank_ranges(tracked.root, now)[:1]]
+    wrapped = sum(
+        1
+        for he in tracked.root.iter_inodes()
+        for fr in [he.freq, *(hr.freq for hr in he.iter_ranges())]
+        if fr.nr_reads >= 4096 or fr.nr_writes >= 4096
+    )
+    # counts are u32, but the temperature keeps nr << 20 in 32 bits: >= 4096 wraps
+    wrapped_heat = sum(
+        1 for he in tracked.root.iter_inodes() if he.freq.nr_reads + he.freq.nr_writes >= 4096
+    )
+    return SimReport(
+        preset=str(s.raw.get("name", "")),
+        dataset_bytes=w.dataset_bytes,
+        ssd_capacity=cap,
+        io_size=w.io_size,
+        jobs=s.jobs,
+        devices={
+            d.name: {
+                "latency_ms": d.latency_s * 1e3,
+                "rate_cap_iops": None
+                if math.isinf(d.rate_cap(w.io_size))
+                else d.rate_cap(w.io_size),
+            }
+            for d in (s.tiers.ssd, s.tiers.hdd)
+        },
+        device_ratio=device_ratio(s.tiers),
+        scenarios=scen,
+        seed_speedup=s.seed_speedup,
+        seed_fraction=s.seed_fraction,
+        curve=curve,
+        policy=pol,
+        trace={
+            "events": len(trace.events),
+            "reads": sum(1 for e in trace.events if e.op == "read"),
+            "inodes": len(tracked.root.inodes),
+            "ranges": sum(len(he.ranges) for he in tracked.root.inodes.values()),
+            "hottest_range_bucket": hot_buckets[0] if hot_buckets else None,
+            "records_with_counts_ge_4096": wrapped,
+            "inodes_with_count_heat_wrapped": wrapped_heat,
+            "phase2_reads": len(reads),
+        },
+    )
+
+
+def _policy(s: SimSetup, trace: Trace, reads: list[HotEvent]) -> dict[str, Any]:
+    """Replay with the relocation kthread and report where the data ended up."""
+    until = trace.end_time_ns + s.horizon_ns
+    res = replay(
+        trace,
+        ReplayConfig(
+            nonrot_total=s.ssd_capacity, rewrite_delay_ns=s.rewrite_delay_ns, until_ns=until
+        ),
+    )
+    assert res.reloc is not None
+    on_ssd = {k for k in res.reloc.on_ssd}
+    p = ssd_share_ranges(reads, on_ssd)
+    mount = trace.mount_time_ns
+    first = next((r for r in res.runs if r.moved_to_ssd), None)
+    first_s = None
+    if first is not None:
+        first_s = (first.run - 2) * C.HOT_RELOC_INTERVAL  # run 2 is the one at mount
+    moved_in = sum(r.moved_to_ssd for r in res.runs)
+    moved_out = sum(r.moved_to_hdd for r in res.runs)
+    fill = res.reloc.nonrot_used / s.ssd_capacity if s.ssd_capacity else 0.0
+    if first is None:
+        note = "nothing moved: no range reached the threshold"
+    else:
+        note = (
+            f"first move after {first_s / 3600:.1f} h (run {first.run}, threshold {first.thresh}); "
+            f"SSD {fill:.0%} full"
+        )
+    return {
+        "horizon_h": s.horizon_ns / C.NSEC_PER_SEC / 3600,
+        "runs": len(res.runs),
+        "worker_runs": res.worker_runs,
+        "first_move_s": first_s,
+        "first_move_thresh": None if first is None else first.thresh,
+        "final_thresh": res.reloc.thresh,
+        "moved_to_ssd": moved_in,
+        "moved_to_hdd": moved_out,
+        "rewrites": res.rewrites,
+        "ssd_bytes": res.reloc.nonrot_used,
+        "ssd_fill": fill,
+        "p_ssd": p,
+        "run_ends": {
+            e: sum(1 for r in res.runs if r.end == e) for e in sorted({r.end for r in res.runs})
+        },
+        "elapsed_after_mount_s": (res.now_ns - mount) / C.NSEC_PER_SEC,
+        "note": note,
+    }
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / MiB:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
+
+
+def render_markdown(r: SimReport, png: Path | None = None) -> str:
+    L: list[str] = []
+    L.append(f"## Hot data relocation: simulated random reads (preset `{r.preset}`)\n")
+    L.append(
+        f"Data set {_fmt_bytes(r.dataset_bytes)}, SSD {_fmt_bytes(r.ssd_capacity)} "
+        f"({r.ssd_capacity / r.dataset_bytes:.0%} of it); {r.jobs} synchronous readers of "
+        f"{r.io_size // 1024} KiB."
+    )
+    devs = "; ".join(
+        f"{n}: {d['latency_ms']:g} ms per read"
+        + (f", limit {d['rate_cap_iops']:g} IOPS" if d["rate_cap_iops"] else ", no limit")
+        for n, d in r.devices.items()
+    )
+    L.append(f"Devices: {devs}. All-SSD vs all-HDD: {r.device_ratio:.1f}x.\n")
+    L.append("| placement | on SSD | reads on SSD | predicted IOPS | limited by | speed-up |")
+    L.append("|---|---:|---:|---:|---|---:|")
+    for sc in r.scenarios:
+        L.append(
+            f"| {sc.label} | {_fmt_bytes(sc.ssd_bytes)} | {sc.p_ssd:.1%} | "
+            f"{sc.throughput.iops:.0f} | {sc.throughput.limiter} | {sc.speedup:.2f}x |"
+        )
+    L.append(
+        f'| seed (2010 RFC): "about 5x ... SSD of about 20%" | ~{r.seed_fraction:.0%} of '
+        f"capacity | | | | about {r.seed_speedup:g}x |"
+    )
+    files = r.scenario("files")
+    L.append(
+        f"\nPredicted for the VM bench (whole files, model ranking): **{files.speedup:.2f}x** "
+        f"beside the seed's about {r.seed_speedup:g}x."
+    )
+    if r.policy:
+        pol = r.policy
+        L.append(
+            f"\nKernel policy replay: {pol['runs']} relocation runs over "
+            f"{pol['elapsed_after_mount_s'] / 3600:.1f} h after mount; {pol['note']}; "
+            f"{pol['moved_to_ssd']} ranges moved in, {pol['moved_to_hdd']} out; "
+            f"threshold at the end {pol['final_thresh']}. The hottest range of phase 1 is in "
+            f"bucket {r.trace['hottest_range_bucket']}; the threshold starts at "
+            f"{C.HOT_RELOC_THRESHOLD} and comes down by 1 every "
+            f"{C.RELOC_THRESH_UPDATE_PERIOD} runs "
+            f"({C.RELOC_THRESH_UPDATE_PERIOD * C.HOT_RELOC_INTERVAL // 60} min) while the SSD is "
+            f"at most {C.LOW_WATER_LEVEL} % full."
+        )
+    t = r.trace
+    L.append(
+        f"\nPhase 1: {t['reads']} reads over {t['inodes']} inodes / {t['ranges']} ranges; "
+        f"phase 2: {t['phase2_reads']} reads. Inodes whose count heat wrapped (>= 4096 "
+        f"accesses): {t['inodes_with_count_heat_wrapped']}."
+    )
+    if png is not None:
+        L.append(f"\nPlot: `{png}`")
+    return "\n".join(L) + "\n"
+
+
+def plot(r: SimReport, path: Path) -> Path:
+    """Speed-up against SSD size for the three rankings, with the seed's point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    labels = {
+        "ideal": "ideal (true Zipf ranking)",
+        "ranges": "model ranking, 1 MiB ranges",
+        "files": "model ranking, whole files (bench)",
+    }
+    for key, pts in r.curve.items():
+        ax.plot([100 * f for f, _ in pts], [y for _, y in pts], marker="o", ms=3, label=labels[key])
+    if r.policy:
+        pol = r.scenario("policy")
+        ax.scatter(
+            [100 * pol.ssd_bytes / r.dataset_bytes],
+            [pol.speedup],
+            marker="s",
+            color="k",
+            label="kernel policy replay (2013 constants)",
+            zorder=5,
+        )
+    ax.scatter(
+        [100 * r.seed_fraction],
+        [r.seed_speedup],
+        marker="*",
+        s=160,
+        color="tab:red",
+        label="seed (2010): about 5x at about 20 %",
+        zorder=6,
+    )
+    ax.axvline(100 * r.ssd_capacity / r.dataset_bytes, color="grey", lw=0.8, ls=":")
+    ax.axhline(r.device_ratio, color="grey", lw=0.8, ls="--")
+    ax.text(1, r.device_ratio, " all on SSD", va="bottom", fontsize=8, color="grey")
+    ax.set_xlabel("SSD capacity, % of the data set")
+    ax.set_ylabel("predicted random-read speed-up (x)")
+    ax.set_title(f"Hot data relocation, preset {r.preset}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
