@@ -450,8 +450,17 @@ def plot(r: SimReport, path: Path) -> Path:
         "ranges": "model ranking, 1 MiB ranges",
         "files": "model ranking, whole files (bench)",
     }
+    styles = {"ideal": ("-", "o"), "ranges": ("-", "s"), "files": ("--", "x")}
     for key, pts in r.curve.items():
-        ax.plot([100 * f for f, _ in pts], [y for _, y in pts], marker="o", ms=3, label=labels[key])
+        ls, mk = styles[key]
+        ax.plot(
+            [100 * f for f, _ in pts],
+            [y for _, y in pts],
+            ls=ls,
+            marker=mk,
+            ms=4,
+            label=labels[key],
+        )
     if r.policy:
         pol = r.scenario("policy")
         ax.scatter(
@@ -474,6 +483,9 @@ def plot(r: SimReport, path: Path) -> Path:
     ax.axvline(100 * r.ssd_capacity / r.dataset_bytes, color="grey", lw=0.8, ls=":")
     ax.axhline(r.device_ratio, color="grey", lw=0.8, ls="--")
     ax.text(1, r.device_ratio, " all on SSD", va="bottom", fontsize=8, color="grey")
+    ax.set_yscale("log")
+    ticks = [t for t in (1, 2, 3, 5, 10, 20, 50, 100, 200) if t <= 1.5 * r.device_ratio]
+    ax.set_yticks(ticks, [f"{t}x" for t in ticks])
     ax.set_xlabel("SSD capacity, % of the data set")
     ax.set_ylabel("predicted random-read speed-up (x)")
     ax.set_title(f"Hot data relocation, preset {r.preset}")
