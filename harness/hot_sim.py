@@ -173,6 +173,32 @@ def measure_reads(s: SimSetup) -> list[HotEvent]:
     ]
 
 
+def file_name(s: SimSetup, inode: int) -> str:
+    """The data set's file name for an inode (files are created in order: f00000 = 257)."""
+    return f"f{inode - s.workload.first_inode:05d}"
+
+
+def read_plan(s: SimSetup, phase: str, count: int | None = None) -> list[tuple[str, int]]:
+    """The reads the guest workload issues, as ``(file name, offset)``: phase ``trace``
+    (phase 1, ``trace_reads`` of them) or ``measure`` (phases 2 and 3, ``count`` of them,
+    default ``sim_measure_reads``). The guest reads ``io_size`` bytes at each offset with
+    O_DIRECT, ``jobs`` readers taking the next entry in turn."""
+    seed, n = (
+        (s.trace_seed, s.trace_reads) if phase == "trace" else (s.measure_seed, s.measure_reads)
+    )
+    n = n if count is None else count
+    return [(file_name(s, ino), off) for ino, off in zipf_reads(s.workload, seed, n)]
+
+
+def files_to_move(s: SimSetup, trace: Trace) -> list[int]:
+    """The inodes the model ranks hottest after ``trace`` (``hot_temp_calc`` of the inode
+    records at the trace's end, hottest first), whole files up to the SSD capacity."""
+    tracked = replay(trace, ReplayConfig(timers=False))
+    ranked = [ino for _, ino in rank_inodes(tracked.root, tracked.now_ns)]
+    chosen = fill_files(ranked, trace.sizes(), s.ssd_capacity)
+    return [ino for ino in ranked if ino in chosen]
+
+
 @dataclass
 class Scenario:
     key: str

@@ -160,6 +160,16 @@ def test_hottest_possible_record_is_bucket_192() -> None:
     assert hot_temp_bucket(3225157630) == 192
 
 
+def test_read_only_data_never_reaches_the_threshold_in_2026() -> None:
+    # the hottest read-only record: 4095 reads, the last just now, average delta 0, never
+    # written, at T = 2026-11-01:
+    #   nrr 536739840 + ltr 1073741824 + ltw 656162113 (as above) + avr 2097151 + avw 0
+    #   = 2268740928; >> 24 = 135 (135 * 2^24 = 2264924160, 136 * 2^24 = 2281701376) < 150
+    f = freq(nr_reads=4095, last_read_time=T2026, avg_delta_reads=0)
+    assert hot_temp_calc(f, T2026) == 2268740928
+    assert hot_temp_bucket(2268740928) == 135
+
+
 def test_age_boundaries_and_a_stored_time_in_the_future() -> None:
     now = 2**62 + 5
     # age 2^62 ns: >> 30 = 2^32 -> heat 0

@@ -161,3 +161,23 @@ def test_synth_then_temp_and_sim(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert (tmp_path / "hot-sim-tiny.png").exists()
     rc, _, err = run(["hot", "sim", "--preset", "no-such-preset"], capsys)
     assert rc == 2 and "not found" in err
+
+
+def test_bench_helpers() -> None:
+    s = hot_sim.setup_from_preset(TINY)
+    plan = hot_sim.read_plan(s, "trace")
+    assert len(plan) == 3000 and plan[0][0].startswith("f000")
+    assert all(off % 4096 == 0 and off < 2**20 for _, off in plan)
+    assert hot_sim.read_plan(s, "measure", 10) == hot_sim.read_plan(s, "measure")[:10]
+    trace = hot_sim.phase1_trace(s)
+    moved = hot_sim.files_to_move(s, trace)
+    # 1 MiB files into 12.8 MiB: 12 files, the most-read first
+    assert len(moved) == 12
+    reads = {}
+    for ev in trace.events:
+        if ev.op == "read":
+            reads[ev.inode] = reads.get(ev.inode, 0) + 1
+    counts = [reads.get(i, 0) for i in moved]
+    assert counts == sorted(counts, reverse=True)
+    assert min(counts) >= max(c for i, c in reads.items() if i not in moved)
+    assert hot_sim.file_name(s, 257) == "f00000"
