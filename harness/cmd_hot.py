@@ -80,6 +80,8 @@ def temp_report(root: HotInfo, now: int) -> dict[str, Any]:
 
 
 def cmd_temp(args: argparse.Namespace) -> int:
+    if args.age and not args.timers:
+        raise UserError("--age ages records in the update worker: give --timers too")
     trace = read_trace(args.trace)
     cfg = ReplayConfig(
         timers=args.timers, age_kick_ns=C.TIME_TO_KICK * C.NSEC_PER_SEC if args.age else None
