@@ -366,6 +366,7 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
         extent_size=parse_size(args.extent_size),
         files=args.files,
         seed=args.seed,
+        global_roots=args.global_roots,
     )
     try:
         cfg.validate()
@@ -475,7 +476,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     mk.add_argument("--sectorsize", default="4K")
     mk.add_argument("--csum", default="crc32c", help="crc32c, xxhash, sha256 or blake2")
     mk.add_argument(
-        "--layout", default="extent-tree", choices=["extent-tree", "bg-tree", "skinny-bg-tree"]
+        "--layout",
+        default="extent-tree",
+        choices=["extent-tree", "bg-tree", "skinny-bg-tree", "extent-tree-v2"],
+    )
+    mk.add_argument(
+        "--global-roots",
+        type=int,
+        default=1,
+        help="extent-tree-v2: number of extent, csum and free space roots",
     )
     mk.add_argument("--fill", default="0", help="bytes of preallocated file extents")
     mk.add_argument("--extent-size", default="4M")

@@ -55,6 +55,7 @@ from model.btrfs.encode import (
     encode_inode_item,
     encode_root_item,
 )
+from model.btrfs.globalroots import calculate_global_root_id
 from model.btrfs.items import (
     BlockGroupItem,
     ChunkItem,
@@ -86,7 +87,7 @@ BTRFS_MAX_EXTENT_SIZE = 128 * SZ_1M
 # leaves room for the next mainline features.
 INCOMPAT_SKINNY_BG_TREE = 1 << 24
 
-LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
+LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree", "extent-tree-v2")
 FILES_PER_DIR = 1000
 GENERATION = 8
 EPOCH = 1_700_000_000
@@ -119,6 +120,7 @@ class MkfsConfig:
     files: int | None = None
     seed: int = 0
     label: str = ""
+    global_roots: int = 1
 
     def validate(self) -> None:
         if self.layout not in LAYOUTS:
@@ -138,6 +140,10 @@ class MkfsConfig:
             raise MkfsError("fill must be a multiple of the extent size")
         if self.files is not None and self.files < 0:
             raise MkfsError("files must be >= 0")
+        if not 1 <= self.global_roots <= 1024:
+            raise MkfsError("global roots must be in [1, 1024]")
+        if self.global_roots > 1 and self.layout != "extent-tree-v2":
+            raise MkfsError("several global roots need --layout extent-tree-v2")
 
     @property
     def n_extents(self) -> int:
@@ -596,7 +602,7 @@ def free_space_items(chunks: Iterable[Chunk], used: dict[int, list[tuple[int, in
 class MkfsResult:
     """What was written: per tree (id → root block), the chunks, the superblock bytes."""
 
-    trees: dict[int, Block]
+    trees: dict[tuple[int, int], Block]  # (ROOT_ITEM objectid, offset) -> root block
     chunks: list[Chunk]
     superblock: bytes
     bytes_used: int
@@ -626,6 +632,7 @@ class FsSpec:
     root_items: dict[int, RootItem]  # templates for the content trees' ROOT_ITEMs
     root_extra_items: Items  # root tree items other than ROOT_ITEMs
     dev_stats: bytes = bytes(40)
+    global_roots: int = 1  # extent-tree-v2: extent, csum and free space trees per id
 
 
 def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
@@ -735,6 +742,7 @@ def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
         trees=trees,
         root_items=root_items,
         root_extra_items=extra,
+        global_roots=cfg.global_roots,
     )
 
 
@@ -802,21 +810,33 @@ def chunk_and_dev_trees(spec: FsSpec) -> tuple[Items, Items, DevItem]:
     return chunk_items, dev_items, dev_item
 
 
-def block_group_items(spec: FsSpec) -> Items:
-    """One item per chunk, in the layout's form."""
+def block_group_items(spec: FsSpec, gids: dict[int, int]) -> Items:
+    """One item per chunk, in the layout's form (chunk_objectid is the global_root_id
+    under extent-tree-v2, else 256)."""
     out: Items = []
     for c in spec.chunks:
         if spec.layout == "skinny-bg-tree":
             out.append((Key(c.start, C.SKINNY_BLOCK_GROUP_ITEM_KEY, c.used), b""))
         else:
+            oid = gids[c.start] if spec.layout == "extent-tree-v2" else C.FIRST_CHUNK_TREE_OBJECTID
             bgi = BlockGroupItem(
-                Key(c.start, C.BLOCK_GROUP_ITEM_KEY, c.length),
-                c.used,
-                C.FIRST_CHUNK_TREE_OBJECTID,
-                c.flags,
+                Key(c.start, C.BLOCK_GROUP_ITEM_KEY, c.length), c.used, oid, c.flags
             )
             out.append((bgi.key, encode_block_group_item(bgi)))
     return out
+
+
+TreeId = tuple[int, int]  # ROOT_ITEM key (objectid, offset): offset = global root id
+
+
+def global_root_ids(spec: FsSpec) -> dict[int, int]:
+    """Chunk start → global_root_id (0 for all without extent-tree-v2)."""
+    if spec.layout != "extent-tree-v2":
+        return {c.start: 0 for c in spec.chunks}
+    return {
+        c.start: calculate_global_root_id(spec.size, c.start, spec.global_roots)
+        for c in spec.chunks
+    }
 
 
 def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
@@ -824,34 +844,54 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
     block group and root trees (a fixed point: they describe where the blocks landed), and
     write the blocks to every stripe and the superblock to every mirror in the device.
 
-    Blocks are placed tree by tree in id order — chunk tree in the SYSTEM chunk, the
-    content trees and dev tree in METADATA, then the root, extent and free space trees,
-    and the block group tree last, so that switching the block group layout moves no
-    other tree's blocks."""
+    Blocks are placed tree by tree — chunk tree in the SYSTEM chunk; the dev tree and the
+    content trees in METADATA; then the root, extent and free space trees; the block
+    group tree last, so that switching the block group layout moves no other tree's
+    blocks. With ``extent-tree-v2`` there are ``global_roots`` extent, csum and free space
+    trees (ROOT_ITEM offsets 0..N-1); each block group's items, extents and free space go
+    to the trees of its global_root_id (``btrfs_extent_root``, ``btrfs_csum_root``,
+    ``btrfs_free_space_root`` look them up by the block group of a bytenr)."""
     ns = spec.nodesize
     gen = spec.generation
     layout = spec.layout
+    v2 = layout == "extent-tree-v2"
+    n_global = spec.global_roots if v2 else 1
+    gids = global_root_ids(spec)
+    chunk_starts = [c.start for c in spec.chunks]
+
+    def gid_of(bytenr: int) -> int:
+        c = spec.chunks[bisect.bisect_right(chunk_starts, bytenr) - 1]
+        return gids[c.start]
+
     sys_chunk = next(c for c in spec.chunks if c.flags & C.BLOCK_GROUP_SYSTEM)
     meta_chunks = [
         c for c in spec.chunks if c.flags & C.BLOCK_GROUP_METADATA and c is not sys_chunk
     ]
     chunk_items, dev_items, dev_item = chunk_and_dev_trees(spec)
-    static_trees: dict[int, Items] = {
-        C.CHUNK_TREE_OBJECTID: chunk_items,
-        C.DEV_TREE_OBJECTID: dev_items,
-        **{t: sorted(items) for t, items in spec.trees.items()},
+    static_trees: dict[TreeId, Items] = {
+        (C.CHUNK_TREE_OBJECTID, 0): chunk_items,
+        (C.DEV_TREE_OBJECTID, 0): dev_items,
+        **{(t, 0): sorted(items) for t, items in spec.trees.items()},
     }
-    static_roots = {t: build_tree(items, ns, t, gen) for t, items in static_trees.items()}
-    dyn_ids = [C.ROOT_TREE_OBJECTID, C.EXTENT_TREE_OBJECTID, C.FREE_SPACE_TREE_OBJECTID]
+    for g in range(1, n_global):  # the other global csum roots start empty
+        static_trees[(C.CSUM_TREE_OBJECTID, g)] = []
+    static_roots = {t: build_tree(items, ns, t[0], gen) for t, items in static_trees.items()}
+    dyn_ids: list[TreeId] = [(C.ROOT_TREE_OBJECTID, 0)]
+    dyn_ids += [(C.EXTENT_TREE_OBJECTID, g) for g in range(n_global)]
+    dyn_ids += [(C.FREE_SPACE_TREE_OBJECTID, g) for g in range(n_global)]
     if layout != "extent-tree":
-        dyn_ids.append(C.BLOCK_GROUP_TREE_OBJECTID)
+        dyn_ids.append((C.BLOCK_GROUP_TREE_OBJECTID, 0))
     trees_present = sorted(set(static_roots) | set(dyn_ids))
     # the root tree's shape depends only on which trees exist
     root_item_sizes = [RootItem.SIZE] * (len(trees_present) - 2) + [
         len(d) for _, d in spec.root_extra_items
     ]
-    guess: dict[int, tuple[int, ...]] = dict.fromkeys(dyn_ids, (1,))
-    guess[C.ROOT_TREE_OBJECTID] = level_counts(root_item_sizes, ns)
+    root_id = (C.ROOT_TREE_OBJECTID, 0)
+    guess: dict[TreeId, tuple[int, ...]] = dict.fromkeys(dyn_ids, (1,))
+    guess[root_id] = level_counts(root_item_sizes, ns)
+    data_by_gid: dict[int, Items] = {g: [] for g in range(n_global)}
+    for k, d in spec.data_extent_items:
+        data_by_gid[gid_of(k.objectid)].append((k, d))
     for _round in range(20):
         sys_ra = RangeAllocator(sys_chunk)
         meta_ras = [RangeAllocator(c) for c in meta_chunks]
@@ -865,11 +905,11 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
                     return pos
             raise MkfsError("the metadata chunks are full")
 
-        placed: dict[int, list[int]] = {}
-        levels: dict[int, list[int]] = {}
-        for t in sorted(static_roots, key=lambda t: t != C.CHUNK_TREE_OBJECTID):
+        placed: dict[TreeId, list[int]] = {}
+        levels: dict[TreeId, list[int]] = {}
+        for t in sorted(static_roots, key=lambda t: t[0] != C.CHUNK_TREE_OBJECTID):
             levels[t] = [b.level for b in tree_blocks(static_roots[t])]
-            if t == C.CHUNK_TREE_OBJECTID:
+            if t[0] == C.CHUNK_TREE_OBJECTID:
                 got = [sys_ra.alloc(ns) for _ in levels[t]]
                 placed[t] = [a for a in got if a is not None]
                 if len(placed[t]) != len(got):
@@ -885,10 +925,10 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
             used_by_bg[ra.chunk.start] = list(ra.allocated)
         for c in spec.chunks:
             c.used = sum(ln for _, ln in used_by_bg.get(c.start, []))
-        bg_items = block_group_items(spec)
-        meta_extent_items: Items = []
+        bg_items = block_group_items(spec, gids)
+        extent_items = {g: list(data_by_gid[g]) for g in range(n_global)}
         for t, where in placed.items():
-            ref = InlineRef(C.TREE_BLOCK_REF_KEY, offset=t)
+            ref = InlineRef(C.TREE_BLOCK_REF_KEY, offset=t[0])
             for a, lvl in zip(where, levels[t], strict=True):
                 ei = ExtentItem(
                     Key(a, C.METADATA_ITEM_KEY, lvl),
@@ -897,37 +937,39 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
                     C.EXTENT_FLAG_TREE_BLOCK,
                     inline_refs=(ref,),
                 )
-                meta_extent_items.append((ei.key, encode_extent_item(ei)))
-        extent_items = spec.data_extent_items + meta_extent_items
+                extent_items[gid_of(a)].append((ei.key, encode_extent_item(ei)))
         if layout == "extent-tree":
-            extent_items = extent_items + bg_items
-        extent_items.sort()
-        dyn_items: dict[int, Items] = {
-            C.EXTENT_TREE_OBJECTID: extent_items,
-            C.FREE_SPACE_TREE_OBJECTID: free_space_items(spec.chunks, used_by_bg),
-        }
+            extent_items[0] += bg_items
+        fst = free_space_items(spec.chunks, used_by_bg)
+        fst_by_gid: dict[int, Items] = {g: [] for g in range(n_global)}
+        for k, d in fst:
+            fst_by_gid[gid_of(k.objectid)].append((k, d))
+        dyn_items: dict[TreeId, Items] = {}
+        for g in range(n_global):
+            dyn_items[(C.EXTENT_TREE_OBJECTID, g)] = sorted(extent_items[g])
+            dyn_items[(C.FREE_SPACE_TREE_OBJECTID, g)] = fst_by_gid[g]
         if layout != "extent-tree":
-            dyn_items[C.BLOCK_GROUP_TREE_OBJECTID] = sorted(bg_items)
+            dyn_items[(C.BLOCK_GROUP_TREE_OBJECTID, 0)] = sorted(bg_items)
         counts = {t: level_counts([len(d) for _, d in dyn_items[t]], ns) for t in dyn_items}
-        counts[C.ROOT_TREE_OBJECTID] = guess[C.ROOT_TREE_OBJECTID]
+        counts[root_id] = guess[root_id]
         if counts == guess:
             break
         guess = counts
     else:
         raise MkfsError("tree block layout did not converge")
 
-    roots: dict[int, Block] = dict(static_roots)
+    roots: dict[TreeId, Block] = dict(static_roots)
     for t, items in dyn_items.items():
-        roots[t] = build_tree(items, ns, t, gen)
+        roots[t] = build_tree(items, ns, t[0], gen)
     for t, r in roots.items():
         for b, a in zip(tree_blocks(r), placed[t], strict=True):
             b.bytenr = a
     root_tree_items: Items = list(spec.root_extra_items)
     for t in trees_present:
-        if t in (C.CHUNK_TREE_OBJECTID, C.ROOT_TREE_OBJECTID):
+        if t[0] in (C.CHUNK_TREE_OBJECTID, C.ROOT_TREE_OBJECTID):
             continue
         r = roots[t]
-        tmpl = spec.root_items.get(t) or decode_root_item(
+        tmpl = spec.root_items.get(t[0]) or decode_root_item(
             root_item(0, 0, gen, 0, fs_tree=False, uuid=bytes(16))
         )
         ri = dataclasses.replace(
@@ -938,16 +980,15 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
             generation_v2=gen,
             bytes_used=len(tree_blocks(r)) * ns,
         )
-        root_tree_items.append((Key(t, C.ROOT_ITEM_KEY, 0), encode_root_item(ri)))
+        root_tree_items.append((Key(t[0], C.ROOT_ITEM_KEY, t[1]), encode_root_item(ri)))
     root_tree_items.sort()
-    roots[C.ROOT_TREE_OBJECTID] = build_tree(root_tree_items, ns, C.ROOT_TREE_OBJECTID, gen)
-    root_blocks = tree_blocks(roots[C.ROOT_TREE_OBJECTID])
-    if len(root_blocks) != len(placed[C.ROOT_TREE_OBJECTID]):
+    roots[root_id] = build_tree(root_tree_items, ns, C.ROOT_TREE_OBJECTID, gen)
+    root_blocks = tree_blocks(roots[root_id])
+    if len(root_blocks) != len(placed[root_id]):
         raise MkfsError("root tree shape differs from its prediction")
-    for b, a in zip(root_blocks, placed[C.ROOT_TREE_OBJECTID], strict=True):
+    for b, a in zip(root_blocks, placed[root_id], strict=True):
         b.bytenr = a
 
-    chunk_starts = [c.start for c in spec.chunks]
     n_blocks = 0
     for r in roots.values():
         for b in tree_blocks(r):
@@ -964,20 +1005,16 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
         compat_ro |= C.COMPAT_RO_BLOCK_GROUP_TREE
     if layout == "skinny-bg-tree":
         incompat |= INCOMPAT_SKINNY_BG_TREE
+    if v2:
+        incompat |= C.INCOMPAT_EXTENT_TREE_V2
     sys_array = b"".join(
-        k.pack() + d
-        for k, d in chunk_items
+        k.pack() + d for k, d in chunk_items
         if k.type == C.CHUNK_ITEM_KEY and k.offset == sys_chunk.start
-    )
+    )  # fmt: skip
     sb = build_superblock(
-        spec,
-        roots=roots,
-        bytes_used=bytes_used,
-        dev_item=dev_item,
-        sys_array=sys_array,
-        compat_ro=compat_ro,
-        incompat=incompat,
-    )
+        spec, roots=roots, bytes_used=bytes_used, dev_item=dev_item, sys_array=sys_array,
+        compat_ro=compat_ro, incompat=incompat, nr_global_roots=n_global if v2 else 0,
+    )  # fmt: skip
     for mirror in range(C.SUPER_MIRROR_MAX):
         off = C.btrfs_sb_offset(mirror)
         if off + C.SUPER_INFO_SIZE > spec.size:
@@ -1002,18 +1039,19 @@ def estimate_metadata_bytes(cfg: MkfsConfig) -> int:
 def build_superblock(
     spec: FsSpec,
     *,
-    roots: dict[int, Block],
+    roots: dict[tuple[int, int], Block],
     bytes_used: int,
     dev_item: DevItem,
     sys_array: bytes,
     compat_ro: int,
     incompat: int,
+    nr_global_roots: int = 0,
 ) -> bytes:
     """The primary superblock's bytes (bytenr and csum are set per copy by the caller)."""
     raw = bytearray(C.SUPER_INFO_SIZE)
     fsid, gen = spec.fsid, spec.generation
-    root = roots[C.ROOT_TREE_OBJECTID]
-    chunk = roots[C.CHUNK_TREE_OBJECTID]
+    root = roots[(C.ROOT_TREE_OBJECTID, 0)]
+    chunk = roots[(C.CHUNK_TREE_OBJECTID, 0)]
     head = Superblock.HEAD.pack(
         bytes(32),
         fsid,
@@ -1046,7 +1084,7 @@ def build_superblock(
     di = encode_dev_item(dev_item)
     raw[Superblock.DEV_ITEM_OFFSET : Superblock.DEV_ITEM_OFFSET + len(di)] = di
     label = spec.label.encode()[: C.BTRFS_LABEL_SIZE - 1].ljust(C.BTRFS_LABEL_SIZE, b"\0")
-    tail = Superblock.TAIL.pack(label, 0, gen, bytes(16), 0)
+    tail = Superblock.TAIL.pack(label, 0, gen, bytes(16), nr_global_roots)
     raw[Superblock.LABEL_OFFSET : Superblock.LABEL_OFFSET + len(tail)] = tail
     raw[Superblock.SYS_CHUNK_ARRAY_OFFSET : Superblock.SYS_CHUNK_ARRAY_OFFSET + len(sys_array)] = (
         sys_array
@@ -1054,7 +1092,10 @@ def build_superblock(
 
     # backup root 0: the current roots (btrfs_set_backup_* fields)
     def lv(t: int) -> tuple[int, int]:
-        r = roots.get(t)
+        # extent-tree-v2 leaves the extent and csum backup roots empty (backup_super_roots)
+        if nr_global_roots and t in (C.EXTENT_TREE_OBJECTID, C.CSUM_TREE_OBJECTID):
+            return (0, 0)
+        r = roots.get((t, 0))
         return (r.bytenr, r.level) if r else (0, 0)
 
     ext, fs, dev, csum = (lv(t) for t in (2, 5, 4, 7))

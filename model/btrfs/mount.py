@@ -355,7 +355,7 @@ def bg_tree_id(layout: str) -> int:
 def predict_built(res: MkfsResult, layout: str) -> MountCost:
     """The prediction for a filesystem the writer laid out in memory."""
     tid = bg_tree_id(layout)
-    root = res.trees[tid]
+    root = res.trees[(tid, 0)]
     blocks = tree_blocks(root)
     leaves = sum(1 for b in blocks if b.level == 0)
     return read_block_groups_cost(

@@ -1,0 +1,130 @@
+"""extent-tree-v2: global root assignment, images with several global roots, the COW and
+contention models, each against an outside value (kernel rule arithmetic, btrfs-progs,
+closed forms)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.blocksource import FileSink, FileSource
+from model.btrfs import constants as C
+from model.btrfs.check import btrfs_check
+from model.btrfs.contention import ContentionConfig, simulate_contention
+from model.btrfs.cow import leaf_capacity
+from model.btrfs.globalroots import calculate_global_root_id
+from model.btrfs.items import BlockGroupItem
+from model.btrfs.mkfs import MkfsConfig, make_btrfs
+from model.btrfs.reader import BtrfsImage
+
+G = 1 << 30
+
+
+def test_calculate_global_root_id_rule() -> None:
+    # block-group.c calculate_global_root_id(): (start / 1 GiB) % nr, 128 MiB units on
+    # devices <= 10 GiB; 256 (FIRST_CHUNK_TREE_OBJECTID) without extent-tree-v2
+    assert calculate_global_root_id(100 * G, 5 * G + 7, 4) == 1
+    assert calculate_global_root_id(100 * G, 8 * G, 4) == 0
+    assert calculate_global_root_id(10 * G, 3 * (128 << 20), 4) == 3
+    assert calculate_global_root_id(10 * G + 1, 3 * (128 << 20), 4) == 0
+    assert calculate_global_root_id(100 * G, 5 * G, 4, extent_tree_v2=False) == 256
+
+
+def test_leaf_capacity_arithmetic() -> None:
+    # (16384 - 101) // (25 + 24) = 332; (16384 - 101) // 25 = 651; seed's ~680 = 16384/24
+    assert leaf_capacity(16384, 24) == 332
+    assert leaf_capacity(16384, 0) == 651
+    assert 16384 // 24 == 682
+
+
+def test_extent_tree_v2_image_has_global_roots(tmp_path: Path) -> None:
+    cfg = MkfsConfig(
+        size=24 * G, nodesize=4096, fill=16 * G, layout="extent-tree-v2", global_roots=4
+    )
+    path = tmp_path / "v2.img"
+    with FileSink(path, cfg.size) as sink:
+        make_btrfs(cfg, sink)
+    img = BtrfsImage.open(FileSource(path))
+    assert img.sb.incompat_flags & C.INCOMPAT_EXTENT_TREE_V2
+    assert img.sb.nr_global_roots == 4
+    for oid in (C.EXTENT_TREE_OBJECTID, C.CSUM_TREE_OBJECTID, C.FREE_SPACE_TREE_OBJECTID):
+        assert sorted(o for (t, o) in img.roots if t == oid) == [0, 1, 2, 3]
+    bgt = img.tree(C.BLOCK_GROUP_TREE_OBJECTID)
+    assert bgt is not None
+    bgs = [it for _, _, it in img.iter_items(bgt) if isinstance(it, BlockGroupItem)]
+    for bg in bgs:  # chunk_objectid is the global_root_id by the kernel's rule
+        assert bg.chunk_objectid == (bg.key.objectid // G) % 4
+        # its extents and free space live in the trees of that id
+        ext = img.roots[(C.EXTENT_TREE_OBJECTID, bg.chunk_objectid)]
+        keys = [blk.items[s].key for blk, s, _ in img.iter_items(ext)]
+        assert (
+            any(bg.key.objectid <= k.objectid < bg.key.objectid + bg.key.offset for k in keys)
+            or bg.used == 0
+        )
+        fst = img.roots[(C.FREE_SPACE_TREE_OBJECTID, bg.chunk_objectid)]
+        assert any(
+            blk.items[s].key.objectid == bg.key.objectid for blk, s, _ in img.iter_items(fst)
+        )
+    assert btrfs_check(img).ok
+
+
+def test_cow_cost_command() -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "etv2",
+            "cow-cost",
+            "--size",
+            "128G",
+            "--fill",
+            "120G",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    layouts = json.loads(r.stdout)["layouts"]
+    et, bgt = layouts["extent-tree"], layouts["bg-tree"]
+    # a height-3 extent tree: at least root + node + 2 leaves, at most + a second node
+    assert et["tree_height"] == 3
+    assert set(et["cowed_histogram"]) <= {"4", "5"}
+    # a block group tree of 2 levels: root + the one leaf holding both items
+    assert bgt["tree_height"] == 2
+    assert max(bgt["cowed_histogram"], key=lambda k: bgt["cowed_histogram"][k]) == "2"
+
+
+def test_contention_light_load_matches_queueing_formula() -> None:
+    """Light load, spread placement: each root lock sees arrivals at rate
+    T / (think + 3 hold) / M; with Poisson-like arrivals a request waits with probability
+    rho = rate * hold (PASTA, M/M/1). Finite callers wait a little less."""
+    t, m, think, hold = 16, 16, 40.0, 1.0
+    r = simulate_contention(
+        ContentionConfig(threads=t, global_roots=m, think=think, hold=hold, ops_per_thread=1500)
+    )
+    rho = t / (think + 3 * hold) / m * hold
+    assert 0.6 * rho <= r.wait_fraction <= 1.1 * rho
+
+
+def test_contention_falls_with_more_roots() -> None:
+    fr = [
+        simulate_contention(
+            ContentionConfig(threads=8, global_roots=m, ops_per_thread=400)
+        ).wait_fraction
+        for m in (1, 2, 4, 8)
+    ]
+    assert fr == sorted(fr, reverse=True)
+    one = simulate_contention(ContentionConfig(threads=1, global_roots=1, ops_per_thread=400))
+    assert one.waits == 0  # a single writer never waits
+
+
+@pytest.mark.parametrize("placement", ["spread", "per-thread"])
+def test_contention_is_deterministic(placement: str) -> None:
+    cfg = ContentionConfig(threads=4, global_roots=2, ops_per_thread=200, placement=placement)
+    assert simulate_contention(cfg) == simulate_contention(cfg)
