@@ -234,6 +234,9 @@ class WritebackModel:
         """Buffered writes wait for locked folios, folios under writeback (stable pages) and
         ordered extents in the range (``lock_and_cleanup_extent_if_need``)."""
         lo, hi = offset // SECTOR * SECTOR, -(-(offset + length) // SECTOR) * SECTOR
+        old = self.inode.i_size
+        if offset > old and old % SECTOR:
+            lo = min(lo, old // SECTOR * SECTOR)  # btrfs_cont_expand touches the EOF block
         for i in self._range_idx(lo, hi):
             f = self.folios.get(i)
             if f and (f.locked or f.writeback):
