@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 # As root they are installed; otherwise the script says what is missing.
 $(DEBSTAMP): harness/install-debian-deps.sh | $(STAMP)
 	sh harness/install-debian-deps.sh
+	$(BIN)/pip install -q 'python-lzo>=1.15,<2'  # needs liblzo2-dev (compressed-size estimates)
 	@touch $@
 
 venv: $(STAMP)
