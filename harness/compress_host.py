@@ -10,11 +10,13 @@ inspect-internal dump-tree``. Needs root and btrfs-progs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +51,25 @@ def _mount(img: Path, mnt: Path, opts: str) -> None:
     _run(["mount", "-o", "loop" + ("," + opts if opts else ""), str(img), str(mnt)])
 
 
+@contextlib.contextmanager
+def no_background_writeback() -> Iterator[None]:
+    """Keep the flusher threads from writing back between the case's ops: the extent
+    layout depends on which dirty ranges are written back together, and a periodic
+    writeback landing between two writes splits them (seen under load). The vm sysctls
+    are restored afterwards; only explicit fsync/unmount writes back meanwhile."""
+    knobs = {"dirty_writeback_centisecs": "0", "dirty_expire_centisecs": "360000"}
+    saved = {}
+    for k, v in knobs.items():
+        p = Path("/proc/sys/vm") / k
+        saved[k] = p.read_text()
+        p.write_text(v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            (Path("/proc/sys/vm") / k).write_text(v)
+
+
 def run_host_case(
     mount_opts: str, ops: list[Op], data: str, existing_size: int = 0, workdir: Path | None = None
 ) -> HostResult:
@@ -70,14 +91,15 @@ def run_host_case(
         _mount(img, mnt, mount_opts)
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
         try:
-            for op in ops:
-                if op.kind == "write":
-                    os.pwrite(fd, pattern_bytes(data, op.offset, op.length), op.offset)
-                elif op.kind == "sync":
-                    os.fsync(fd)
-                elif op.kind == "truncate":
-                    os.fsync(fd)
-                    os.ftruncate(fd, op.offset)
+            with no_background_writeback():
+                for op in ops:
+                    if op.kind == "write":
+                        os.pwrite(fd, pattern_bytes(data, op.offset, op.length), op.offset)
+                    elif op.kind == "sync":
+                        os.fsync(fd)
+                    elif op.kind == "truncate":
+                        os.fsync(fd)
+                        os.ftruncate(fd, op.offset)
         finally:
             os.close(fd)
         _run(["umount", str(mnt)])
