@@ -18,6 +18,8 @@ are rejected, not counted as agreement.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,58 +44,137 @@ FALLOC_MODES = (
 Spec = tuple[str, dict[str, str]]
 
 
-def op_strategy(fs: str) -> Any:
-    """One op as (name, args). Earlier alternatives are simpler for the shrinker."""
-    from hypothesis import strategies as st
-
-    name = st.sampled_from(NAMES)
-    path = st.one_of(name, st.lists(name, min_size=2, max_size=3).map("/".join))
-    target = st.one_of(path, path.map(lambda p: "../" + p), st.just("missing"))
-    off = st.one_of(st.integers(0, 3 * 4096 + 64), st.sampled_from([4096, 65536]))
-    length = st.one_of(st.integers(0, 9000), st.sampled_from([4096, 65536]))
-    seed = st.integers(0, 7)
-
-    def op(op_name: str, **kw: Any) -> Any:
-        return st.fixed_dictionaries(kw).map(lambda a: (op_name, {k: str(v) for k, v in a.items()}))
-
-    choices = [
-        op("creat", path=path, mode=st.sampled_from(["644", "600", "755"])),
-        op("write", path=path, off=off, len=length, seed=seed),
-        op("truncate", path=path, size=st.integers(0, 20000)),
-        op("mkdir", path=path, mode=st.sampled_from(["755", "700"])),
-        op("rename", old=path, new=path),
-        op("unlink", path=path),
-        op("rmdir", path=path),
-        op("link", old=path, new=path),
-        op("symlink", target=target, path=path),
-        op("read", path=path, off=off, len=length),
-        op(
-            "writev",
-            path=path,
-            off=off,
-            seed=seed,
-            iov=st.lists(st.integers(0, 5000), min_size=1, max_size=3).map(
-                lambda v: ",".join(map(str, v))
-            ),
-        ),
-        op("fallocate", path=path, mode=st.sampled_from(FALLOC_MODES), off=off, len=length),
-        op("fsync", path=path),
-        op("fdatasync", path=path),
-        op("sync"),
-    ]
-    if fs == "btrfs":
-        choices += [
-            op("subvol_create", path=path),
-            op("snapshot", src=st.one_of(st.just("."), path), path=path),
-            op("subvol_delete", path=path),
-        ]
-    return st.one_of(choices)
+OPS = (
+    "creat",
+    "write",
+    "truncate",
+    "mkdir",
+    "rename",
+    "unlink",
+    "rmdir",
+    "link",
+    "symlink",
+    "read",
+    "writev",
+    "fallocate",
+    "fsync",
+    "fdatasync",
+    "sync",
+)
+SUBVOL_OPS = ("subvol_create", "snapshot", "subvol_delete")
+CREATES = {"creat", "mkdir", "symlink", "subvol_create", "snapshot"}
 
 
 def sequences(fs: str, max_ops: int = 12) -> Any:
+    """Op sequences as lists of (name, args).
+
+    The strategy runs the (fault-free) model as it draws, so it can aim: data ops mostly at
+    files that exist, creations mostly at fresh names in directories that exist, renames
+    and links between existing names, symlinks at existing paths. Every choice shrinks
+    toward the simple end: fewer ops, ``creat`` first in the op list, the first existing
+    path, a name in the root, offset 0."""
     from hypothesis import strategies as st
 
-    return st.lists(op_strategy(fs), min_size=1, max_size=max_ops)
+    from model.fsstate.namespace import Dir, File, FsModel, OpError, Symlink, Unmodeled
+
+    ops = OPS + (SUBVOL_OPS if fs == "btrfs" else ())
+    off = st.one_of(st.integers(0, 3 * 4096 + 64), st.sampled_from([4096, 65536]))
+    length = st.one_of(st.integers(0, 9000), st.sampled_from([4096, 65536]))
+
+    @st.composite
+    def build(draw: Any) -> list[Spec]:
+        model = FsModel(fs, root_is_subvol=fs == "btrfs")
+        out: list[Spec] = []
+
+        def existing(kinds: tuple[type, ...] = (File, Dir, Symlink)) -> list[str]:
+            return [p for p, n in model.walk() if isinstance(n, kinds)]
+
+        def pick(cands: list[str], miss: int = 1) -> str:
+            """An element of ``cands`` most of the time (``miss`` in 8 a fresh name)."""
+            if cands and draw(st.integers(0, 7)) >= miss:
+                return str(draw(st.sampled_from(cands)))
+            return fresh()
+
+        def fresh() -> str:
+            dirs = [""] + [p for p, n in model.walk() if isinstance(n, Dir) and n.kind != "stub"]
+            d = draw(st.sampled_from(dirs))
+            name = draw(st.sampled_from(NAMES))
+            return f"{d}/{name}" if d else name
+
+        def new_name() -> str:
+            """Usually fresh, sometimes an existing name (EEXIST and friends)."""
+            return fresh() if draw(st.integers(0, 7)) < 6 else pick(existing(), 0)
+
+        for _ in range(draw(st.integers(1, max_ops))):
+            name = draw(st.sampled_from(ops))
+            a: dict[str, object]
+            files = existing((File,))
+            # nothing to act on yet: make it first (what the op would have found missing)
+            if not files and name in ("write", "writev", "read", "truncate", "fallocate"):
+                name = "creat"
+            if not existing() and name in ("rename", "unlink", "link", "fsync", "fdatasync"):
+                name = "creat"
+            if not existing((Dir,)) and name in ("rmdir", "subvol_delete"):
+                name = "mkdir" if name == "rmdir" else "subvol_create"
+            if name == "creat":
+                a = {"path": new_name(), "mode": draw(st.sampled_from(["644", "600", "755"]))}
+            elif name == "mkdir":
+                a = {"path": new_name(), "mode": draw(st.sampled_from(["755", "700"]))}
+            elif name == "subvol_create":
+                a = {"path": new_name()}
+            elif name == "write":
+                a = {"path": pick(files), "off": draw(off), "len": draw(length)}
+                a["seed"] = draw(st.integers(0, 7))
+            elif name == "writev":
+                iov = draw(st.lists(st.integers(0, 5000), min_size=1, max_size=3))
+                a = {"path": pick(files), "off": draw(off), "seed": draw(st.integers(0, 7))}
+                a["iov"] = ",".join(map(str, iov))
+            elif name == "read":
+                a = {"path": pick(files), "off": draw(off), "len": draw(length)}
+            elif name == "truncate":
+                a = {"path": pick(files), "size": draw(st.integers(0, 20000))}
+            elif name == "fallocate":
+                a = {"path": pick(files), "mode": draw(st.sampled_from(FALLOC_MODES))}
+                a["off"], a["len"] = draw(off), draw(length)
+            elif name == "rename":
+                old = pick(existing())
+                others = [p for p in existing() if p != old]
+                a = {"old": old, "new": new_name() if draw(st.booleans()) else pick(others, 0)}
+            elif name == "link":
+                a = {"old": pick(existing((File, Symlink))), "new": new_name()}
+            elif name == "symlink":
+                path = new_name()
+                where = path.rpartition("/")[0]
+                kind = draw(st.integers(0, 2))
+                if kind == 0:
+                    t = pick(existing())
+                    rel = [".."] * (where.count("/") + 1 if where else 0) + [t]
+                    target = "/".join(rel)
+                elif kind == 1:
+                    target = draw(st.sampled_from(NAMES))
+                else:
+                    target = "missing"
+                a = {"target": target, "path": path}
+            elif name == "snapshot":
+                subvols = ["."] + [
+                    p for p, n in model.walk() if isinstance(n, Dir) and n.kind == "subvol"
+                ]
+                a = {"src": pick(subvols, 0), "path": new_name()}
+            elif name == "sync":
+                a = {}
+            elif name in ("rmdir", "subvol_delete"):
+                a = {"path": pick(existing((Dir,)))}
+            elif name == "unlink":
+                a = {"path": pick(existing((File, Symlink)))}
+            else:  # fsync fdatasync
+                a = {"path": pick(existing())}
+            spec = (name, {k: str(v) for k, v in a.items()})
+            out.append(spec)
+            with contextlib.suppress(OpError, Unmodeled):
+                model.apply(Op(0, len(out) - 1, spec[0], spec[1]))
+        return out
+
+    return build()
 
 
 @dataclass
@@ -101,6 +182,7 @@ class ExampleResult:
     name: str
     ops: list[Op]
     result: CheckResult
+    walk: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def unmodeled(self) -> bool:
@@ -129,11 +211,34 @@ class DifferentialRunner:
         res = check_log(
             self.fs, ops, walk, root_is_subvol=self.subvol, faults=self.faults, proc_dirs=False
         )
-        return ExampleResult(name, ops, res)
+        return ExampleResult(name, ops, res, walk)
 
 
 class Disagreement(AssertionError):
     pass
+
+
+def disagrees(ex: ExampleResult) -> bool:
+    return not ex.unmodeled and bool(ex.result.differences)
+
+
+def minimize(runner: DifferentialRunner, ex: ExampleResult) -> ExampleResult:
+    """Delta debugging after hypothesis' shrink: drop one op at a time (last first) while
+    the example still disagrees, until no single op can go (1-minimal). The strategy draws
+    later ops from the state earlier ones leave, so hypothesis alone cannot always delete an
+    op without changing the others; here the ops are explicit and stay as they are."""
+    specs = [(op.name, dict(op.args)) for op in ex.ops]
+    best = ex
+    changed = True
+    while changed and len(specs) > 1:
+        changed = False
+        for i in reversed(range(len(specs))):
+            cand = specs[:i] + specs[i + 1 :]
+            trial = runner.run_example(cand)
+            if disagrees(trial):
+                specs, best, changed = cand, trial, True
+                break
+    return best
 
 
 @dataclass
@@ -190,6 +295,8 @@ def save_minimal(
     lines.insert(2, f"# replay with: {cmd}")
     lines += [f"# difference: {d}" for d in ex.result.differences]
     path.write_text("\n".join(lines) + "\n")
+    walk = path.with_suffix(".walk.jsonl")
+    walk.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in ex.walk))
     return path, cmd
 
 
@@ -239,7 +346,7 @@ def search(
     except (Disagreement, Flaky):
         if not failing:
             raise
-        ex = failing[-1]
+        ex = minimize(runner, failing[-1])
         out.found = ex.ops
         out.differences = ex.result.differences
         out.log_path, out.command = save_minimal(ex, runner.fs, runner.faults, seed, results, where)

@@ -87,6 +87,8 @@ def replay(
     subvol_root = log.header.get("root") == "subvol"
     proc_dirs = log.header.get("mode", "stress") in ("stress", "fsx")
     if target == "model":
+        if walk_path is None and log_path.with_suffix(".walk.jsonl").exists():
+            walk_path = log_path.with_suffix(".walk.jsonl")  # saved beside the log
         walk = read_walk(walk_path) if walk_path else None
         res = check_log(
             fs, log.ops, walk, root_is_subvol=subvol_root, faults=faults, proc_dirs=proc_dirs

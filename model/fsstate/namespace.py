@@ -38,6 +38,7 @@ from model.fsstate.tree import (
 )
 
 MAXSYMLINKS = 40
+NAMESPACE_FIELDS = ("exists", "type", "subvol", "links")
 STUB_MODE = S_IFDIR | 0o755  # S_IRUGO | S_IWUSR | S_IXUGO, new_simple_dir()
 
 FALLOC_FL_KEEP_SIZE = FALLOC_FLAGS["keep_size"]
@@ -141,6 +142,9 @@ class FsModel:
         self.applied.append(op)
         self._cur = len(self.applied) - 1
         self._extra = {}
+        for k in ("path", "old", "new", "src"):  # the last op that named each path
+            if k in op.args:
+                self._touch_path(op.args[k])
         try:
             res: str = handler(op)
         except OpError as e:
@@ -675,12 +679,13 @@ class FsModel:
 
     def blame(self, path: str, field_name: str) -> str:
         """The op most likely to have caused a difference at ``path`` in ``field_name``:
-        for content and size the last op that changed the inode; for the namespace the
-        latest op that created, removed or renamed this path or one of its ancestors."""
+        for content, size and link count the last op that changed the inode; for the
+        namespace (and when the model has no inode there) the latest op that named this
+        path or one of its ancestors, whatever it returned."""
+        node = self.node_at(path)
+        if node is not None and node.last_op >= 0 and field_name not in NAMESPACE_FIELDS:
+            return self.op_ref(node.last_op)
         best = -1
-        node = self.node_at(path) if field_name not in ("exists",) else None
-        if node is not None and field_name not in ("exists", "type", "subvol"):
-            best = node.last_op
         parts = path.split("/")
         for i in range(1, len(parts) + 1):
             best = max(best, self.path_ops.get("/".join(parts[:i]), -1))
