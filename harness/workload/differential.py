@@ -201,7 +201,7 @@ class DifferentialRunner:
 
     def run_example(self, specs: list[Spec]) -> ExampleResult:
         self.examples += 1
-        name = f"ex{self.examples}"
+        name = self.session.fresh_name()
         self.session.mkroot(name, self.subvol)
         try:
             ops = self.session.run_ops([Op(0, i, n, a) for i, (n, a) in enumerate(specs)])

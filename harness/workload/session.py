@@ -71,6 +71,12 @@ class PipeTransport:
 class DriverSession:
     def __init__(self, transport: Transport) -> None:
         self.t = transport
+        self.roots_made = 0
+
+    def fresh_name(self, prefix: str = "ex") -> str:
+        """A root name not used before in this session."""
+        self.roots_made += 1
+        return f"{prefix}{self.roots_made}"
 
     @classmethod
     def host(cls, root: Path, python: str | None = None) -> DriverSession:

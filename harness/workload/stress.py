@@ -181,6 +181,40 @@ def analyse_run(
     return check_log(fs, log.ops, walk, root_is_subvol=root_is_subvol, faults=faults)
 
 
+def finish_run(
+    rep: StressReport,
+    fs: str,
+    image: Path,
+    log_path: Path,
+    walk_path: Path,
+    *,
+    run_dir: str = RUN_DIR,
+) -> StressReport:
+    """Everything after the workload, on the host, with the image unmounted: the model
+    replays the log and compares results and tree; the checkers run; the image is read
+    back without the kernel and compared with the kernel's walk. The VM half calls this
+    with the log and walk it pulled from the guest (``run_dir``: the driver's ``-d``
+    relative to the filesystem's root)."""
+    t0 = time.monotonic()
+    log = parse_log(log_path.read_text())
+    walk = read_walk(walk_path)
+    rep.ops_logged = len(log.ops)
+    rep.paths = len(walk)
+    rep.walk_inodes = count_inodes(walk)
+    rep.model = analyse_run(fs, log, walk)
+    rep.seconds["model"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    rep.checkers = run_checkers(image, fs)
+    rep.seconds["checkers"] = time.monotonic() - t0
+    view = outside_view(image, fs, run_dir)
+    rep.seconds["outside view"] = view.seconds
+    rep.view_tool = view.tool
+    rep.view_findings = view.findings
+    rep.view_inodes = count_inodes(view.records)
+    rep.view_differences = compare_outside_view(walk, view, fs)
+    return rep
+
+
 def run_host_stress(cfg: StressConfig) -> StressReport:
     spec = cfg.spec
     spec.validate()
@@ -224,23 +258,7 @@ def run_host_stress(cfg: StressConfig) -> StressReport:
         rep.seconds["workload+walk"] = time.monotonic() - t0
         if r.returncode != 0:
             raise UserError(f"the driver failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
-    t0 = time.monotonic()
-    log = parse_log(log_path.read_text())
-    walk = read_walk(walk_path)
-    rep.ops_logged = len(log.ops)
-    rep.paths = len(walk)
-    rep.walk_inodes = count_inodes(walk)
-    rep.model = analyse_run(spec.fs, log, walk)
-    rep.seconds["model"] = time.monotonic() - t0
-    t0 = time.monotonic()
-    rep.checkers = run_checkers(image, spec.fs)
-    rep.seconds["checkers"] = time.monotonic() - t0
-    view = outside_view(image, spec.fs, RUN_DIR)
-    rep.seconds["outside view"] = view.seconds
-    rep.view_tool = view.tool
-    rep.view_findings = view.findings
-    rep.view_inodes = count_inodes(view.records)
-    rep.view_differences = compare_outside_view(walk, view, spec.fs)
+    finish_run(rep, spec.fs, image, log_path, walk_path)
     (out / "report.json").write_text(json.dumps(rep.to_json(), indent=1) + "\n")
     (out / "report.txt").write_text("\n".join(rep.lines(limit=1000)) + "\n")
     if not cfg.keep_image:
