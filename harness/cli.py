@@ -17,7 +17,13 @@ from harness.errors import UserError
 from model.errors import FormatError
 
 # command families, in the order `fsoracle --help` lists them
-FAMILIES = ["harness.cmd_btrfs", "harness.cmd_etv2", "harness.cmd_hot", "harness.cmd_compress"]
+FAMILIES = [
+    "harness.cmd_btrfs",
+    "harness.cmd_etv2",
+    "harness.cmd_hot",
+    "harness.cmd_compress",
+    "harness.cmd_stress",
+]
 
 Command = Callable[[argparse.Namespace], int]
 
