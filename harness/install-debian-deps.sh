@@ -2,9 +2,29 @@
 # Install the Debian packages fsoracle needs. Run as root; a no-op for what is present.
 # bookworm-backports is enabled by copying the machine's own first Debian source stanza
 # (no mirror host is named here), because btrfs-progs 6.14 and QEMU 10 come from there.
+#
+# `install-debian-deps.sh --kbuild` installs only what building a kernel from Debian's
+# linux-source needs (KBUILD_DEPS: compiler, flex/bison, libelf/libssl headers; perl for
+# scripts/checkpatch.pl comes with build-essential). `make test` never asks for them.
 set -eu
 want_bpo="btrfs-progs qemu-system-x86"
 want_main="e2fsprogs zstd liblzo2-dev xz-utils cpio kmod busybox-static dropbear-bin openssh-client iproute2 python3 dmsetup"
+KBUILD_DEPS="build-essential flex bison bc libelf-dev libssl-dev xz-utils"
+if [ "${1:-}" = "--kbuild" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-debian-deps: not root; install these for kernel builds: $KBUILD_DEPS" >&2
+        exit 0
+    fi
+    need=""
+    for p in $KBUILD_DEPS; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
+    done
+    [ -z "$need" ] && exit 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $need
+    exit 0
+fi
 if [ "$(id -u)" != 0 ]; then
     echo "install-debian-deps: not root; skipping Debian packages (install: $want_bpo $want_main)" >&2
     exit 0
