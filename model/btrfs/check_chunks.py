@@ -38,13 +38,13 @@ class BgRecord:
 
 
 def skinny_bg_items_allowed(sb: Superblock) -> bool:
-    """HOOK for the forward-ported SKINNY_BG_TREE RFC (key type 193 in tree 11).
-
-    The RFC's incompat bit was 1 << 11 (2019) / 1 << 12 (2020), both since given to
-    RAID1C34 and ZONED; the forward-port's bit is not chosen yet. Until it is, any 193
-    item is accepted in tree 11 when compat_ro BLOCK_GROUP_TREE is set. Once it is,
-    require ``sb.incompat_flags & INCOMPAT_SKINNY_BG_TREE`` here."""
-    return bool(sb.compat_ro_flags & C.COMPAT_RO_BLOCK_GROUP_TREE)
+    """Skinny block group items (key type 193) belong in tree 11 of a filesystem with the
+    forward-port's incompat bit SKINNY_BG_TREE, which requires compat_ro
+    BLOCK_GROUP_TREE (patches/skinny-bg-tree, 0001 and 0002)."""
+    return bool(
+        sb.compat_ro_flags & C.COMPAT_RO_BLOCK_GROUP_TREE
+        and sb.incompat_flags & C.INCOMPAT_SKINNY_BG_TREE
+    )
 
 
 def check_type_with_root(sb: Superblock, owner: int, key_type: int) -> str | None:

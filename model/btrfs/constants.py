@@ -190,6 +190,10 @@ INCOMPAT_ZONED: Final = 1 << 12
 INCOMPAT_EXTENT_TREE_V2: Final = 1 << 13
 INCOMPAT_RAID_STRIPE_TREE: Final = 1 << 14
 INCOMPAT_SIMPLE_QUOTA: Final = 1 << 16
+# fsoracle's forward-port of the 2019 SKINNY_BG_TREE RFC (patches/skinny-bg-tree): 6.12
+# uses bits 0-14 and 16, bits 15 and 17 are claimed by proposed features, the RFC's own
+# 1 << 11 is RAID1C34 and the 2020 progs series' 1 << 12 is ZONED; bit 24 leaves room.
+INCOMPAT_SKINNY_BG_TREE: Final = 1 << 24
 
 COMPAT_RO_NAMES: Final = {
     COMPAT_RO_FREE_SPACE_TREE: "FREE_SPACE_TREE",
@@ -214,6 +218,7 @@ INCOMPAT_NAMES: dict[int, str] = {
     INCOMPAT_EXTENT_TREE_V2: "EXTENT_TREE_V2",
     INCOMPAT_RAID_STRIPE_TREE: "RAID_STRIPE_TREE",
     INCOMPAT_SIMPLE_QUOTA: "SIMPLE_QUOTA",
+    INCOMPAT_SKINNY_BG_TREE: "SKINNY_BG_TREE",
 }
 
 # extent item flags

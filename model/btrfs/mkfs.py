@@ -81,11 +81,7 @@ SZ_1G = 1 << 30
 BTRFS_MAX_DATA_CHUNK_SIZE = 10 * SZ_1G
 BTRFS_MAX_EXTENT_SIZE = 128 * SZ_1M
 
-# The forward-ported SKINNY_BG_TREE incompat bit (patches/skinny-bg-tree/series.yaml).
-# 6.12 uses bits 0-14 and 16; bits 15 and 17 are claimed by proposed features, and the 2019
-# RFC's 1 << 11 and the 2020 progs series' 1 << 12 went to RAID1C34 and ZONED. Bit 24
-# leaves room for the next mainline features.
-INCOMPAT_SKINNY_BG_TREE = 1 << 24
+INCOMPAT_SKINNY_BG_TREE = C.INCOMPAT_SKINNY_BG_TREE  # patches/skinny-bg-tree/series.yaml
 
 LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree", "extent-tree-v2")
 FILES_PER_DIR = 1000

@@ -633,7 +633,7 @@ def check_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findi
 
 
 def check_skinny_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
-    """fsoracle's rule (not in any kernel) for the 2019 SKINNY_BG_TREE RFC's item, key
+    """fsoracle's rule (in the forward-port only) for the 2019 SKINNY_BG_TREE RFC's item, key
     (start, SKINNY_BLOCK_GROUP_ITEM 193, used), empty body, in the block group tree.
 
     What a leaf alone can prove, in this order:
@@ -650,7 +650,13 @@ def check_skinny_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -
        length never exceeds the physical bytes of its stripes, hence the superblock's
        total_bytes, and ``btrfs_check_chunk_valid`` caps it below
        ``btrfs_stripe_nr_to_offset(U32_MAX)``;
-    6. ``start + used`` does not overflow u64 (start + length cannot either).
+    6. ``start + used`` does not overflow u64 (start + length cannot either);
+    7. the SKINNY_BG_TREE incompat bit is set;
+    8. the previous skinny item is not the same block group and its used bytes end at or
+       before this start.
+
+    Rules 1-8 and their messages are the kernel patch's
+    (``patches/skinny-bg-tree/0002-...``), so the model and the patched kernel agree.
 
     Not checkable without the chunk map (done where block groups are read,
     :mod:`model.btrfs.blockgroups`): that a chunk starts exactly at ``start``, that
@@ -682,6 +688,18 @@ def check_skinny_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -
         return err(f"invalid block group used, have {key.offset} expect [0, {limit}]")
     if key.objectid + key.offset > C.U64:
         return err(f"block group end overflow, have start {key.objectid} used {key.offset}")
+    if not eb.incompat(C.INCOMPAT_SKINNY_BG_TREE):
+        return err("SKINNY_BLOCK_GROUP_ITEM present but SKINNY_BG_TREE incompat bit unset")
+    # block groups do not overlap and used <= length: the previous one's used bytes end at
+    # or before this start (patches/skinny-bg-tree 0002)
+    if slot > 0 and prev_key.type == C.SKINNY_BLOCK_GROUP_ITEM_KEY:
+        if prev_key.objectid == key.objectid:
+            return err(f"duplicate skinny block group item, previous used {prev_key.offset}")
+        if prev_key.objectid + prev_key.offset > key.objectid:
+            return err(
+                "overlapping skinny block group item, previous start "
+                f"{prev_key.objectid} used {prev_key.offset}"
+            )
     return None
 
 

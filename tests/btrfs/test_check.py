@@ -479,17 +479,41 @@ def _to_skinny(items: list[tuple[Key, bytes]], only: int | None = None) -> list[
     return out
 
 
+def set_incompat_bit(image: Path, bit: int) -> None:
+    """Set an incompat bit in every superblock copy (offset 188), checksum recomputed."""
+    from model.btrfs.csum import csum_block
+
+    size = image.stat().st_size
+    with open(image, "r+b") as f:
+        for mirror in range(C.SUPER_MIRROR_MAX):
+            off = C.btrfs_sb_offset(mirror)
+            if off + C.SUPER_INFO_SIZE > size:
+                break
+            f.seek(off)
+            raw = bytearray(f.read(C.SUPER_INFO_SIZE))
+            flags = int.from_bytes(raw[188:196], "little") | bit
+            raw[188:196] = flags.to_bytes(8, "little")
+            csum_type = int.from_bytes(raw[196:198], "little")
+            raw[:32] = csum_block(csum_type, bytes(raw))
+            f.seek(off)
+            f.write(raw)
+
+
 def test_skinny_bg_items_accepted_in_bg_tree(
     btrfs_image: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """Model-only (btrfs-progs knows no key type 193): with compat_ro BLOCK_GROUP_TREE,
-    tree 11 holding only skinny items (start, 193, used) is accepted; length and flags
-    come from the chunks."""
+    """Model-only (btrfs-progs knows no key type 193): with compat_ro BLOCK_GROUP_TREE and
+    the forward-port's incompat bit SKINNY_BG_TREE, tree 11 holding only skinny items
+    (start, 193, used) is accepted; length and flags come from the chunks. Without the
+    bit, the same tree is refused (the kernel patch's tree-checker rule)."""
     p = copy_image(btrfs_image("bg-tree"), tmp_path / "skinny.img")
     with FileSource(p) as src:
         root = BtrfsImage.open(src).tree(C.BLOCK_GROUP_TREE_OBJECTID)
     assert root is not None and root.level == 0
     rewrite_leaf(p, root.bytenr, _to_skinny)
+    res = our_check(p)
+    assert not res.ok and "SKINNY_BG_TREE incompat bit unset" in text(res)
+    set_incompat_bit(p, C.INCOMPAT_SKINNY_BG_TREE)
     res = our_check(p)
     assert res.ok, text(res)
     with FileSource(p) as src:

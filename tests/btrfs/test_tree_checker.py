@@ -13,6 +13,7 @@ kernel's message. The expected text is copied from ``fs/btrfs/tree-checker.c`` o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import struct
 from collections.abc import Callable
@@ -626,9 +627,18 @@ def test_sys_chunk_array_checked(tmp_path: Path, btrfs_image) -> None:  # type: 
 # ---- the skinny block group item (fsoracle's own rule) ------------------------------------
 
 
+def _with_skinny_bit(img):  # type: ignore[no-untyped-def]
+    """The image as if its superblock carried the forward-port's SKINNY_BG_TREE bit."""
+    img.sb = dataclasses.replace(
+        img.sb, incompat_flags=img.sb.incompat_flags | C.INCOMPAT_SKINNY_BG_TREE
+    )
+    return img
+
+
 def _skinny_leaf(btrfs_image, used: list[tuple[int, int]], owner: int | None = None):  # type: ignore[no-untyped-def]
     """A block group tree leaf rebuilt with skinny items (start, 193, used)."""
     img, blk, _ = _leaf(btrfs_image, "bg-tree", C.BLOCK_GROUP_TREE_OBJECTID, lambda b, s, k: s == 0)
+    img = _with_skinny_bit(img)
     items = [(Key(start, C.SKINNY_BLOCK_GROUP_ITEM_KEY, u), b"") for start, u in used]
     raw = build_leaf(blk.raw, items)
     if owner is not None:
@@ -640,6 +650,7 @@ def test_skinny_bg_leaf_clean(btrfs_image) -> None:  # type: ignore[no-untyped-d
     """The real block group tree's items, made skinny (used = the item's used field):
     nothing to report."""
     img, blk, _ = _leaf(btrfs_image, "bg-tree", C.BLOCK_GROUP_TREE_OBJECTID, lambda b, s, k: s == 0)
+    img = _with_skinny_bit(img)
     items = []
     for slot, ih in enumerate(blk.items):
         used = struct.unpack_from("<Q", blk.item_data(slot))[0]
@@ -655,6 +666,7 @@ def test_skinny_bg_leaf_clean(btrfs_image) -> None:  # type: ignore[no-untyped-d
         ("start", r"invalid block group start, have \d+ should be aligned to 4096"),
         ("used-align", r"invalid block group used, have 1000 should be aligned to 4096"),
         ("used-total", r"invalid block group used, have \d+ expect \[0, 1073741824\]"),
+        ("bit-unset", r"SKINNY_BLOCK_GROUP_ITEM present but SKINNY_BG_TREE incompat bit unset"),
     ],
 )
 def test_skinny_bg_rules(btrfs_image, edit: str, expect: str) -> None:  # type: ignore[no-untyped-def]
@@ -674,12 +686,41 @@ def test_skinny_bg_rules(btrfs_image, edit: str, expect: str) -> None:  # type: 
         items = [(Key(start, C.SKINNY_BLOCK_GROUP_ITEM_KEY, 1000), b"")]
     elif edit == "used-total":
         items = [(Key(start, C.SKINNY_BLOCK_GROUP_ITEM_KEY, (1 << 30) + 4096), b"")]
+    elif edit == "bit-unset":
+        img.sb = dataclasses.replace(
+            img.sb, incompat_flags=img.sb.incompat_flags & ~C.INCOMPAT_SKINNY_BG_TREE
+        )
     raw = build_leaf(blk.raw, items)
     if owner is not None:
         put(raw, 88, "Q", owner)
     msgs = _check(img, raw, blk.logical)
     assert len(msgs) == 1, msgs
     assert re.search(r"slot=0 bg_start=\d+ used=\d+, " + expect, msgs[0]), msgs[0]
+
+
+@pytest.mark.parametrize(
+    ("second", "expect"),
+    [
+        (
+            (13631488, 8192),
+            r"slot=1 bg_start=13631488 used=8192, duplicate skinny block group"
+            r" item, previous used 4096",
+        ),
+        (
+            (13631488 + 4096, 0),
+            r"overlapping skinny block group item, previous start 13631488"
+            r" used 8192",
+        ),
+    ],
+)
+def test_skinny_bg_neighbours(btrfs_image, second: tuple[int, int], expect: str) -> None:  # type: ignore[no-untyped-def]
+    """The patch's rule for neighbours: two items for one block group, or a block group
+    starting before the previous one's used bytes end."""
+    first = (13631488, 4096 if second[1] == 8192 else 8192)
+    img, blk, raw = _skinny_leaf(btrfs_image, [first, second])
+    msgs = _check(img, raw, blk.logical)
+    assert len(msgs) == 1, msgs
+    assert re.search(expect, msgs[0]), msgs[0]
 
 
 def test_skinny_bg_item_in_real_image(tmp_path: Path, btrfs_image) -> None:  # type: ignore[no-untyped-def]
