@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.tools import require_root, require_tool
+
+# CI must be reproducible: every hypothesis test is derandomized (same examples each run,
+# no example database). `HYPOTHESIS_PROFILE=explore` searches with fresh randomness.
+settings.register_profile("fsoracle", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fsoracle"))
 
 
 @pytest.fixture(scope="session")

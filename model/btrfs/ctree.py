@@ -1291,6 +1291,8 @@ class BtrfsTree:
                 and old[_FILE_EXTENT_TYPE_OFFSET] == C.FILE_EXTENT_INLINE
             ):
                 hdr = BTRFS_FILE_EXTENT_INLINE_DATA_START
+                if new_size < hdr:  # the kernel's memmove of the header would overrun
+                    raise CtreeBug("btrfs_truncate_item: inline extent cut below its header")
                 leaf.data[slot] = old[:hdr] + old[size_diff + hdr :]
             else:
                 leaf.data[slot] = old[size_diff:]

@@ -374,6 +374,9 @@ class CtreeMachine(RuleBasedStateMachine):
         new_size = int(len(old) * frac)
         diff = len(old) - new_size
         new_key = Key(key.objectid, key.type, key.offset + diff)
+        inline = key.type == C.EXTENT_DATA_KEY and len(old) > 20 and old[20] == 0
+        if not from_end and inline and new_size < 21:
+            return  # the kernel's callers never cut into an inline extent's 21-byte header
         if not from_end and diff:
             later = [k for k in self.model if k > key]
             if later and not new_key < min(later):
@@ -385,7 +388,6 @@ class CtreeMachine(RuleBasedStateMachine):
             self.model[key] = old[:new_size]
         elif diff:
             del self.model[key]
-            inline = key.type == C.EXTENT_DATA_KEY and len(old) > 20 and old[20] == 0
             self.model[new_key] = old[:21] + old[diff + 21 :] if inline else old[diff:]
 
     @rule()
