@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from sortedcontainers import SortedList
 
 from model.ext4 import constants as C
@@ -142,7 +143,9 @@ class Mballoc:
         optimize_scan: bool | None = None,
         rotational: bool = False,
         prefetch: bool = True,
+        fast_skip: bool = True,
     ):
+        self.fast_skip = fast_skip
         if kernel not in ("6.1", "6.12"):
             raise ValueError(f"kernel {kernel!r}: 6.1 or 6.12")
         self.src = src
@@ -178,6 +181,17 @@ class Mballoc:
             self.afs_l: list[dict[int, None]] = [{} for _ in range(self.norders)]
         self.bitmap_cached: set[int] = set()
         self.read_attempted: set[int] = set()
+        # mirrors of the per-group fields for the vectorised linear skip (see _skip_to)
+        n = g.ngroups
+        self.a_free = np.array([gi.bb_free for gi in self.groups], dtype=np.int64)
+        self.a_frag = np.zeros(n, dtype=np.int64)
+        self.a_lfo = np.full(n, -1, dtype=np.int64)
+        self.a_need_init = np.ones(n, dtype=bool)
+        self.a_uninit = np.array([src.block_uninit(i) for i in range(n)], dtype=bool)
+        idx = np.arange(n)
+        lg = g.log_groups_per_flex
+        self.a_flex_first = (idx & ((1 << lg) - 1)) == 0 if lg else np.zeros(n, dtype=bool)
+        self.a_flex_mod0 = (idx % self.flex_size) == 0
         self.costs = AllocCosts()
         self.groups_initialised = 0
 
@@ -191,6 +205,13 @@ class Mballoc:
     def _counters_add(self, grp: GroupInfo, start: int, length: int, sign: int) -> None:
         for _, o in ext4_mb_mark_free_simple(start, length, self.geo.blocksize_bits):
             grp.bb_counters[o] += sign
+
+    def _sync(self, g: int) -> None:
+        grp = self.groups[g]
+        self.a_free[g] = grp.bb_free
+        self.a_frag[g] = grp.bb_fragments
+        self.a_lfo[g] = grp.bb_largest_free_order
+        self.a_need_init[g] = grp.need_init
 
     def mb_set_largest_free_order(self, g: int) -> None:
         grp = self.groups[g]
@@ -267,6 +288,7 @@ class Mballoc:
         grp.need_init = False
         self.groups_initialised += 1
         self.costs.buddies_built += 1
+        self._sync(g)
 
     def _read_bitmap_io(self, g: int) -> None:
         """``ext4_read_block_bitmap_nowait`` + wait, as an I/O count."""
@@ -342,6 +364,7 @@ class Mballoc:
             self._counters_add(grp, start + length, s + n - start - length, 1)
         self.mb_set_largest_free_order(g)
         self.mb_update_avg_fragment_size(g)
+        self._sync(g)
 
     def mb_free_blocks(self, g: int, first: int, count: int) -> None:
         grp = self.ext4_mb_load_buddy(g)
@@ -364,6 +387,7 @@ class Mballoc:
         self._counters_add(grp, runs.starts[i], runs.lens[i], 1)
         self.mb_set_largest_free_order(g)
         self.mb_update_avg_fragment_size(g)
+        self._sync(g)
 
     def free(self, block: int, count: int) -> None:
         """``ext4_free_blocks`` of blocks inside one group."""
@@ -582,6 +606,58 @@ class Mballoc:
             ):
                 self.ext4_mb_init_group(group)
 
+    def _candidates(self, ac: AllocationContext, a: int, b: int, cr: int) -> np.ndarray:
+        """Groups in [a, b) that ``ext4_mb_good_group_nolock`` would not turn away before
+        loading a buddy (vectorised over the mirrors; same tests, same order)."""
+        free = self.a_free[a:b]
+        glen = ac.g.length
+        ok = free > 0
+        last_cheap = C.CR_ANY_FREE if self.v612 else 3
+        if cr < last_cheap:
+            ok &= free >= glen
+        ni = self.a_need_init[a:b]
+        if not self._cr_expensive(cr):
+            ok &= ~(ni & ~self.a_flex_first[a:b] & ~self.a_uninit[a:b])
+        frag = self.a_frag[a:b]
+        gg = frag > 0
+        if cr == C.CR_POWER2_ALIGNED:
+            if (
+                ac.flags & C.EXT4_MB_HINT_DATA
+                and self.flex_size >= C.EXT4_FLEX_SIZE_DIR_ALLOC_SCHEME
+            ):
+                gg &= ~self.a_flex_mod0[a:b]
+            gg &= free >= glen
+            if ac.order2 < self.norders:
+                gg &= self.a_lfo[a:b] >= ac.order2
+        elif cr == 1 or (self.v612 and cr == C.CR_BEST_AVAIL_LEN):
+            gg &= free // np.maximum(frag, 1) >= glen
+        elif (self.v612 and cr == C.CR_GOAL_LEN_SLOW) or (not self.v612 and cr == 2):
+            gg &= free >= glen
+        ok &= ni | gg
+        return ok
+
+    def _skip_to(self, ac: AllocationContext, pos: int, end: int, cr: int) -> int:
+        """First group in [pos, end) worth a slow look; the groups passed over are counted
+        as considered (each would have been one ``ext4_mb_good_group_nolock`` call)."""
+        if not self.fast_skip:
+            return pos
+        w = 64
+        a = pos
+        while a < end:
+            b = min(end, a + w)
+            hit = np.flatnonzero(self._candidates(ac, a, b, cr))
+            if len(hit):
+                g = a + int(hit[0])
+                self.costs.groups_considered += g - pos
+                return g
+            a = b
+            w = min(w * 4, 1 << 16)
+        self.costs.groups_considered += end - pos
+        return end
+
+    def _prefetch_may_trigger(self, cr: int, ios: int) -> bool:
+        return self.prefetch_enabled and (self._cr_expensive(cr) or ios < self.s_mb_prefetch_limit)
+
     def _scan(self, ac: AllocationContext, g: int, cr: int) -> None:
         ac.groups_scanned += 1
         self.costs.groups_scanned += 1
@@ -650,6 +726,21 @@ class Mballoc:
                         cr = new_cr
                         jumped = True
                         break
+                    if not self._should_optimize_scan(ac):
+                        seg_end = min(ngroups, group + (ngroups - i))
+                        stop = seg_end
+                        if self._prefetch_may_trigger(cr, prefetch_ios) and (
+                            group <= prefetch_grp < seg_end
+                        ):
+                            stop = prefetch_grp
+                        if stop > group:
+                            nxt = self._skip_to(ac, group, stop, cr)
+                            i += nxt - group
+                            group = 0 if nxt >= ngroups else nxt
+                            if i >= ngroups:
+                                break
+                            if nxt == stop and stop == seg_end:
+                                continue
                     if (
                         self.prefetch_enabled
                         and prefetch_grp == group
@@ -788,10 +879,30 @@ class Mballoc:
 
     def ext4_mb_scan_groups_linear(self, ac: AllocationContext, start: int, count: int) -> int:
         group = start
-        for _ in range(count):
+        k = 0
+        while k < count:
+            # groups that would be turned away cheaply are passed over in bulk, stopping
+            # where prefetch could fire
+            seg_end = min(self.ngroups, group + (count - k))
+            stop = seg_end
+            if self._prefetch_may_trigger(ac.criteria, ac.prefetch_ios) and (
+                group <= ac.prefetch_grp < seg_end
+            ):
+                stop = ac.prefetch_grp
+            if stop > group:
+                nxt = self._skip_to(ac, group, stop, ac.criteria)
+                k += nxt - group
+                group = nxt
+                if group >= self.ngroups:
+                    group = 0
+                if k >= count:
+                    break
+                if group == stop and stop == seg_end:
+                    continue
             self.ext4_mb_scan_group(ac, group)
             if ac.status != C.AC_STATUS_CONTINUE:
                 return group
+            k += 1
             group = 0 if group + 1 >= self.ngroups else group + 1
         if count == self.ngroups:
             ac.criteria += 1
