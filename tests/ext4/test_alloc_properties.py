@@ -4,6 +4,8 @@ trees always equal the bitmap view; the memory limit holds."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,7 +89,7 @@ def _check_frsp_trees(a: FrspAllocator, free: set[int]) -> None:
             assert got == inside, (t.index, g)
         # nodes never merge across groups, and are maximal inside a group
         nodes = t.nodes()
-        for (o1, n1), (o2, _n2) in zip(nodes, nodes[1:], strict=False):
+        for (o1, n1), (o2, _n2) in itertools.pairwise(nodes):
             assert o1 + n1 <= o2
             if o1 + n1 == o2:
                 assert o1 // geo.blocks_per_group != o2 // geo.blocks_per_group
