@@ -77,7 +77,7 @@ def test_host_kernel_places_where_the_model_says(
         os.sync()
     out = run(["debugfs", "-R", "ex /f", str(img)])
     assert out.returncode == 0, out.stderr
-    # "Level Entries  Logical  Physical Length Flags" then " 0/ 0 1/ 1  0 - 63  33024 - 33087 64 Uninit"
+    # debugfs ex: " 0/ 0   1/  1     0 -    63 33024 - 33087     64 Uninit"
     m = re.search(
         r"^\s*\d+/\s*\d+\s+\d+/\s*\d+\s+\d+\s*-\s*\d+\s+(\d+)\s*-\s*(\d+)\s+(\d+)", out.stdout, re.M
     )
