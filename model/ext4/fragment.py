@@ -88,6 +88,8 @@ class GeneratedGroups:
         self.prefix = prefix
         self.free = free
         self.extents = ext
+        self._flex = -1
+        self._flex_cache: list[tuple[IntArray, IntArray]] = []
 
     def desc_free(self, g: int) -> int:
         return int(self.free[g])
@@ -96,27 +98,59 @@ class GeneratedGroups:
         return False
 
     def runs(self, g: int) -> tuple[IntArray, IntArray]:
+        """Group ``g``'s free runs (starts, lengths), group-relative."""
+        f = g >> self.spec.log_groups_per_flex
+        if self._flex != f:
+            self._flex_cache = self.flex_runs(f)
+            self._flex = f
+        return self._flex_cache[g - (f << self.spec.log_groups_per_flex)]
+
+    def flex_runs(self, f: int) -> list[tuple[IntArray, IntArray]]:
+        """The runs of every group of flex-bg ``f``, drawn together (one generator per
+        flex-bg, vectorised over its groups)."""
         spec = self.spec
-        rng = np.random.default_rng([spec.seed, g])
-        free = int(self.free[g])
-        n = int(self.extents[g])
-        avail = spec.blocks_per_group - int(self.prefix[g])
-        used = avail - free
-        # free lengths: n parts >= 1 summing to free
-        cuts = np.sort(rng.integers(0, free - n + 1, n - 1))
-        lens = np.diff(np.concatenate(([0], cuts, [free - n]))) + 1
-        # gaps: n + 1 parts, interior >= 1, summing to used
-        cuts = np.sort(rng.integers(0, used - (n - 1) + 1, n))
-        gaps = np.diff(np.concatenate(([0], cuts, [used - (n - 1)])))
-        gaps[1:-1] += 1
-        starts = (
-            int(self.prefix[g]) + np.cumsum(gaps[:-1]) + np.concatenate(([0], np.cumsum(lens[:-1])))
-        )
-        return starts.astype(np.int64), lens.astype(np.int64)
+        g0 = f << spec.log_groups_per_flex
+        g1 = min(spec.ngroups, g0 + (1 << spec.log_groups_per_flex))
+        rng = np.random.default_rng([spec.seed, f, 0x5EED])
+        free = self.free[g0:g1]
+        n = self.extents[g0:g1]
+        prefix = self.prefix[g0:g1]
+        used = spec.blocks_per_group - prefix - free
+        lens = _split(rng, free - n, n) + 1  # n parts >= 1 summing to free
+        gaps = _split(rng, used - (n - 1), n + 1)  # n + 1 parts, interior >= 1
+        k = len(n)
+        gseg = np.repeat(np.arange(k), n + 1)
+        first_gap = np.concatenate(([0], np.cumsum(n + 1)[:-1]))
+        interior = np.ones(len(gaps), dtype=bool)
+        interior[first_gap] = False
+        interior[np.cumsum(n + 1) - 1] = False
+        gaps = gaps + interior
+        lseg = np.repeat(np.arange(k), n)
+        # start of run j in group i = prefix + gaps[0..j] + lens[0..j-1] (within the group)
+        gap_mask = np.ones(len(gaps), dtype=bool)
+        gap_mask[np.cumsum(n + 1) - 1] = False  # the gap after the last run is not used
+        g_used = gaps[gap_mask]
+        cs_g = np.cumsum(g_used)
+        cs_l = np.cumsum(lens) - lens
+        first_run = np.concatenate(([0], np.cumsum(n)[:-1]))
+        base_g = np.repeat(cs_g[first_run] - g_used[first_run], n)
+        base_l = np.repeat(cs_l[first_run], n)
+        starts = prefix[lseg] + (cs_g - base_g) + (cs_l - base_l)
+        del gseg
+        out = []
+        ends = np.cumsum(n)
+        for i in range(k):
+            a, b = int(first_run[i]), int(ends[i])
+            out.append((starts[a:b].astype(np.int64), lens[a:b].astype(np.int64)))
+        return out
 
     def read_bitmap(self, g: int) -> tuple[Sequence[int], Sequence[int]]:
         s, n = self.runs(g)
         return s.tolist(), n.tolist()
+
+    def read_bitmap_arrays(self, g: int) -> tuple[IntArray, IntArray]:
+        """``read_bitmap`` as arrays (what the tree builder consumes)."""
+        return self.runs(g)
 
 
 class MaterialisedGroups:
@@ -146,3 +180,28 @@ class MaterialisedGroups:
     def read_bitmap(self, g: int) -> tuple[Sequence[int], Sequence[int]]:
         s, n = free_run_arrays(self.bitmaps[g], self.spec.blocks_per_group)
         return s.tolist(), n.tolist()
+
+
+def _split(rng: np.random.Generator, totals: IntArray, parts: IntArray) -> IntArray:
+    """For each i, ``parts[i]`` non-negative integers summing to ``totals[i]`` (uniform
+    cut points, the broken stick), concatenated."""
+    cuts = parts - 1
+    seg = np.repeat(np.arange(len(parts)), cuts)
+    vals = (rng.random(int(cuts.sum())) * np.repeat(totals + 1, cuts)).astype(np.int64)
+    big = np.int64(1) << 32  # totals < 2^32: sort by (group, value) in one key
+    vals = np.sort(seg * big + vals) - seg * big
+    # points per group: 0, sorted cuts..., total
+    npts = parts + 1
+    pts = np.empty(int(npts.sum()), dtype=np.int64)
+    first = np.concatenate(([0], np.cumsum(npts)[:-1]))
+    last = first + npts - 1
+    inner = np.ones(len(pts), dtype=bool)
+    inner[first] = False
+    inner[last] = False
+    pts[first] = 0
+    pts[last] = totals
+    pts[inner] = vals
+    d = np.diff(pts)
+    keep = np.ones(len(d), dtype=bool)
+    keep[last[:-1]] = False  # differences across groups
+    return d[keep]

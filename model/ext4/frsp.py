@@ -24,7 +24,7 @@ changed) or as sorted containers; both give the same node order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -75,15 +75,17 @@ class FrspTree:
 
     def iter_by_len(self) -> Iterator[tuple[int, int]]:
         """rb_first_cached(&frsp_len_root), rb_next... as (offset, length)."""
-        if self.a_lens is not None:
-            assert self.a_offs is not None
-            for k in range(len(self.a_lens)):
-                yield int(self.a_offs[k]), int(self.a_lens[k])
+        lens, offs = self.a_lens, self.a_offs
+        if lens is not None:
+            assert offs is not None
+            for k in range(len(lens)):
+                yield int(offs[k]), int(lens[k])
             return
-        if self.by_len is None:
-            return
-        for neg, _seq, off in self.by_len:
+        k = 0
+        while self.by_len is not None and k < len(self.by_len):
+            neg, _seq, off = self.by_len[k]
             yield int(off), -int(neg)
+            k += 1
 
     def nodes(self) -> list[tuple[int, int]]:
         """All nodes by offset."""
@@ -278,17 +280,18 @@ class FrspAllocator:
         g0 = tree.index * self.flex_size
         g1 = min(g0 + self.flex_size, self.geo.ngroups)
         reads = 0
-        offs: list[Sequence[int]] = []
-        lens: list[Sequence[int]] = []
+        offs: list[npt.NDArray[np.int64]] = []
+        lens: list[npt.NDArray[np.int64]] = []
         for g in range(g0, g1):
             if self.src.block_uninit(g):
                 self.costs.bitmaps_synthesised += 1
             else:
                 reads += 1
-            s, n = self.src.read_bitmap(g)
+            fast = getattr(self.src, "read_bitmap_arrays", None)
+            s, n = fast(g) if fast is not None else self.src.read_bitmap(g)
             base = (g - g0) * self.bpg
-            offs.append(np.asarray(s, dtype=np.int64) + base)  # type: ignore[arg-type]
-            lens.append(np.asarray(n, dtype=np.int64))  # type: ignore[arg-type]
+            offs.append(np.asarray(s, dtype=np.int64) + base)
+            lens.append(np.asarray(n, dtype=np.int64))
             self.costs.bitmaps_scanned += 1
         if reads:
             self.costs.read_batches += 1
@@ -481,8 +484,10 @@ class FrspAllocator:
 
     def ext4_mb_frsp_process(self, ac: _Ac, tree: FrspTree) -> None:
         self.costs.trees_scanned += 1
-        for node in tree.iter_by_len():
-            if ac.status != C.AC_STATUS_CONTINUE:
+        it = tree.iter_by_len()
+        while ac.status == C.AC_STATUS_CONTINUE:
+            node = next(it, None)
+            if node is None:
                 return
             self.costs.nodes_visited += 1
             if ac.criteria == 0 and node[1] < ac.g_len:
