@@ -180,8 +180,8 @@ class Mballoc:
             self.lfo_l: list[dict[int, None]] = [{} for _ in range(self.norders)]
             self.afs_l: list[dict[int, None]] = [{} for _ in range(self.norders)]
         self.bitmap_cached: set[int] = set()
-        self.read_attempted: set[int] = set()
-        # mirrors of the per-group fields for the vectorised linear skip (see _skip_to)
+        self.read_attempted = np.zeros(g.ngroups, dtype=bool)  # EXT4_GROUP_INFO_BBITMAP_READ
+        # mirrors of the per-group fields for the vectorised linear skip (see _next_candidate)
         n = g.ngroups
         self.a_free = np.array([gi.bb_free for gi in self.groups], dtype=np.int64)
         self.a_frag = np.zeros(n, dtype=np.int64)
@@ -567,8 +567,8 @@ class Mballoc:
         batch = 0
         while nr > 0:
             nr -= 1
-            first_try = group not in self.read_attempted
-            self.read_attempted.add(group)
+            first_try = not self.read_attempted[group]
+            self.read_attempted[group] = True
             grp = self.groups[group]
             uninit = self.src.block_uninit(group)
             if (
@@ -636,9 +636,8 @@ class Mballoc:
         ok &= ni | gg
         return ok
 
-    def _skip_to(self, ac: AllocationContext, pos: int, end: int, cr: int) -> int:
-        """First group in [pos, end) worth a slow look; the groups passed over are counted
-        as considered (each would have been one ``ext4_mb_good_group_nolock`` call)."""
+    def _next_candidate(self, ac: AllocationContext, pos: int, end: int, cr: int) -> int:
+        """First group in [pos, end) worth a slow look (``end`` if none)."""
         if not self.fast_skip:
             return pos
         w = 64
@@ -647,13 +646,39 @@ class Mballoc:
             b = min(end, a + w)
             hit = np.flatnonzero(self._candidates(ac, a, b, cr))
             if len(hit):
-                g = a + int(hit[0])
-                self.costs.groups_considered += g - pos
-                return g
+                return a + int(hit[0])
             a = b
             w = min(w * 4, 1 << 16)
-        self.costs.groups_considered += end - pos
         return end
+
+    def _prefetch_jump(self, p: int, limit: int) -> tuple[int, int]:
+        """Prefetch points from ``p`` whose whole range is already marked READ do nothing
+        but move the point on (``ext4_mb_prefetch`` tests EXT4_MB_GRP_TEST_AND_SET_READ
+        first). Returns the first point that may do something and the ``nr`` of the last
+        no-op call before it (0 if none)."""
+        if not self.fast_skip:
+            return p, 0
+        w = 256
+        a = p
+        y = limit
+        while a < limit:
+            b = min(limit, a + w)
+            hit = np.flatnonzero(~self.read_attempted[a:b])
+            if len(hit):
+                y = a + int(hit[0])
+                break
+            a = b
+            w = min(w * 4, 1 << 16)
+        if self.geo.log_groups_per_flex:
+            if self.s_mb_prefetch < self.flex_size:
+                return p, 0
+            q = max(p, y & ~(self.flex_size - 1))
+            prev = max(p, q - self.flex_size)
+        else:
+            step = self.s_mb_prefetch
+            q = p + ((y - p) // step) * step
+            prev = max(p, q - step)
+        return q, (q - prev if q > p else 0)
 
     def _prefetch_may_trigger(self, cr: int, ios: int) -> bool:
         return self.prefetch_enabled and (self._cr_expensive(cr) or ios < self.s_mb_prefetch_limit)
@@ -728,18 +753,23 @@ class Mballoc:
                         break
                     if not self._should_optimize_scan(ac):
                         seg_end = min(ngroups, group + (ngroups - i))
-                        stop = seg_end
-                        if self._prefetch_may_trigger(cr, prefetch_ios) and (
-                            group <= prefetch_grp < seg_end
+                        stop = self._next_candidate(ac, group, seg_end, cr)
+                        if (
+                            self._prefetch_may_trigger(cr, prefetch_ios)
+                            and group <= prefetch_grp < stop
                         ):
-                            stop = prefetch_grp
+                            q, _last = self._prefetch_jump(prefetch_grp, stop)
+                            if q > prefetch_grp:
+                                # no-op calls leave prefetch_ios unchanged: nr = 0
+                                prefetch_grp, nr = q % ngroups, 0
+                            stop = min(stop, q)
                         if stop > group:
-                            nxt = self._skip_to(ac, group, stop, cr)
-                            i += nxt - group
-                            group = 0 if nxt >= ngroups else nxt
+                            self.costs.groups_considered += stop - group
+                            i += stop - group
+                            group = 0 if stop >= ngroups else stop
                             if i >= ngroups:
                                 break
-                            if nxt == stop and stop == seg_end:
+                            if stop == seg_end:
                                 continue
                     if (
                         self.prefetch_enabled
@@ -881,23 +911,25 @@ class Mballoc:
         group = start
         k = 0
         while k < count:
-            # groups that would be turned away cheaply are passed over in bulk, stopping
-            # where prefetch could fire
+            # groups that would be turned away cheaply are passed over in bulk; prefetch
+            # points on the way whose groups were all tried already are no-ops
             seg_end = min(self.ngroups, group + (count - k))
-            stop = seg_end
-            if self._prefetch_may_trigger(ac.criteria, ac.prefetch_ios) and (
-                group <= ac.prefetch_grp < seg_end
+            stop = self._next_candidate(ac, group, seg_end, ac.criteria)
+            if (
+                self._prefetch_may_trigger(ac.criteria, ac.prefetch_ios)
+                and group <= ac.prefetch_grp < stop
             ):
-                stop = ac.prefetch_grp
+                q, last_nr = self._prefetch_jump(ac.prefetch_grp, stop)
+                if q > ac.prefetch_grp:
+                    ac.prefetch_grp, ac.prefetch_nr = q % self.ngroups, last_nr
+                stop = min(stop, q)
             if stop > group:
-                nxt = self._skip_to(ac, group, stop, ac.criteria)
-                k += nxt - group
-                group = nxt
-                if group >= self.ngroups:
-                    group = 0
+                self.costs.groups_considered += stop - group
+                k += stop - group
+                group = 0 if stop >= self.ngroups else stop
                 if k >= count:
                     break
-                if group == stop and stop == seg_end:
+                if stop == seg_end:
                     continue
             self.ext4_mb_scan_group(ac, group)
             if ac.status != C.AC_STATUS_CONTINUE:

@@ -152,9 +152,11 @@ def test_allocators_hand_out_free_blocks_once_and_frees_merge(state, reqs) -> No
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=states(), reqs=requests, trees_allowed=st.integers(1, 3))
 def test_memory_limit_holds(state, reqs, trees_allowed) -> None:  # type: ignore[no-untyped-def]
-    """With a limit, nodes held after each allocation never exceed the limit by more than
-    the trees the allocation itself holds (a tree being processed cannot be evicted); the
-    peak stays under limit + one worst-case tree; evicted trees keep their meta entry."""
+    """With a limit, and every access inside one EXT4_MB_FRSP_ACTIVE_THRESHOLD_JIFFIES
+    window (no clock: all at jiffy 0), nodes held after each allocation never exceed the
+    limit by more than one worst-case tree (the tree being processed cannot be evicted), the
+    peak by two, and evicted trees keep their meta-tree entry. (With a clock, reloaded cold
+    trees can escape both LRU lists: see the next test.)"""
     geo, runs = state
     src = RunsGroups(geo, runs)
     worst_tree = C.FRSP_NODE_SIZE * geo.flex_size * (geo.blocks_per_group // 2 + 1)
@@ -199,3 +201,33 @@ def test_default_memory_limit_is_buddy_size_with_one_tree_floor() -> None:
     b = FrspAllocator(Small(), 1)
     assert b.mem_limit == 56 * 16 * 16384 == 14_680_064
     assert C.FRSP_NODE_SIZE == 56
+
+
+def test_rfc_lru_keeps_reloaded_cold_trees_off_both_lists() -> None:
+    """A finding, not a wish: in patch 7 an evicted tree that is loaded again more than
+    EXT4_MB_FRSP_ACTIVE_THRESHOLD_JIFFIES after its last access, while the active half is
+    over its share, is put on neither list (ext4_mb_frsp_maintain_lru returns early and
+    ext4_frsp_evict only looks at the inactive list), so it can never be evicted and the
+    memory limit stops holding. Arithmetic: 8 trees of 2 groups x 512 one-block runs."""
+    geo = Geometry(
+        ngroups=16,
+        blocks_per_group=BPG,
+        blocksize_bits=10,
+        first_data_block=1,
+        log_groups_per_flex=1,
+    )
+    runs = [[(2 * i, 1) for i in range(BPG // 2)] for _ in range(16)]
+    src = RunsGroups(geo, runs)
+    now = [0.0]
+    tree_nodes = 2 * (BPG // 2)
+    limit = 2 * tree_nodes * C.FRSP_NODE_SIZE  # room for two trees, one active
+    a = FrspAllocator(src, 0, mem_limit=limit, clock=lambda _c: now[0], hz=250)
+    for _ in range(2):
+        for t in range(8):
+            now[0] += 1.0  # 250 jiffies between accesses
+            tree = a.ext4_mb_load_allocator(t * 2)
+            a.ext4_mb_unload_allocator(tree)
+    leaked = [t.index for t in a.trees if t.loaded and not t.active and t.list_node is None]
+    assert leaked, "expected loaded trees on no list"
+    assert a.memory_bytes > limit + tree_nodes * C.FRSP_NODE_SIZE
+    assert a.costs.evictions >= 6
