@@ -282,7 +282,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
         seed = [SEED.get(n, {}).get(("first", "second")[wi], {}).get("seconds") or 0 for n in names]
         x = range(len(names))
         ax.bar([i - 0.2 for i in x], [max(v, 1e-3) for v in ours], 0.4, label="model")
-        ax.bar([i + 0.2 for i in x], [max(v, 1e-3) for v in seed], 0.4, label="seed")
+        have = [i for i in x if seed[i]]
+        ax.bar([i + 0.2 for i in have], [seed[i] for i in have], 0.4, label="seed")
         ax.set_yscale("log")
         ax.set_xticks(list(x), names, rotation=30)
         ax.set_ylabel("seconds")

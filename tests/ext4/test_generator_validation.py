@@ -90,3 +90,20 @@ def test_generator_statistics(sources) -> None:  # type: ignore[no-untyped-def]
         assert not s or s[0] >= SPEC.meta_prefix(g)
     assert abs(np.mean(n_ext) / SPEC.mean_extents - 1) < 0.05
     assert abs(np.sum(free) / np.sum(avail) / SPEC.free_fraction - 1) < 0.05
+
+
+FULL = FragSpec(ngroups=640, fragmentation=0.015, free_fraction=0.1, seed=5)
+
+
+@pytest.mark.parametrize("name", ["6.1-lin", "6.1-opt", "6.12-lin", "6.12-opt", "frsp0"])
+def test_same_decisions_on_a_fuller_disk(name: str) -> None:
+    """10 % free: short extents, many allocations per write, prefetch points passed over."""
+    out = []
+    for src, exact in ((MaterialisedGroups(FULL), True), (GeneratedGroups(FULL), False)):
+        a = _make(name, src, exact)
+        rows = []
+        for nbytes in (4 << 20, 16 << 20):
+            r = write_file(a, FULL.geometry, nbytes, CM)
+            rows.append((r.extents, r.criteria, r.costs.as_dict(), r.memory_bytes))
+        out.append(rows)
+    assert out[0] == out[1]
