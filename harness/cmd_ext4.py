@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from harness import ext4_sim
 from harness.errors import UserError
 from harness.jsonout import dumps
 from model.blocksource import FileSource
@@ -128,9 +129,4 @@ def register(sub: Any) -> None:
     d.add_argument("image")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_dump)
-    try:
-        from harness import ext4_sim
-
-        ext4_sim.register(fam)
-    except ImportError:  # pragma: no cover - during bring-up only
-        pass
+    ext4_sim.register(fam)

@@ -298,15 +298,19 @@ class Mballoc:
             self.costs.bitmaps_read += 1
         self.bitmap_cached.add(g)
 
-    def ext4_mb_init_group(self, g: int) -> None:
-        """``ext4_mb_init_group`` → ``ext4_mb_init_cache``: every group sharing the buddy
-        cache page (PAGE_SIZE / blocksize / 2 groups, at least 1) is read and built."""
-        gpp = max(1, (PAGE_SIZE >> self.geo.blocksize_bits) >> 1)
-        first = g - g % gpp
+    def ext4_mb_init_cache(self, first: int, gpp: int) -> None:
+        """``ext4_mb_init_cache``: the groups of one buddy-cache page (``groups_per_page``
+        = PAGE_SIZE / blocksize / 2, at least 1) that still need it: bitmap read (or
+        synthesised), copied, buddy generated."""
         for h in range(first, min(first + gpp, self.ngroups)):
             if self.groups[h].need_init:
                 self._read_bitmap_io(h)
                 self.ext4_mb_generate_buddy(h)
+
+    def ext4_mb_init_group(self, g: int) -> None:
+        """``ext4_mb_init_group``: initialise the page holding group ``g``."""
+        gpp = max(1, (PAGE_SIZE >> self.geo.blocksize_bits) >> 1)
+        self.ext4_mb_init_cache(g - g % gpp, gpp)
 
     def ext4_mb_load_buddy(self, g: int) -> GroupInfo:
         if self.groups[g].need_init:

@@ -95,7 +95,7 @@ def _check_frsp_trees(a: FrspAllocator, free: set[int]) -> None:
                 assert o1 // geo.blocks_per_group != o2 // geo.blocks_per_group
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=states(), reqs=requests)
 def test_allocators_hand_out_free_blocks_once_and_frees_merge(state, reqs) -> None:  # type: ignore[no-untyped-def]
     geo, runs = state
@@ -149,7 +149,7 @@ def test_allocators_hand_out_free_blocks_once_and_frees_merge(state, reqs) -> No
                         assert rr == sorted(runs[g])
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(state=states(), reqs=requests, trees_allowed=st.integers(1, 3))
 def test_memory_limit_holds(state, reqs, trees_allowed) -> None:  # type: ignore[no-untyped-def]
     """With a limit, and every access inside one EXT4_MB_FRSP_ACTIVE_THRESHOLD_JIFFIES
