@@ -7,7 +7,8 @@ compared. Budget: 10 minutes and 8 GiB for both runs. The cost model is
 fragmentation (0.0151: 247 free extents per group) is the one number taken from the seed:
 its level-3 figure, 6.8 GB for all 30 720 trees, is 6.8e9 / 56 / 491 520 = 247 nodes per
 group. The seed does not say how full the disk was; two runs: 50 % free (free extents of
-~66 blocks on average, a long tail) and 10 % free (~13 blocks).
+~66 blocks on average, a long tail) and 10 % free (~13 blocks); then the buddy rows with
+6.1's regular allocator.
 
     python benchmarks/ext4_alloc_sim.py [--groups 491520] [--kernel 6.12] [--out DIR]
 """
@@ -36,34 +37,18 @@ def main() -> int:
     args = ap.parse_args()
     root = Path(args.out) if args.out else cache_dir("ext4-alloc-sim")
     t0 = time.monotonic()
-    for free in ("0.5", "0.1"):
-        out = root / f"free{free}"
-        print(f"\n--- {float(free):.0%} of the disk free ---", flush=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "harness.cli",
-            "ext4",
-            "alloc-sim",
-            "--groups",
-            str(args.groups),
-            "--flex",
-            "16",
-            "--fragmentation",
-            "0.0151",
-            "--free-fraction",
-            free,
-            "--writes",
-            "10M,100M",
-            "--allocators",
-            "buddy,optimize-scan,frsp0,frsp1,frsp2,frsp3",
-            "--mem-limit",
-            "1G",
-            "--kernel",
-            args.kernel,
-            "--out",
-            str(out),
-        ]
+    runs = [
+        ("0.5", args.kernel, "buddy,optimize-scan,frsp0,frsp1,frsp2,frsp3", ["--mem-limit", "1G"]),
+        ("0.1", args.kernel, "buddy,optimize-scan,frsp0,frsp1,frsp2,frsp3", ["--mem-limit", "1G"]),
+        ("0.5", "6.1", "buddy,optimize-scan", []),  # the other kernel's regular allocator
+    ]
+    for free, kernel, allocators, extra in runs:
+        out = root / f"free{free}-{kernel}"
+        print(f"\n--- {float(free):.0%} of the disk free, kernel {kernel} ---", flush=True)
+        cmd = [sys.executable, "-m", "harness.cli", "ext4", "alloc-sim"]
+        cmd += ["--groups", str(args.groups), "--flex", "16", "--fragmentation", "0.0151"]
+        cmd += ["--free-fraction", free, "--writes", "10M,100M", "--allocators", allocators]
+        cmd += [*extra, "--kernel", kernel, "--out", str(out)]
         rc = subprocess.call(cmd)
         if rc != 0:
             return rc
