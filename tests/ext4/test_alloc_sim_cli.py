@@ -1,0 +1,85 @@
+"""``fsoracle ext4 alloc-sim`` on a small generated filesystem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from harness.cli import main as cli_main
+from harness.ext4_sim import PRESET, SEED
+from model.ext4.costs import AllocCosts, CostModel
+
+
+def test_alloc_sim_json_exact_equals_statistical(capsys) -> None:  # type: ignore[no-untyped-def]
+    argv = [
+        "ext4",
+        "alloc-sim",
+        "--groups",
+        "512",
+        "--allocators",
+        "buddy,optimize-scan,frsp0,frsp3",
+        "--writes",
+        "1M,4M",
+        "--json",
+    ]
+    assert cli_main(argv) == 0
+    stat = json.loads(capsys.readouterr().out)
+    assert cli_main([*argv, "--exact"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert [r["writes"] for r in stat["rows"]] == [r["writes"] for r in exact["rows"]]
+    rows = {r["allocator"]: r["writes"] for r in stat["rows"]}
+    assert set(rows) == {"buddy", "optimize-scan", "frsp0", "frsp3"}
+    for w in rows["frsp3"]:
+        assert w["trees_cached"] <= 512 // 16
+        # RAM is nodes x 56 bytes
+        assert w["memory_bytes"] % 56 == 0
+    # 1M then 4M of 4 KiB blocks were handed out in full
+    assert [w["allocated_blocks"] for w in rows["buddy"]] == [256, 1024]
+
+
+def test_alloc_sim_markdown_and_plot(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert (
+        cli_main(
+            [
+                "ext4",
+                "alloc-sim",
+                "--groups",
+                "256",
+                "--allocators",
+                "buddy,frsp0,frsp1",
+                "--writes",
+                "1M",
+                "--mem-limit",
+                "8M",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "| frsp0 |" in text and "| 43.5 MB |" in text  # the seed's level-0 RAM beside ours
+    assert (tmp_path / "ext4_alloc_sim.png").stat().st_size > 1000
+    assert "frsp3@8M" in (tmp_path / "ext4_alloc_sim.md").read_text()
+
+
+def test_bad_allocator(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli_main(["ext4", "alloc-sim", "--groups", "64", "--allocators", "nope"]) == 2
+    assert "unknown allocator" in capsys.readouterr().err
+
+
+def test_cost_model_preset() -> None:
+    cm = CostModel.from_dict(yaml.safe_load(PRESET.read_text()))
+    assert cm.read_latency_s > 0 and cm.hz == 250
+    c = AllocCosts(bitmaps_read=2, read_batches=1, bitmaps_prefetched=16)
+    assert cm.io_seconds(c) == 3 * cm.read_latency_s + 15 * cm.queued_read_s
+
+
+def test_seed_numbers_as_published() -> None:
+    """Spot checks against the seed's table (times in seconds)."""
+    assert SEED["buddy"]["first"]["seconds"] == 1551
+    assert SEED["frsp0"]["first"]["trees"] == 201
+    assert SEED["frsp0"]["second"]["trees"] == 226
+    assert SEED["frsp3"]["first"]["trees"] == 30720 == 491520 // 16
