@@ -17,7 +17,7 @@ from harness.errors import UserError
 from model.errors import FormatError
 
 # command families, in the order `fsoracle --help` lists them
-FAMILIES = ["harness.cmd_btrfs"]
+FAMILIES = ["harness.cmd_btrfs", "harness.cmd_vm"]
 
 Command = Callable[[argparse.Namespace], int]
 

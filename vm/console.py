@@ -106,16 +106,25 @@ def find_faults(lines: Sequence[str]) -> list[Fault]:
 
 
 def _report_end(texts: Sequence[str], title: int) -> int:
-    """Index one past the last line of the report whose title is at ``title``."""
+    """Index one past the last line of the report whose title is at ``title``.
+
+    The report ends at the kernel's end marker; before another report's title (except an
+    ``Oops:``-style line in the first lines after a ``BUG:``, which is the same report); or
+    at the end of its call trace (``</TASK>``) when no end marker follows it closely.
+    """
+    kind = classify(texts[title])
     limit = min(len(texts), title + MAX_EXCERPT)
     trace_end: int | None = None
     for k in range(title + 1, limit):
         t = texts[k]
         if _END.match(t):
             return k + 1
-        if classify(t) == "panic":
-            return k
-        if trace_end is not None and (k - trace_end > 12 or classify(t) is not None):
+        other = classify(t)
+        if other is not None and not (kind == "bug" and other == "oops" and k - title <= 6):
+            return k if trace_end is None else trace_end + 1
+        if _CUT_HERE.match(t):
+            return k if trace_end is None else trace_end + 1
+        if trace_end is not None and k - trace_end > 12:
             # a WARN/oops prints its end marker soon after the trace; hung-task and lockdep
             # reports have none, so they end with their trace
             return trace_end + 1

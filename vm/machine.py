@@ -762,9 +762,11 @@ class Machine:
         att = self._disks.get(serial)
         if att is None:
             raise VMError(f"no attached disk with serial {serial!r}")
-        self.qmp(
-            "block_set_io_throttle", id=f"{att.node}-dev", **(throttle or Throttle()).qmp_args()
-        )
+        # the block backend of virtio-blk-pci sits on its inner virtio device
+        qdev = f"{att.node}-dev"
+        if att.disk.iface == "virtio":
+            qdev = f"/machine/peripheral/{qdev}/virtio-backend"
+        self.qmp("block_set_io_throttle", id=qdev, **(throttle or Throttle()).qmp_args())
 
     def interactive_shell(self) -> int:
         """An interactive shell on the guest attached to this terminal; returns its status."""

@@ -4,6 +4,8 @@
 mkdir -p /dev/disk/by-id
 for sys in /sys/block/*; do
     name=${sys##*/}
+    # hidden multipath paths (nvme0c0n1) have no device node; their head (nvme0n1) does
+    [ "$(cat "$sys/hidden" 2>/dev/null)" = 1 ] && continue
     case "$name" in
     vd*) iface=virtio; serial=$(cat "$sys/serial" 2>/dev/null) ;;
     nvme*) iface=nvme; serial=$(cat "$sys/device/serial" 2>/dev/null) ;;
