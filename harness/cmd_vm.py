@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -95,6 +96,17 @@ def _config(args: argparse.Namespace) -> MachineConfig:
     )
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM unwinds like ^C, so the machine's context manager stops QEMU and removes
+    its network namespace (without this Python dies at once; QEMU still dies with it through
+    PR_SET_PDEATHSIG, but the namespace would wait for the next run's stale-namespace sweep)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cmd: list[str] = args.cmd
     if cmd and cmd[0] == "--":
@@ -103,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("vm run needs a command: fsoracle vm run [options] -- CMD...")
     line: str | list[str] = cmd[0] if len(cmd) == 1 else cmd
     config = _config(args)
+    _exit_on_sigterm()
     with vm_errors(), Machine(config) as m:
         if args.json:
             r = m.run(line)
@@ -131,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     config = _config(args)
+    _exit_on_sigterm()
     with vm_errors(), Machine(config) as m:
         return m.interactive_shell()
 

@@ -204,14 +204,19 @@ class Machine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # ^C: no time for a clean power-off
-        self._teardown(graceful=not isinstance(exc, KeyboardInterrupt))
+        # ^C, SIGTERM (SystemExit): no time for a clean power-off
+        self._teardown(graceful=exc is None or isinstance(exc, Exception))
         if exc is None and self.config.fail_on_fault:
             self.check_faults()
 
     @property
     def console_log(self) -> Path | None:
         return self.console.path if self.console else None
+
+    @property
+    def pid(self) -> int | None:
+        """The QEMU process id (None before start)."""
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
