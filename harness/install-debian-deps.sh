@@ -4,7 +4,7 @@
 # (no mirror host is named here), because btrfs-progs 6.14 and QEMU 10 come from there.
 set -eu
 want_bpo="btrfs-progs qemu-system-x86"
-want_main="e2fsprogs zstd xz-utils cpio kmod busybox-static dropbear-bin openssh-client iproute2 python3 dmsetup"
+want_main="e2fsprogs zstd xz-utils cpio kmod busybox-static dropbear-bin openssh-client iproute2 python3 dmsetup lz4"
 if [ "$(id -u)" != 0 ]; then
     echo "install-debian-deps: not root; skipping Debian packages (install: $want_bpo $want_main)" >&2
     exit 0

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from vm.errors import Fault
 
@@ -141,7 +141,7 @@ class ConsoleLog:
 
     def __init__(
         self,
-        stream: BinaryIO,
+        stream: IO[bytes],
         path: Path,
         on_line: Callable[[str], None] | None = None,
     ) -> None:

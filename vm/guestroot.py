@@ -397,8 +397,8 @@ def _build(kernel: Kernel, out: Path) -> None:
         host_key = next(ln for ln in pub.splitlines() if ln.startswith("ssh-ed25519 "))
         host_key = " ".join(host_key.split()[:2])
 
-        with open(out / "initramfs.cpio", "wb") as f:
-            _write_cpio(root, CpioWriter(f))
+        with open(out / "initramfs.cpio", "wb") as archive:
+            _write_cpio(root, CpioWriter(archive))
         meta = {
             "release": kernel.release,
             "host_key": host_key,

@@ -123,10 +123,17 @@ def _apt_download(package: str, dest: Path) -> Path:
     if os.geteuid() == 0:
         # apt's _apt sandbox user cannot write into our private temporary directory
         cmd += ["-o", "APT::Sandbox::User=root"]
-    proc = subprocess.run(
-        [*cmd, package], cwd=dest, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    if proc.returncode != 0:
+    for attempt in (1, 2):
+        proc = subprocess.run(
+            [*cmd, package], cwd=dest, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        if proc.returncode == 0:
+            break
+        if attempt == 1 and os.geteuid() == 0 and "Unable to locate" in proc.stdout:
+            # a fresh machine may never have fetched the package lists
+            progress.note("apt does not know the package yet: running apt-get update")
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            continue
         last = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
         raise KernelSpecError(
             f"apt-get download {package} failed ({last[0]}): run `apt-get update` "

@@ -59,7 +59,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_namespaces() -> list[str]:
     """Delete ``fsoracle-<pid>-<n>`` namespaces whose process is gone; return their names."""
-    from pyroute2 import netns
+    from pyroute2 import netns  # type: ignore[import-untyped]
 
     removed = []
     for name in netns.listnetns():
@@ -115,7 +115,7 @@ class NetnsNetwork:
     def connect(self, port: int, timeout: float) -> socket.socket:
         from pyroute2 import netns
 
-        sock = netns.create_socket(self.name, flags=0)
+        sock: socket.socket = netns.create_socket(self.name, flags=0)
         sock.settimeout(timeout)
         try:
             sock.connect((GUEST_ADDR, port))

@@ -107,7 +107,7 @@ def test_a_hung_guest_is_killed_at_the_timeout(vm_tools: None, kernel_spec: str)
 def decoy_peer(vm_netns: str) -> Iterator[tuple[str, socket.socket]]:
     """A second namespace made here, linked to the VM's namespace by a veth pair, with a TCP
     listener on 10.214.0.2:7777. Yields (its name, the listening socket)."""
-    from pyroute2 import NetNS, netns
+    from pyroute2 import NetNS, netns  # type: ignore[import-untyped]
 
     name = f"fsotest-decoy-{os.getpid()}"
     netns.create(name)
