@@ -17,9 +17,12 @@ all of those need (found with ``ldd``), and the kernel's modules for disks, netw
 The archive is uncompressed newc: under TCG the kernel's decompressors are the slow part of
 unpacking (measured in README), while QEMU loads the file into guest RAM at host speed.
 
-Cache key: the kernel release and its module tree, the stat signature (path, size, mtime) of
-every host input and of ``/var/lib/dpkg/status`` (so a package upgrade rebuilds), and this
-builder's own source. Entries live in ``<cache>/initramfs/<key>/``.
+Cache key, in two levels. ``<cache>/initramfs/<key>/`` is named by the kernel release and its
+module tree, the stat signature (path, size, mtime) of each program copied in and of the
+Python standard library, and this builder's own source. Inside it, ``hostfiles.json`` lists
+every host file the last build copied (shared libraries included) and the archive sits in a
+sub-directory named by the current stat signatures of those files, so upgrading a library
+the guest uses rebuilds it, and unrelated package installs do not.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from importlib import resources
 from pathlib import Path
 
 from vm import progress
-from vm.cache import atomic_dir, cache_dir
+from vm.cache import atomic_dir, atomic_write_bytes, cache_dir
 from vm.cpio import CpioWriter
 from vm.errors import ToolMissing, VMUserError
 from vm.kernels import Kernel
@@ -186,7 +189,7 @@ def _input_key(kernel: Kernel) -> str:
     add(_stat_sig(py))
     for s in _tree_sig(stdlib):
         add(s)
-    for f in (*HOST_DATA_FILES, "/var/lib/dpkg/status"):
+    for f in HOST_DATA_FILES:
         add(_stat_sig(Path(f)))
     return h.hexdigest()[:24]
 
@@ -213,6 +216,7 @@ class _Stage:
         for name in ("bin", "sbin", "lib", "lib64"):
             (root / name).mkdir(exist_ok=True)
         self._seen: set[str] = set()
+        self.host_files: set[str] = set()  # real paths of every host file copied
 
     def canon(self, path: str) -> str:
         """``path`` (absolute) with the host's top-level symlinks resolved, no leading /."""
@@ -231,6 +235,7 @@ class _Stage:
             self._seen.add(dest_rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(real, dest)
+            self.host_files.add(real)
         if at is None:
             alias = self.canon(
                 os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
@@ -403,6 +408,7 @@ def _build(kernel: Kernel, out: Path) -> None:
             "release": kernel.release,
             "host_key": host_key,
             "modules": early + late,
+            "host_files": sorted(stage.host_files),
             "builder": BUILDER_VERSION,
         }
         (out / "guestroot.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -496,23 +502,42 @@ def _write_cpio(root: Path, w: CpioWriter) -> None:
     w.close()
 
 
+def _files_key(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(_stat_sig(Path(p)).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def build_guest_root(kernel: Kernel, *, force: bool = False) -> GuestRoot:
     """The initramfs for ``kernel``, built (with progress output) unless cached."""
     key = _input_key(kernel)
-    final = cache_dir("initramfs") / key
-    if force and final.exists():
-        shutil.rmtree(final)
-    if not (final / "guestroot.json").is_file():
+    top = cache_dir("initramfs", key)
+    manifest = top / "hostfiles.json"
+    entry: Path | None = None
+    if manifest.is_file() and not force:
+        entry = top / _files_key(json.loads(manifest.read_text()))
+        if not (entry / "guestroot.json").is_file():
+            entry = None
+    if entry is None:
         with progress.step(f"building guest initramfs for {kernel.release}"):
-            with atomic_dir(final) as tmp:
-                _build(kernel, tmp)
-            size = (final / "initramfs.cpio").stat().st_size
-            progress.note(f"initramfs {final / 'initramfs.cpio'}: {size / 2**20:.1f} MiB")
-    meta = json.loads((final / "guestroot.json").read_text())
+            with tempfile.TemporaryDirectory(dir=top) as tmp:
+                _build(kernel, Path(tmp))
+                files = json.loads((Path(tmp) / "guestroot.json").read_text())["host_files"]
+                entry = top / _files_key(files)
+                if force and entry.exists():
+                    shutil.rmtree(entry)
+                with atomic_dir(entry) as dest:
+                    for name in ("initramfs.cpio", "guestroot.json"):
+                        os.replace(Path(tmp) / name, dest / name)
+                atomic_write_bytes(manifest, json.dumps(files, indent=0).encode())
+            size = (entry / "initramfs.cpio").stat().st_size
+            progress.note(f"initramfs {entry / 'initramfs.cpio'}: {size / 2**20:.1f} MiB")
+    meta = json.loads((entry / "guestroot.json").read_text())
     return GuestRoot(
-        initramfs=final / "initramfs.cpio",
+        initramfs=entry / "initramfs.cpio",
         host_key=meta["host_key"],
         release=meta["release"],
         modules=tuple(meta["modules"]),
-        key=key,
+        key=f"{key}/{entry.name}",
     )

@@ -7,21 +7,30 @@ Two ways, both reaching nothing but the guest (vm-notes, "Networking rules for t
   that namespace; the guest gets :data:`GUEST_ADDR` on the same /30. The namespace has no
   other interface but loopback, no default route and forwarding off (a fresh namespace's
   default), so the guest can reach the host end and nothing beyond it. The harness's SSH
-  socket is made inside the namespace (``pyroute2.netns.create_socket``).
+  socket is made inside the namespace.
 - ``user`` (no root): QEMU's user-mode stack with ``restrict=on`` (the guest cannot open
   connections out) and SSH forwarded from a free port on 127.0.0.1.
 
 Namespaces are named ``fsoracle-<pid>-<n>``; ones left by a process that no longer exists
 (killed with SIGKILL) are removed the next time a namespace is made.
+
+Everything that must happen inside a namespace (creating it, the tap's ioctl, the netlink
+socket that configures it, the SSH socket) runs on a short-lived thread that joins the
+namespace with ``setns`` (a per-thread operation) through :func:`run_in_netns`. pyroute2's
+own helpers fork a child process for each of these with a 4 s reply timeout, which fails
+silently on a loaded 2-core machine (seen: no tap created); threads need no fork.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import socket
-from typing import Protocol
+import threading
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from vm.errors import VMUserError
 
@@ -34,6 +43,54 @@ NETNS_PREFIX = "fsoracle-"
 GUEST_MAC = "52:54:00:12:34:56"
 
 _counter = itertools.count()
+_CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def run_in_netns(name: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a fresh thread inside the named namespace; return its result (or raise
+    its exception). Sockets made there stay in that namespace."""
+    from pyroute2 import netns  # type: ignore[import-untyped]
+
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            netns.setns(name, flags=0)
+            out.append(fn())
+        except BaseException as e:
+            err.append(e)
+
+    t = threading.Thread(target=run, name=f"netns-{name}", daemon=True)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
+def create_netns(name: str) -> None:
+    """Create the named network namespace (``/run/netns/<name>``), as ``ip netns add``."""
+    from pyroute2 import netns
+
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(_CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+            # bind-mount this thread's new namespace at /run/netns/<name>
+            netns.attach(name, threading.get_native_id())
+        except BaseException as e:
+            err.append(e)
+
+    t = threading.Thread(target=run, name="netns-create", daemon=True)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
 
 
 class Network(Protocol):
@@ -59,7 +116,7 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_namespaces() -> list[str]:
     """Delete ``fsoracle-<pid>-<n>`` namespaces whose process is gone; return their names."""
-    from pyroute2 import netns  # type: ignore[import-untyped]
+    from pyroute2 import netns
 
     removed = []
     for name in netns.listnetns():
@@ -81,22 +138,29 @@ class NetnsNetwork:
     tap = "tap0"
 
     def __init__(self) -> None:
-        from pyroute2 import NetNS, netns
+        from pyroute2 import netns
 
         remove_stale_namespaces()
         self.name = f"{NETNS_PREFIX}{os.getpid()}-{next(_counter)}"
-        netns.create(self.name)
+        create_netns(self.name)
         try:
-            with NetNS(self.name) as ns:
-                lo = ns.link_lookup(ifname="lo")[0]
-                ns.link("set", index=lo, state="up")
-                ns.link("add", ifname=self.tap, kind="tuntap", mode="tap")
-                idx = ns.link_lookup(ifname=self.tap)[0]
-                ns.addr("add", index=idx, address=HOST_ADDR, prefixlen=PREFIX)
-                ns.link("set", index=idx, state="up")
+            run_in_netns(self.name, self._configure)
         except BaseException:
             netns.remove(self.name)
             raise
+
+    def _configure(self) -> None:
+        """Inside the namespace: loopback up, a persistent tap with the host-end address."""
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            ipr.link("add", ifname=self.tap, kind="tuntap", mode="tap")
+            found = ipr.link_lookup(ifname=self.tap)
+            if not found:
+                raise OSError(f"tap {self.tap} was not created in namespace {self.name}")
+            ipr.addr("add", index=found[0], address=HOST_ADDR, prefixlen=PREFIX)
+            ipr.link("set", index=found[0], state="up")
 
     def qemu_args(self) -> list[str]:
         return [
@@ -113,9 +177,7 @@ class NetnsNetwork:
         netns.setns(self.name, flags=0)
 
     def connect(self, port: int, timeout: float) -> socket.socket:
-        from pyroute2 import netns
-
-        sock: socket.socket = netns.create_socket(self.name, flags=0)
+        sock = run_in_netns(self.name, socket.socket)
         sock.settimeout(timeout)
         try:
             sock.connect((GUEST_ADDR, port))

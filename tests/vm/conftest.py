@@ -62,21 +62,21 @@ def make_image(tmp_path: Path) -> Callable[[str, int], Path]:
 
 _results: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 _durations: dict[str, float] = defaultdict(float)
-_vm_items: set[str] = set()
+_vm_items: dict[str, str] = {}  # nodeid -> kernel spec ("-" when not parametrized)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    _vm_items.update(it.nodeid for it in items if it.get_closest_marker("vm"))
+    for it in items:
+        if it.get_closest_marker("vm"):
+            callspec = getattr(it, "callspec", None)
+            params = callspec.params if callspec is not None else {}
+            _vm_items[it.nodeid] = str(params.get("kernel_spec", "-"))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.nodeid not in _vm_items:
         return
-    kernel = "-"
-    callspec = getattr(report, "nodeid", "")
-    for k in kernels():
-        if f"[{k.replace(':', '-')}" in callspec:
-            kernel = k
+    kernel = _vm_items[report.nodeid]
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         _results[kernel][report.outcome] += 1
     _durations[kernel] += report.duration

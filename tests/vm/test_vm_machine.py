@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from vmtesting import expected_release, require_root
 from vm.disks import Disk, Throttle
 from vm.errors import GuestTimeout
 from vm.machine import Machine, MachineConfig
-from vm.net import GUEST_ADDR, HOST_ADDR, PREFIX
+from vm.net import GUEST_ADDR, HOST_ADDR, PREFIX, create_netns, run_in_netns
 
 MakeImage = Callable[[str, int], Path]
 BTRFS_MAGIC_OFFSET = 0x10000 + 0x40  # superblock at 64 KiB, magic at offset 0x40 in it
@@ -107,30 +106,38 @@ def test_a_hung_guest_is_killed_at_the_timeout(vm_tools: None, kernel_spec: str)
 def decoy_peer(vm_netns: str) -> Iterator[tuple[str, socket.socket]]:
     """A second namespace made here, linked to the VM's namespace by a veth pair, with a TCP
     listener on 10.214.0.2:7777. Yields (its name, the listening socket)."""
-    from pyroute2 import NetNS, netns  # type: ignore[import-untyped]
+    from pyroute2 import IPRoute, netns  # type: ignore[import-untyped]
 
     name = f"fsotest-decoy-{os.getpid()}"
-    netns.create(name)
+    create_netns(name)
     try:
-        with NetNS(vm_netns) as vm_ns:
-            vm_ns.link(
-                "add", ifname="dcy0", kind="veth", peer={"ifname": "dcy1", "net_ns_fd": name}
-            )
-            i = vm_ns.link_lookup(ifname="dcy0")[0]
-            vm_ns.addr("add", index=i, address="10.214.0.1", prefixlen=24)
-            vm_ns.link("set", index=i, state="up")
-        with NetNS(name) as d_ns:
-            i = d_ns.link_lookup(ifname="dcy1")[0]
-            d_ns.addr("add", index=i, address="10.214.0.2", prefixlen=24)
-            d_ns.link("set", index=i, state="up")
-            d_ns.link("set", index=d_ns.link_lookup(ifname="lo")[0], state="up")
-            # a route back to the guest's link, so only the VM namespace's forwarding stands
-            # between the guest and the decoy
-            d_ns.route("add", dst=f"{GUEST_ADDR}/32", gateway="10.214.0.1")
-        lsock = netns.create_socket(name)
-        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lsock.bind(("10.214.0.2", 7777))
-        lsock.listen(4)
+
+        def vm_side() -> None:
+            with IPRoute() as ipr:
+                ipr.link(
+                    "add", ifname="dcy0", kind="veth", peer={"ifname": "dcy1", "net_ns_fd": name}
+                )
+                i = ipr.link_lookup(ifname="dcy0")[0]
+                ipr.addr("add", index=i, address="10.214.0.1", prefixlen=24)
+                ipr.link("set", index=i, state="up")
+
+        def decoy_side() -> socket.socket:
+            with IPRoute() as ipr:
+                i = ipr.link_lookup(ifname="dcy1")[0]
+                ipr.addr("add", index=i, address="10.214.0.2", prefixlen=24)
+                ipr.link("set", index=i, state="up")
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+                # a route back to the guest, so only the VM namespace's forwarding stands
+                # between the guest and the decoy
+                ipr.route("add", dst=f"{GUEST_ADDR}/32", gateway="10.214.0.1")
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("10.214.0.2", 7777))
+            s.listen(4)
+            return s
+
+        run_in_netns(vm_netns, vm_side)
+        lsock = run_in_netns(name, decoy_side)
         try:
             yield name, lsock
         finally:
@@ -140,29 +147,31 @@ def decoy_peer(vm_netns: str) -> Iterator[tuple[str, socket.socket]]:
 
 
 def in_netns(name: str, path: str) -> str:
-    """Read a /proc file as seen from inside namespace ``name`` (on a throw-away thread)."""
-    from pyroute2 import netns
-
-    out: list[str] = []
-
-    def read() -> None:
-        netns.setns(name, flags=0)
-        out.append(Path(path).read_text())
-
-    t = threading.Thread(target=read)
-    t.start()
-    t.join()
-    return out[0]
+    """A /proc file as seen from inside namespace ``name``."""
+    return run_in_netns(name, lambda: Path(path).read_text())
 
 
 def main_routes(ns_name: str) -> list[str]:
-    from pyroute2 import NetNS
+    from pyroute2 import IPRoute
 
-    with NetNS(ns_name) as ns:
-        return sorted(
-            f"{r.get('dst') or 'default'}/{r['dst_len']}"
-            for r in ns.route("dump", table=254, family=socket.AF_INET)
-        )
+    def dump() -> list[str]:
+        with IPRoute() as ipr:
+            return sorted(
+                f"{r.get('dst') or 'default'}/{r['dst_len']}"
+                for r in ipr.route("dump", table=254, family=socket.AF_INET)
+            )
+
+    return run_in_netns(ns_name, dump)
+
+
+def links(ns_name: str) -> list[str]:
+    from pyroute2 import IPRoute
+
+    def dump() -> list[str]:
+        with IPRoute() as ipr:
+            return sorted(str(link.get("ifname")) for link in ipr.get_links())
+
+    return run_in_netns(ns_name, dump)
 
 
 @pytest.mark.vm
@@ -179,16 +188,11 @@ def test_isolation_and_guest_api(vm_tools: None, kernel_spec: str, tmp_path: Pat
         assert in_netns(m.netns, "/proc/sys/net/ipv4/ip_forward").strip() == "0"
         assert in_netns(m.netns, "/proc/sys/net/ipv4/conf/all/forwarding").strip() == "0"
         assert main_routes(m.netns) == [f"10.213.0.0/{PREFIX}"]
-        from pyroute2 import NetNS
-
-        with NetNS(m.netns) as ns:
-            assert sorted(link.get("ifname") for link in ns.get_links()) == ["lo", "tap0"]
+        assert links(m.netns) == ["lo", "tap0"]
 
         with decoy_peer(m.netns) as (_decoy, lsock):
             # control: the decoy answers from the host end's namespace
-            from pyroute2 import netns
-
-            probe = netns.create_socket(m.netns)
+            probe = run_in_netns(m.netns, socket.socket)
             probe.settimeout(5)
             probe.connect(("10.214.0.2", 7777))
             conn, _addr = lsock.accept()
