@@ -325,7 +325,7 @@ class Machine:
         (self.log_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
 
         progress.note(
-            f"booting {kernel.release} ({self.accel.accel.upper()}: {self.accel.reason}; "
+            f"booting {kernel.release} ({self.accel.accel.upper()}: {_short(self.accel.reason)}; "
             f"{cfg.cpus} CPU, {cfg.mem} MiB, network {self._net.mode}); "
             f"console log {self.log_dir / 'console.log'}"
         )
@@ -644,7 +644,8 @@ class Machine:
         if self._deadline_hit:
             raise GuestTimeout(
                 f"the machine's timeout ({self.config.timeout:.0f} s) ran out during {line!r}; "
-                f"QEMU killed; console log: {self.console_log}"
+                f"QEMU killed; console log: {self.console_log} (allow more time, e.g. "
+                "--timeout, if the command is just slow)"
             )
         faults = self.console.faults() if self.console else []
         if faults:
@@ -794,6 +795,10 @@ class Machine:
         self._require_running()
         assert self._ssh is not None
         return interactive(self._ssh.transport)
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _float(text: str) -> float | None:

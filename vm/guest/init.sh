@@ -50,7 +50,7 @@ fi
 dropbear -s -j -k -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -E 2>/run/dropbear.log
 echo "FSORACLE-READY $(cut -d' ' -f1 /proc/uptime)"
 
-# the host's first command waits for /run/fso-ready (see fso-ready)
+# the harness's first SSH command waits for /run/fso-ready (vm/machine.py, _wait_ready)
 load_modules /etc/fso-modules
 fso-disks > /dev/null
 touch /run/fso-ready
