@@ -31,9 +31,12 @@ deps: $(STAMP) $(DEBSTAMP)
 test: deps
 	$(PYTEST) -m "not slow and (not vm or smoke)" $(PYTEST_ARGS)
 
-# the main job: every test marked vm, plus the slow ones (budget: 60 min cold)
+# the main job: every test marked vm, plus the slow ones (budget: 60 min cold). VM tests
+# that take the kernel_spec fixture run once per kernel in VM_KERNELS; a per-kernel summary
+# table ends the output.
+VM_KERNELS ?= debian:6.12,debian:6.1
 vm-test: deps
-	$(PYTEST) -m "vm or slow" $(PYTEST_ARGS)
+	FSORACLE_VM_KERNELS=$(VM_KERNELS) $(PYTEST) -m "vm or slow" $(PYTEST_ARGS)
 
 # benchmarks and seed reproductions, default presets (budget: 30 min)
 bench: deps

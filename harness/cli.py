@@ -24,6 +24,7 @@ FAMILIES = [
     "harness.cmd_hot",
     "harness.cmd_compress",
     "harness.cmd_stress",
+    "harness.cmd_vm",
 ]
 
 Command = Callable[[argparse.Namespace], int]

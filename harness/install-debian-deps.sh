@@ -8,7 +8,7 @@
 # scripts/checkpatch.pl comes with build-essential). `make test` never asks for them.
 set -eu
 want_bpo="btrfs-progs qemu-system-x86"
-want_main="e2fsprogs zstd liblzo2-dev xz-utils cpio kmod busybox-static dropbear-bin openssh-client iproute2 python3 dmsetup"
+want_main="e2fsprogs zstd liblzo2-dev xz-utils cpio kmod busybox-static dropbear-bin openssh-client iproute2 python3 dmsetup lz4"
 KBUILD_DEPS="build-essential flex bison bc libelf-dev libssl-dev xz-utils"
 if [ "${1:-}" = "--kbuild" ]; then
     if [ "$(id -u)" != 0 ]; then

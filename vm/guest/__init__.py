@@ -1,0 +1,1 @@
+"""Guest-side scripts shipped in the initramfs (package data)."""

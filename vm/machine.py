@@ -1,0 +1,822 @@
+"""A QEMU machine running a kernel, driven over QMP and SSH.
+
+    with Machine(MachineConfig(kernel="debian:6.12", disks=(Disk(img, "nvme"),))) as m:
+        r = m.run("uname -r")            # RunResult(status, stdout, stderr, duration, faults)
+        m.put_file(b"...", "/tmp/driver.py")
+        d = m.hot_add_disk(Disk(img2))   # GuestDisk(name="vdb", serial=..., size=...)
+        m.qmp("query-status")
+
+The shape follows QEMU's own ``QEMUMachine``: a context manager that logs the console to a
+file, talks QMP through ``qemu.qmp``, and on the way out asks the guest to power off, waits,
+then kills; nothing it started outlives it. On top of that:
+
+- The QEMU process gets ``PR_SET_PDEATHSIG`` (it dies with the Python process that started
+  it, even on SIGKILL), its own session (a terminal's ^C reaches Python, which then stops
+  QEMU in order), and a watchdog thread that kills it at ``timeout``.
+- The console is scanned for kernel fault reports (:mod:`vm.console`); a panic ends QEMU
+  (``panic=-1`` with ``-no-reboot``) and surfaces as :class:`~vm.errors.GuestFault`.
+- A command that outlives its timeout is followed by a liveness probe; a guest that does not
+  answer it is killed and reported as :class:`~vm.errors.GuestTimeout`.
+
+Boot: QEMU loads the kernel's uncompressed ELF through the PVH entry when it can
+(:func:`vm.kernels.boot_image`) and the cached initramfs (:mod:`vm.guestroot`), whose
+``/init`` brings up the network and dropbear and prints ``FSORACLE-READY``; the machine is
+ready when its first SSH command (waiting for the remaining modules) returns.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Literal
+
+import paramiko
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from vm import progress
+from vm.accel import AccelChoice, choose_accel, find_qemu
+from vm.console import ConsoleLog, render_faults
+from vm.disks import (
+    Disk,
+    GuestDisk,
+    Throttle,
+    blockdev_qmp,
+    device_qmp,
+    drive_args,
+    parse_guest_disks,
+)
+from vm.errors import (
+    BootError,
+    Fault,
+    GuestFault,
+    GuestGone,
+    GuestTimeout,
+    VMError,
+    VMUserError,
+)
+from vm.guestroot import GuestRoot, build_guest_root
+from vm.kernels import DEFAULT_SPEC, Kernel, boot_image, resolve_kernel
+from vm.net import NetnsNetwork, UserNetwork, make_network
+from vm.ssh import (
+    ChannelLost,
+    ChannelTimeout,
+    RunResult,
+    SSHSession,
+    command_line,
+    new_client_key,
+    public_line,
+)
+
+READY_MARK = "FSORACLE-READY"
+TRACING = "/sys/kernel/tracing"
+_PR_SET_PDEATHSIG = 1
+_seq = itertools.count()
+_live: weakref.WeakSet[Machine] = weakref.WeakSet()
+
+
+def results_root() -> Path:
+    """Where console logs go unless a machine is given ``log_dir``: ``$FSORACLE_RESULTS``
+    or ``results/`` under the current directory."""
+    return Path(os.environ.get("FSORACLE_RESULTS", "results"))
+
+
+def parse_mem(text: str | int) -> int:
+    """Memory size in MiB from ``1024``, ``1024M``, ``2G``."""
+    if isinstance(text, int):
+        return text
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    try:
+        if t and t[-1] in mult:
+            return int(float(t[:-1]) * mult[t[-1]])
+        return int(t)
+    except ValueError:
+        raise VMUserError(f"memory size {text!r}: use e.g. 1024, 1536M or 2G") from None
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """What to boot and how.
+
+    ``timeout`` bounds the machine's whole life (None: no bound): at the deadline QEMU is
+    killed and the pending call raises :class:`GuestTimeout`. ``boot_timeout`` bounds the
+    boot alone. ``cmdline`` adds kernel parameters. ``network``: ``auto`` (``netns`` as root,
+    else ``user``), ``netns`` or ``user``. ``log_dir`` receives ``console.log``,
+    ``qemu.log`` and ``qemu.argv`` (default: ``results/vm/<time>-<name>-<pid>-<n>``).
+    ``fail_on_fault``: leaving the ``with`` block raises :class:`GuestFault` if the console
+    showed any kernel fault report (unless another exception is already on its way).
+    """
+
+    kernel: str | Kernel = DEFAULT_SPEC
+    disks: tuple[Disk, ...] = ()
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    mem: int = 1024
+    cpus: int = 2
+    timeout: float | None = None
+    boot_timeout: float = 120.0
+    network: Literal["auto", "netns", "user"] = "auto"
+    cmdline: tuple[str, ...] = ()
+    log_dir: Path | None = None
+    name: str = "vm"
+    fail_on_fault: bool = True
+    extra_qemu_args: tuple[str, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    """How the boot went: which accelerator ran and why, and how long it took.
+
+    ``seconds_to_ready`` is host wall time from :meth:`Machine.start` to the first SSH
+    command's return (kernel and initramfs already cached). ``uptime_at_sshd`` and
+    ``uptime_at_ready`` are the guest's own clock (``/proc/uptime``) when ``/init`` started
+    the SSH server and when that first command ran; the rest of ``seconds_to_ready`` is
+    spent before the kernel's clock starts (QEMU start-up, firmware, loading the images).
+    """
+
+    kernel: str
+    release: str
+    accel: str
+    accel_reason: str
+    network: str
+    console_log: Path
+    seconds_to_ready: float
+    uptime_at_sshd: float | None = None
+    uptime_at_ready: float | None = None
+
+
+@dataclass
+class _Attached:
+    disk: Disk
+    node: str
+    hot: bool
+
+
+def _preexec(enter_ns: Any) -> Any:
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        enter_ns()
+
+    return run
+
+
+class Machine:
+    """One QEMU guest; use as a context manager (or call :meth:`start` and :meth:`stop`)."""
+
+    def __init__(self, config: MachineConfig | None = None, **overrides: Any) -> None:
+        cfg = config or MachineConfig()
+        if overrides:
+            cfg = MachineConfig(**{**cfg.__dict__, **overrides})
+        self.config = cfg
+        self.kernel: Kernel | None = None
+        self.root: GuestRoot | None = None
+        self.accel: AccelChoice | None = None
+        self.boot: BootInfo | None = None
+        self.log_dir: Path | None = None
+        self.console: ConsoleLog | None = None
+        self.returncode: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._ssh: SSHSession | None = None
+        self._net: NetnsNetwork | UserNetwork | None = None
+        self._tmp: Path | None = None
+        self._key: paramiko.PKey | None = None
+        self._watchdog: threading.Timer | None = None
+        self._deadline_hit = False
+        self._disks: dict[str, _Attached] = {}  # serial -> attachment
+        self._disk_seq = itertools.count()
+        self._qemu_log: BinaryIO | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Machine:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # ^C, SIGTERM (SystemExit): no time for a clean power-off
+        self._teardown(graceful=exc is None or isinstance(exc, Exception))
+        if exc is None and self.config.fail_on_fault:
+            self.check_faults()
+
+    @property
+    def console_log(self) -> Path | None:
+        return self.console.path if self.console else None
+
+    @property
+    def pid(self) -> int | None:
+        """The QEMU process id (None before start)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def netns(self) -> str | None:
+        """The network namespace QEMU runs in (netns mode), for tests that inspect it."""
+        return self._net.name if isinstance(self._net, NetnsNetwork) else None
+
+    @property
+    def network(self) -> NetnsNetwork | UserNetwork | None:
+        return self._net
+
+    def start(self) -> None:
+        """Boot and wait until the guest answers over SSH. Cleans up fully if it fails."""
+        if self._proc is not None:
+            raise VMError("machine already started")
+        t0 = time.monotonic()
+        try:
+            self._start(t0)
+        except BaseException:
+            self._teardown(graceful=False)
+            raise
+
+    def _make_log_dir(self) -> Path:
+        if self.config.log_dir is not None:
+            d = Path(self.config.log_dir)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            d = results_root() / "vm" / f"{stamp}-{self.config.name}-{os.getpid()}-{next(_seq)}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _start(self, t0: float) -> None:
+        cfg = self.config
+        if cfg.cpus < 1 or cfg.mem < 128:
+            raise VMUserError(f"cpus={cfg.cpus}, mem={cfg.mem} MiB: need ≥ 1 CPU and ≥ 128 MiB")
+        self.log_dir = self._make_log_dir()
+        kernel = cfg.kernel if isinstance(cfg.kernel, Kernel) else resolve_kernel(cfg.kernel)
+        self.kernel = kernel
+        for d in cfg.disks:
+            if not d.path.is_file() and not d.path.is_block_device():
+                raise VMUserError(f"disk image {d.path} not found: create it or fix the path")
+        self.root = build_guest_root(kernel)
+        image = boot_image(kernel)
+        qemu = find_qemu()
+        self.accel = choose_accel(cfg.accel, qemu, image, self.root.initramfs)
+        self._tmp = Path(tempfile.mkdtemp(prefix="fsoracle-vm-"))
+        self._net = make_network(cfg.network)
+        self._key = new_client_key()
+        qmp_path = self._tmp / "qmp.sock"
+
+        append = [
+            "console=ttyS0",
+            "loglevel=5",
+            "panic=-1",
+            f"fso.ip={self._net.guest_cidr}",
+            "fso.key=" + public_line(self._key).replace(" ", ","),
+            *cfg.cmdline,
+        ]
+        argv = [
+            qemu,
+            "-name",
+            f"fsoracle-{cfg.name},debug-threads=on",
+            "-nodefaults",
+            "-no-user-config",
+            "-machine",
+            "pc",
+            *self.accel.args(),
+            "-smp",
+            str(cfg.cpus),
+            "-m",
+            str(cfg.mem),
+            "-display",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            str(image),
+            "-initrd",
+            str(self.root.initramfs),
+            "-append",
+            " ".join(append),
+            "-serial",
+            "stdio",
+            "-qmp",
+            f"unix:{qmp_path},server=on,wait=off",
+            "-device",
+            "virtio-rng-pci",
+            *self._net.qemu_args(),
+        ]
+        for disk in cfg.disks:
+            node, file = self._prepare_disk(disk)
+            argv += drive_args(disk, node, file)
+            self._disks[disk.serial or node] = _Attached(disk, node, hot=False)
+        argv += list(cfg.extra_qemu_args)
+        (self.log_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
+
+        progress.note(
+            f"booting {kernel.release} ({self.accel.accel.upper()}: {_short(self.accel.reason)}; "
+            f"{cfg.cpus} CPU, {cfg.mem} MiB, network {self._net.mode}); "
+            f"console log {self.log_dir / 'console.log'}"
+        )
+        self._qemu_log = open(self.log_dir / "qemu.log", "wb")  # noqa: SIM115
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._qemu_log,
+            start_new_session=True,
+            preexec_fn=_preexec(self._net.enter_in_child),
+        )
+        _live.add(self)
+        assert self._proc.stdout is not None
+        self.console = ConsoleLog(self._proc.stdout, self.log_dir / "console.log")
+        if cfg.timeout is not None:
+            left = cfg.timeout - (time.monotonic() - t0)
+            self._watchdog = threading.Timer(max(left, 0.1), self._on_deadline)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+        self._connect_qmp(qmp_path, deadline=time.monotonic() + 30)
+        sshd_at, ready_at = self._wait_ready(t0)
+        self.boot = BootInfo(
+            kernel=kernel.spec,
+            release=kernel.release,
+            accel=self.accel.accel,
+            accel_reason=self.accel.reason,
+            network=self._net.mode,
+            console_log=self.console.path,
+            seconds_to_ready=time.monotonic() - t0,
+            uptime_at_sshd=sshd_at,
+            uptime_at_ready=ready_at,
+        )
+        progress.note(f"guest ready in {self.boot.seconds_to_ready:.1f} s")
+
+    def _prepare_disk(self, disk: Disk) -> tuple[str, str]:
+        """A node name for the disk and the file QEMU opens (an overlay for ``snapshot``)."""
+        node = f"fso{next(self._disk_seq)}"
+        serial = disk.serial or node
+        if serial in self._disks:
+            raise VMUserError(f"two disks with serial {serial!r}: give each its own serial")
+        if not disk.snapshot:
+            return node, str(disk.path)
+        assert self._tmp is not None
+        overlay = self._tmp / f"{node}.qcow2"
+        qemu_img = shutil.which("qemu-img")
+        if qemu_img is None:
+            raise VMUserError("qemu-img not found (needed for snapshot disks): install qemu-utils")
+        proc = subprocess.run(
+            [
+                qemu_img,
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                disk.format,
+                "-b",
+                str(disk.path.resolve()),
+                str(overlay),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise VMUserError(
+                f"cannot make a snapshot overlay of {disk.path}: {proc.stderr.strip()}"
+            )
+        return node, str(overlay)
+
+    def _connect_qmp(self, path: Path, deadline: float) -> None:
+        while True:
+            self._check_alive_during_boot()
+            if path.exists():
+                qmp = QEMUMonitorProtocol(str(path))
+                try:
+                    qmp.connect()
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        qmp.close()
+                else:
+                    qmp.settimeout(60)
+                    self._qmp = qmp
+                    return
+            if time.monotonic() > deadline:
+                raise BootError(f"QEMU's QMP socket did not open within 30 s: see {self.log_dir}")
+            time.sleep(0.05)
+
+    def _check_alive_during_boot(self) -> None:
+        assert self._proc is not None
+        rc = self._proc.poll()
+        if rc is None:
+            return
+        self._wait_console_eof()
+        if self._deadline_hit:
+            raise GuestTimeout(
+                f"machine timeout ({self.config.timeout:.0f} s) reached during boot; "
+                f"QEMU killed; console log: {self.console_log}"
+            )
+        faults = self.console.faults() if self.console else []
+        if faults:
+            raise GuestFault(faults, self.console_log)
+        raise BootError(
+            f"QEMU exited with status {rc} during boot: {self._qemu_log_tail()} "
+            f"(console log: {self.console_log})"
+        )
+
+    def _qemu_log_tail(self) -> str:
+        assert self.log_dir is not None
+        try:
+            lines = (self.log_dir / "qemu.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no QEMU output"
+        return " | ".join(lines[-3:]) or "no QEMU output"
+
+    def _wait_ready(self, t0: float) -> tuple[float | None, float | None]:
+        """Wait for the marker, connect SSH, run the first command; return the guest's
+        uptime at the marker and at that command."""
+        assert self.console is not None and self._net is not None and self.root is not None
+        cfg = self.config
+        deadline = t0 + cfg.boot_timeout
+        idx = self.console.wait_for(
+            lambda ln: READY_MARK in ln,
+            timeout=max(deadline - time.monotonic(), 0.1),
+            stop=lambda: not self.running,
+        )
+        if idx is None:
+            self._check_alive_during_boot()
+            faults = self.console.faults()
+            self.kill()
+            if faults:
+                raise GuestFault(faults, self.console_log)
+            raise GuestTimeout(
+                f"the guest did not come up within {cfg.boot_timeout:.0f} s "
+                f"({self.accel.accel if self.accel else '?'}); QEMU killed; console log: "
+                f"{self.console_log}"
+            )
+        last_err: Exception | None = None
+        while time.monotonic() < deadline:
+            self._check_alive_during_boot()
+            try:
+                sock = self._net.connect(22, timeout=10)
+                assert self._key is not None
+                self._ssh = SSHSession(sock, self.root.host_key, self._key, timeout=30)
+                break
+            except (OSError, paramiko.SSHException, EOFError) as e:
+                last_err = e
+                time.sleep(0.2)
+        else:
+            self.kill()
+            raise GuestTimeout(
+                f"the guest's SSH server did not answer within {cfg.boot_timeout:.0f} s "
+                f"({last_err}); QEMU killed; console log: {self.console_log}"
+            )
+        r = self.run(
+            "while [ ! -e /run/fso-ready ]; do sleep 0.05; done; cut -d' ' -f1 /proc/uptime",
+            timeout=max(deadline - time.monotonic(), 5),
+        )
+        return _float(self.console.lines()[idx].split(READY_MARK, 1)[1]), _float(r.out)
+
+    def _on_deadline(self) -> None:
+        self._deadline_hit = True
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+
+    def _wait_console_eof(self, timeout: float = 5.0) -> None:
+        if self.console is not None:
+            self.console.wait_for(lambda _ln: False, timeout=timeout)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Power the guest off (flush, unmount its disks), wait, then make sure QEMU is gone."""
+        self._teardown(graceful=True, timeout=timeout)
+
+    def _teardown(self, graceful: bool, timeout: float = 20.0) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        proc = self._proc
+        if proc is not None and proc.poll() is None and graceful:
+            asked = False
+            if self._ssh is not None and self._ssh.active:
+                with contextlib.suppress(Exception):
+                    chan = self._ssh.transport.open_session(timeout=5)
+                    chan.exec_command("fso-poweroff >/dev/null 2>&1 &")
+                    asked = True
+            if asked:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+            if proc.poll() is None and self._qmp is not None:
+                with contextlib.suppress(Exception):
+                    self._qmp.cmd("quit")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            self.returncode = proc.returncode
+        if self._ssh is not None:
+            with contextlib.suppress(Exception):
+                self._ssh.close()
+            self._ssh = None
+        if self._qmp is not None:
+            with contextlib.suppress(Exception):
+                self._qmp.close()
+            self._qmp = None
+        if self.console is not None:
+            self.console.close()
+        if self._qemu_log is not None:
+            self._qemu_log.close()
+            self._qemu_log = None
+        if self._net is not None:
+            self._net.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        _live.discard(self)
+
+    def kill(self) -> None:
+        """SIGKILL QEMU now (no flush of anything)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._wait_console_eof(2.0)
+
+    def crash(self, how: Literal["quit", "kill"] = "quit") -> None:
+        """End the guest abruptly, as a power cut would: the guest's caches are lost.
+
+        ``quit`` asks QEMU over QMP to exit at once (requests QEMU already submitted to the
+        images complete); ``kill`` sends SIGKILL (they may not). The machine is then stopped.
+        """
+        if how == "quit" and self._qmp is not None and self.running:
+            with contextlib.suppress(Exception):
+                self._qmp.cmd("quit")
+            assert self._proc is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(10)
+        self.kill()
+        self._teardown(graceful=False)
+
+    # ------------------------------------------------------------ commands
+
+    def _require_running(self) -> None:
+        if self._ssh is None or not self.running:
+            raise VMError("the machine is not running")
+
+    def run(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        check: bool = False,
+        input: bytes | None = None,
+        stdout: BinaryIO | None = None,
+        stderr: BinaryIO | None = None,
+    ) -> RunResult:
+        """Run a command in the guest (a string is a shell command line, a list an argv).
+
+        Returns its :class:`RunResult` (``faults`` lists kernel reports the console showed
+        while it ran). ``stdout``/``stderr`` receive the output as it arrives. Raises
+        :class:`GuestFault` if the kernel panicked, :class:`GuestTimeout` if the guest
+        stopped answering (QEMU is then killed), :class:`CommandTimeout` if the command
+        outlived ``timeout`` while the guest still answers, :class:`CommandFailed` if
+        ``check`` and the status is not 0.
+        """
+        self._require_running()
+        assert self._ssh is not None and self.console is not None
+        line = command_line(cmd)
+        first = len(self.console.lines())
+        t0 = time.monotonic()
+        try:
+            status, out, err = self._ssh.run(
+                line,
+                timeout=timeout,
+                stdin=input,
+                stdout=stdout,
+                stderr=stderr,
+                alive=lambda: self.running,
+            )
+        except ChannelTimeout:
+            if self._answers(10.0):
+                raise CommandTimeout(
+                    f"guest command {line!r} did not finish within {timeout:.0f} s "
+                    "(the guest still answers)"
+                ) from None
+            self.kill()
+            raise GuestTimeout(
+                f"the guest stopped answering: {line!r} ran past its {timeout:.0f} s timeout "
+                f"and a liveness probe got no answer; QEMU killed; console log: "
+                f"{self.console_log}"
+            ) from None
+        except ChannelLost:
+            self._lost(line)
+            raise AssertionError("unreachable") from None
+        result = RunResult(
+            cmd=line,
+            status=status,
+            stdout=out,
+            stderr=err,
+            duration=time.monotonic() - t0,
+            faults=tuple(self.console.faults(first)),
+        )
+        if check:
+            result.check()
+        return result
+
+    def _lost(self, line: str) -> None:
+        """The SSH channel died: find out why and raise the matching error."""
+        assert self._proc is not None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(10)
+        if self._proc.poll() is None:
+            self.kill()
+        self._wait_console_eof()
+        if self._deadline_hit:
+            raise GuestTimeout(
+                f"the machine's timeout ({self.config.timeout:.0f} s) ran out during {line!r}; "
+                f"QEMU killed; console log: {self.console_log} (allow more time, e.g. "
+                "--timeout, if the command is just slow)"
+            )
+        faults = self.console.faults() if self.console else []
+        if faults:
+            raise GuestFault(faults, self.console_log)
+        raise GuestGone(
+            f"QEMU exited (status {self._proc.returncode}) during {line!r} with no kernel "
+            f"report; console log: {self.console_log}"
+        )
+
+    def _answers(self, timeout: float) -> bool:
+        """Whether the guest still runs a trivial command within ``timeout`` seconds."""
+        if self._ssh is None or not self.running:
+            return False
+        result: list[bool] = []
+
+        def probe() -> None:
+            with contextlib.suppress(Exception):
+                assert self._ssh is not None
+                status, _o, _e = self._ssh.run("true", timeout=timeout)
+                result.append(status == 0)
+
+        t = threading.Thread(target=probe, daemon=True)
+        t.start()
+        t.join(timeout + 1)
+        return bool(result and result[0])
+
+    def put_file(self, data: bytes | Path, remote: str, mode: int = 0o644) -> None:
+        """Write ``data`` (bytes, or a host file) to ``remote`` in the guest."""
+        payload = data.read_bytes() if isinstance(data, Path) else data
+        q = command_line([remote])
+        self.run(f"cat > {q} && chmod {mode:o} {q}", input=payload, check=True)
+
+    def get_file(self, remote: str, local: Path | None = None) -> bytes:
+        """The bytes of guest file ``remote`` (also written to ``local`` if given)."""
+        data = self.run(["cat", remote], check=True).stdout
+        if local is not None:
+            local.write_bytes(data)
+        return data
+
+    def read_trace(self, name: str = "trace") -> str:
+        """A file under the guest's tracefs (``/sys/kernel/tracing``), e.g. ``trace``."""
+        return self.get_file(f"{TRACING}/{name}").decode(errors="replace")
+
+    # ------------------------------------------------------------ faults
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Kernel fault reports seen on the console so far."""
+        return self.console.faults() if self.console else []
+
+    def check_faults(self) -> None:
+        """Raise :class:`GuestFault` if the console showed any kernel fault report."""
+        faults = self.faults
+        if faults:
+            raise GuestFault(faults, self.console_log)
+
+    def fault_report(self) -> str:
+        return render_faults(self.faults)
+
+    # ------------------------------------------------------------ QMP and disks
+
+    def qmp(self, command: str, **args: Any) -> Any:
+        """Run a QMP command and return its ``return`` value (raises on a QMP error)."""
+        if self._qmp is None or not self.running:
+            raise VMError("the machine is not running")
+        return self._qmp.cmd(command, **args)
+
+    def status(self) -> str:
+        """The VM's run state from ``query-status`` (``running``, ``paused`` ...)."""
+        return str(self.qmp("query-status")["status"])
+
+    def disks(self) -> list[GuestDisk]:
+        """The guest's virtio and NVMe disks (and refresh its /dev/disk/by-id links)."""
+        return parse_guest_disks(self.run("fso-disks", check=True).out)
+
+    def disk(self, serial: str, timeout: float = 30.0) -> GuestDisk:
+        """The guest disk with this serial, waiting up to ``timeout`` for it to appear."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for d in self.disks():
+                if d.serial == serial:
+                    return d
+            if time.monotonic() > deadline:
+                raise VMError(f"no disk with serial {serial!r} appeared in the guest")
+            time.sleep(0.3)
+
+    def hot_add_disk(self, disk: Disk, timeout: float = 60.0) -> GuestDisk:
+        """Attach a disk to the running guest (``blockdev-add`` + ``device_add``)."""
+        if not disk.path.is_file() and not disk.path.is_block_device():
+            raise VMUserError(f"disk image {disk.path} not found: create it or fix the path")
+        node, file = self._prepare_disk(disk)
+        serial = disk.serial or node
+        self.qmp("blockdev-add", **blockdev_qmp(disk, node, file))
+        try:
+            self.qmp("device_add", **device_qmp(disk, node))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.qmp("blockdev-del", **{"node-name": node})
+            raise
+        self._disks[serial] = _Attached(disk, node, hot=True)
+        if disk.throttle is not None:
+            self.set_throttle(serial, disk.throttle)
+        return self.disk(serial, timeout)
+
+    def hot_remove_disk(self, serial: str, timeout: float = 60.0) -> None:
+        """Detach a disk (``device_del``, wait for ``DEVICE_DELETED``, then free its node)."""
+        att = self._disks.get(serial)
+        if att is None:
+            raise VMError(f"no attached disk with serial {serial!r}")
+        assert self._qmp is not None
+        dev = f"{att.node}-dev"
+        self.qmp("device_del", id=dev)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise VMError(f"the guest did not release disk {serial!r} within {timeout:.0f} s")
+            try:
+                ev = self._qmp.pull_event(wait=min(left, 1.0))
+            except TimeoutError:
+                continue
+            if (
+                ev
+                and ev.get("event") == "DEVICE_DELETED"
+                and (ev.get("data", {}).get("device") == dev)
+            ):
+                break
+        if att.hot:
+            self.qmp("blockdev-del", **{"node-name": att.node})
+        del self._disks[serial]
+
+    def set_throttle(self, serial: str, throttle: Throttle | None) -> None:
+        """Change (or with None, lift) a disk's IOPS/bandwidth cap while the guest runs."""
+        att = self._disks.get(serial)
+        if att is None:
+            raise VMError(f"no attached disk with serial {serial!r}")
+        # the block backend of virtio-blk-pci sits on its inner virtio device
+        qdev = f"{att.node}-dev"
+        if att.disk.iface == "virtio":
+            qdev = f"/machine/peripheral/{qdev}/virtio-backend"
+        self.qmp("block_set_io_throttle", id=qdev, **(throttle or Throttle()).qmp_args())
+
+    def interactive_shell(self) -> int:
+        """An interactive shell on the guest attached to this terminal; returns its status."""
+        from vm.shell import interactive
+
+        self._require_running()
+        assert self._ssh is not None
+        return interactive(self._ssh.transport)
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+class CommandTimeout(VMUserError):
+    """A guest command ran past its timeout; the guest itself still answers."""
+
+
+def _kill_live_machines() -> None:
+    for m in list(_live):
+        with contextlib.suppress(Exception):
+            m.kill()
+            m._teardown(graceful=False)
+
+
+atexit.register(_kill_live_machines)
