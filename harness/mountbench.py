@@ -125,7 +125,7 @@ def load_presets(path: Path = PRESETS) -> dict[str, dict[str, Any]]:
 def default_device_size(size: int) -> int:
     """10 % more than the data, rounded up to a GiB (room for metadata and the chunk
     allocator's 10 % cap on chunk sizes)."""
-    return max(math.ceil(size * 1.1 / (1 << 30)), 1) << 30
+    return max(-(-size * 11 // (10 << 30)), 1) << 30
 
 
 def _list(value: Any, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -317,15 +317,30 @@ umount $M 2>/dev/null
 btrfs device scan --forget >/dev/null 2>&1
 sync; echo 3 > /proc/sys/vm/drop_caches
 dmesg -c >/dev/null
-s0=$(cat /sys/block/$D/stat)
+# Where the block layer counts this disk's requests: the disk itself, unless it keeps no
+# I/O statistics (queue/iostats 0): then an NVMe multipath head node (6.1's nvme0n1 is
+# bio-based and counts nothing) whose requests are counted on its hidden path devices
+# nvme0c*n1
+S=$D
+if [ "$(cat /sys/block/$D/queue/iostats 2>/dev/null)" = 0 ]; then
+  P=$(echo $D | sed -n 's/^nvme\([0-9]*\)n\([0-9]*\)$/nvme\1c*n\2/p')
+  [ -n "$P" ] && S=$(cd /sys/block && echo $P)
+fi
+iosum() {{
+  for d in $S; do cat /sys/block/$d/stat; done |
+    awk '{{for (i = 1; i <= NF; i++) t[i] += $i}}
+         END {{for (i = 1; i <= NF; i++) printf "%d ", t[i]; print ""}}'
+}}
+s0=$(iosum)
 echo 1 > $T/tracing_on
 echo fsoracle-mount-begin > $T/trace_marker
 mount -t btrfs -o ro /dev/$D $M 2>/tmp/fso-mount.err
 rc=$?
 echo fsoracle-mount-end > $T/trace_marker
 echo 0 > $T/tracing_on
-s1=$(cat /sys/block/$D/stat)
+s1=$(iosum)
 [ $rc -eq 0 ] && umount $M
+echo "statdev=$S"
 echo "rc=$rc"
 echo "stat0=$s0"
 echo "stat1=$s1"
@@ -352,7 +367,7 @@ class Sample:
     open_ctree_us: float | None = None
     mount_us: float | None = None
     reads: dict[str, list[int]] = field(default_factory=dict)
-    block_io: dict[str, int] = field(default_factory=dict)
+    block_io: dict[str, Any] = field(default_factory=dict)
     predicted_inside: int | None = None
     measured_inside: int | None = None
     same_blocks: bool | None = None
@@ -363,14 +378,19 @@ class Sample:
     unparsed_lines: int = 0
 
 
-def parse_script_output(text: str) -> tuple[int, dict[str, int], list[str], str]:
+def parse_script_output(text: str) -> tuple[int, dict[str, Any], list[str], str]:
     """rc, block-layer read deltas, dmesg lines, mount's stderr."""
     head, _, rest = text.partition("--dmesg--\n")
     dmesg, _, stderr = rest.partition("--stderr--\n")
     kv = dict(ln.split("=", 1) for ln in head.splitlines() if "=" in ln)
+    stat_dev = kv.get("statdev", "").strip()
     s0 = [int(x) for x in kv.get("stat0", "").split()]
     s1 = [int(x) for x in kv.get("stat1", "").split()]
-    delta = {n: s1[i] - s0[i] for i, n in enumerate(STAT_FIELDS) if i < min(len(s0), len(s1))}
+    delta: dict[str, Any] = {
+        n: s1[i] - s0[i] for i, n in enumerate(STAT_FIELDS) if i < min(len(s0), len(s1))
+    }
+    if stat_dev:
+        delta["device"] = stat_dev
     return int(kv.get("rc", "-1")), delta, [ln for ln in dmesg.splitlines() if ln.strip()], stderr
 
 
