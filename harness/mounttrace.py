@@ -3,8 +3,10 @@ block reads to windows of ``btrfs_read_block_groups``.
 
 The trace is what ``/sys/kernel/tracing/trace`` prints with ``current_tracer`` =
 function_graph, ``set_graph_function`` = ``open_ctree``, ``max_graph_depth`` = 2, the options
-``funcgraph-abstime`` and ``funcgraph-proc``, ``trace_clock`` = global, and one kprobe event
-enabled (the tree-block validation, with a ``bytenr=`` field). Lines look like::
+``funcgraph-abstime``, ``funcgraph-proc`` and ``funcgraph-tail``, ``trace_clock`` = global,
+kprobe events on the tree-block validation (with a ``bytenr=`` field) and on the entry and
+return of ``btrfs_read_block_groups`` (the window's markers), and ``trace_marker`` writes
+around the ``mount`` command. Lines look like::
 
        57.016925 |   1)   mount-357    | @ 112979.5 us |    btrfs_read_block_groups [btrfs]();
       105.795292 |   1)   mount-411    |               |    btrfs_read_block_groups [btrfs]() {
