@@ -42,6 +42,20 @@ class PredictedExtent:
     exact: bool = True
 
 
+@dataclass(frozen=True)
+class PredictedOrdered:
+    """An ordered extent added (``btrfs_alloc_ordered_extent`` / 6.1
+    ``btrfs_add_ordered_extent``: tracepoint ``btrfs_ordered_extent_add``) or finished
+    (``btrfs_finish_one_ordered`` -> ``btrfs_remove_ordered_extent``: tracepoint
+    ``btrfs_ordered_extent_remove``); ``compression`` is the BTRFS_COMPRESS_* number."""
+
+    event: str  # "add" | "finish"
+    file_offset: int
+    num_bytes: int
+    disk_num_bytes: int
+    compression: int
+
+
 @dataclass
 class Prediction:
     kernel: str
@@ -67,6 +81,7 @@ def run_ops(
     if existing_size:
         m.write(0, pattern_bytes(data, 0, existing_size))
         m.sync()
+    m.ops_start = len(m.ordered_log)
     for op in ops:
         if op.kind == "write":
             m.write(op.offset, pattern_bytes(data, op.offset, op.length))
@@ -114,3 +129,19 @@ def predict(
     if any(not e.exact for e in exts):
         notes.append("compressed sizes marked exact=false are within a few bytes, not exact")
     return Prediction(kernel, mount_opts, data, exts, flags, m.inode.i_size, notes)
+
+
+def predict_ordered_extents(
+    kernel: str,
+    mount_opts: str,
+    ops: list[Op],
+    data: str = "zeros",
+    existing_size: int = 0,
+    size_kernel: str | None = None,
+) -> list[PredictedOrdered]:
+    """The ordered extents the async path adds and finishes during ``ops`` and the final
+    unmount (the existing file's own writeback, on an earlier mount, is left out), in the
+    order of the eager schedule."""
+    kernel = Z.check_kernel(kernel)
+    m = run_ops(kernel, Z.parse_mount_options(mount_opts), ops, data, existing_size, size_kernel)
+    return [PredictedOrdered(*ev) for ev in m.ordered_log[m.ops_start :]]

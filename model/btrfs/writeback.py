@@ -186,6 +186,10 @@ class WritebackModel:
         self.log: list[str] = []
         self.ordered_added: list[tuple[int, int]] = []
         self.ordered_finished: list[tuple[int, int]] = []
+        # (event "add" | "finish", file_offset, num_bytes, disk_num_bytes, compression) in
+        # the order the kernel's btrfs_ordered_extent_add / _remove tracepoints would fire
+        self.ordered_log: list[tuple[str, int, int, int, int]] = []
+        self.ops_start = 0  # index into ordered_log where the case's own ops begin
         self.compressions: list[tuple[int, int, bool]] = []  # (start, end, folios locked?)
         self._next = 1
 
@@ -427,6 +431,7 @@ class WritebackModel:
                 oe = OrderedExtent(self._id(), pos, n, None, n)
                 self.oes[oe.oe_id] = oe
                 self.ordered_added.append((pos, n))
+                self._log_ordered("add", oe)
                 pos += n
             for i in range(idx, last + 1):
                 self.folios[i].ordered = True
@@ -506,7 +511,20 @@ class WritebackModel:
         if parent is not None:
             parent.children.append(oe.oe_id)
         self.ordered_added.append((pos, n))
+        self._log_ordered("add", oe)
         return oe
+
+    def _log_ordered(self, event: str, oe: OrderedExtent) -> None:
+        d = oe.disk
+        self.ordered_log.append(
+            (
+                event,
+                oe.file_offset,
+                oe.num_bytes,
+                d.disk_num_bytes if d else 0,
+                d.compression if d else 0,
+            )
+        )
 
     # ---- bios -------------------------------------------------------------------------
 
@@ -696,10 +714,12 @@ class WritebackModel:
         first and releases what its child-less sectors reserved."""
         del self.oes[oe.oe_id]
         self.ordered_finished.append((oe.file_offset, oe.num_bytes))
+        self._log_ordered("finish", oe)
         if oe.delayed:
             for cid in oe.children:
                 child = self.oes.pop(cid)
                 self.ordered_finished.append((child.file_offset, child.num_bytes))
+                self._log_ordered("finish", child)
                 self._insert_for(child)
             if not self.fault.forget_release_no_child:
                 self.data_may_use -= SECTOR * len(oe.no_child)
