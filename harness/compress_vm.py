@@ -63,6 +63,7 @@ class VmCaseResult:
     result: HostResult | None = None
     trace: list[TraceEvent] = field(default_factory=list)
     flusher_writebacks: int = 0  # flusher writebacks of the file before the unmount
+    trace_text: str = ""  # the case's tracefs instance, as read
 
 
 @dataclass
@@ -190,6 +191,7 @@ def run_vm_cases(
             res = VmCaseResult(c, ln["status"], ln.get("error", ""), ln.get("seconds", 0.0))
             if res.status == "ok":
                 text = m.read_trace(f"instances/{c.name}/trace")
+                res.trace_text = text
                 res.trace = parse_ordered_trace(text)
                 res.flusher_writebacks = flusher_before_umount(text)
             results[c.name] = res
