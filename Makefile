@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEBSTAMP:= $(VENV)/.debian-deps
+KZSTAMP := $(VENV)/.kernel-zstd
 PYTEST  := $(BIN)/python -m pytest
 export FSORACLE_REQUIRE_TOOLS ?= 0
 
@@ -24,8 +25,16 @@ $(DEBSTAMP): harness/install-debian-deps.sh | $(STAMP)
 	$(BIN)/pip install -q 'python-lzo>=1.15,<2'  # needs liblzo2-dev (compressed-size estimates)
 	@touch $@
 
+# zstd as the stock kernels' lib/zstd writes it (harness/kernel_zstd.py): python-zstandard
+# releases bundling zstd 1.5.2 (6.12) and 1.4.8 (6.1), each in its own directory
+$(KZSTAMP): | $(STAMP)
+	$(BIN)/pip install -q --no-deps --target $(VENV)/kernel-zstd/1.5.2 'zstandard==0.19.0'
+	$(BIN)/pip install -q --no-deps --no-build-isolation --target $(VENV)/kernel-zstd/1.4.8 \
+		'zstandard==0.15.2'
+	@touch $@
+
 venv: $(STAMP)
-deps: $(STAMP) $(DEBSTAMP)
+deps: $(STAMP) $(DEBSTAMP) $(KZSTAMP)
 
 # unit, property and fast differential tests (budget: 15 min on 2 cores)
 test: deps

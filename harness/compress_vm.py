@@ -27,6 +27,7 @@ from pathlib import Path
 from harness.cmd_compress import parse_ops
 from harness.compress_cases import Case
 from harness.compress_host import HostResult, dump_tree_extents, read_back
+from harness.kernel_zstd import KernelZstd, available, compress_fn_for
 from model.btrfs import compression as Z
 from model.btrfs.compress_predict import (
     PredictedOrdered,
@@ -196,12 +197,15 @@ def run_vm_cases(
                 res.flusher_writebacks = flusher_before_umount(text)
             results[c.name] = res
         m.check_faults()
+    kz = KernelZstd(Z.check_kernel(kernel_spec)) if available(kernel_spec) else None
     for c in cases:
         res = results[c.name]
         if res.status == "ok":
-            res.result = read_back(images[c.name], c.data)
+            res.result = read_back(images[c.name], c.data, kz.frame if kz else None)
             res.result.kernel = release
             res.result.dump_tree_extents = dump_tree_extents(images[c.name])
+    if kz is not None:
+        kz.close()
     return VmRun(
         kernel_spec,
         release,
@@ -259,9 +263,17 @@ def layout(exts: list) -> list[tuple[int, str, str, int, int, int]]:  # type: ig
 
 
 def compare_case(kernel: str, case: Case, got: HostResult) -> CaseComparison:
-    """The prediction for ``kernel`` (6.1 / 6.12; compressed sizes from the bundled
-    compressors) against the kernel's result."""
-    pred = predict(kernel, case.mount_opts, parse_ops(case.ops), case.data, case.existing_size)
+    """The prediction for ``kernel`` (6.1 / 6.12) against the kernel's result; zstd sizes
+    come from the kernel's zstd version when installed (:mod:`harness.kernel_zstd`: exact),
+    else from the bundled one (within a sector); zlib and lzo from userspace (estimates)."""
+    pred = predict(
+        kernel,
+        case.mount_opts,
+        parse_ops(case.ops),
+        case.data,
+        case.existing_size,
+        compress_fn=compress_fn_for(kernel),
+    )
     exact, off, payload = [], [], []
     for p, h in zip(pred.extents, got.extents, strict=False):
         if p.offset != h.offset or p.type != h.type:
@@ -312,6 +324,7 @@ def _model_raw_sizes(kernel: str, case: Case) -> dict[int, int]:
         parse_ops(case.ops),
         case.data,
         case.existing_size,
+        compress_fn=compress_fn_for(kernel),
     )
     out = {}
     for it in w.items:
@@ -361,7 +374,12 @@ class OrderedComparison:
 
 def compare_ordered(kernel: str, case: Case, trace: list[TraceEvent]) -> OrderedComparison:
     pred = predict_ordered_extents(
-        kernel, case.mount_opts, parse_ops(case.ops), case.data, case.existing_size
+        kernel,
+        case.mount_opts,
+        parse_ops(case.ops),
+        case.data,
+        case.existing_size,
+        compress_fn=compress_fn_for(kernel),
     )
     return OrderedComparison(case.name, pred, trace)
 

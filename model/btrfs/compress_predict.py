@@ -81,10 +81,12 @@ def run_ops(
     size_kernel: str | None = None,
     path: str = "async",
     choose: Chooser | None = None,
+    compress_fn: Z.CompressFn | None = None,
 ) -> W.WritebackModel:
     """Run ``ops`` on the model; returns it after the final (unmount) sync. ``choose``
-    picks the next event in every sync (default: :func:`model.btrfs.writeback.eager_choice`)."""
-    m = W.WritebackModel(path, kernel, opts, size_kernel=size_kernel)
+    picks the next event in every sync (default: :func:`model.btrfs.writeback.eager_choice`);
+    ``compress_fn`` replaces the bundled compressors (e.g. the kernel's zstd version)."""
+    m = W.WritebackModel(path, kernel, opts, size_kernel=size_kernel, compress_fn=compress_fn)
 
     def sync() -> None:
         m.sync((lambda ev: choose(m, ev)) if choose else None)
@@ -137,10 +139,11 @@ def predict(
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
+    compress_fn: Z.CompressFn | None = None,
 ) -> Prediction:
     kernel = Z.check_kernel(kernel)
     opts = Z.parse_mount_options(mount_opts)
-    m = run_ops(kernel, opts, ops, data, existing_size, size_kernel)
+    m = run_ops(kernel, opts, ops, data, existing_size, size_kernel, compress_fn=compress_fn)
     notes = [
         "schedule: each async chunk is compressed before the flusher reaches the next "
         "delalloc range (6.1 reads a NOCOMPRESS flag set by an earlier chunk)",
@@ -155,12 +158,14 @@ def predict_ordered_extents(
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
+    compress_fn: Z.CompressFn | None = None,
 ) -> list[PredictedOrdered]:
     """The ordered extents the async path adds and finishes during ``ops`` and the final
     unmount (the existing file's own writeback, on an earlier mount, is left out), in the
     order of the eager schedule."""
     kernel = Z.check_kernel(kernel)
-    m = run_ops(kernel, Z.parse_mount_options(mount_opts), ops, data, existing_size, size_kernel)
+    opts = Z.parse_mount_options(mount_opts)
+    m = run_ops(kernel, opts, ops, data, existing_size, size_kernel, compress_fn=compress_fn)
     return [PredictedOrdered(*ev) for ev in m.ordered_log[m.ops_start :]]
 
 
@@ -239,6 +244,7 @@ def enumerate_outcomes(
     existing_size: int = 0,
     size_kernel: str | None = None,
     limit: int = 512,
+    compress_fn: Z.CompressFn | None = None,
 ) -> list[Outcome]:
     """Every distinct result over the schedules of the async path that differ in when the
     compression workers run relative to each other and to the flusher's delalloc
@@ -255,7 +261,16 @@ def enumerate_outcomes(
         if runs > limit:
             raise RuntimeError(f"more than {limit} schedules")
         rp = _Replay(prefix)
-        m = run_ops(kernel, opts, ops, data, existing_size, size_kernel, choose=rp.choose)
+        m = run_ops(
+            kernel,
+            opts,
+            ops,
+            data,
+            existing_size,
+            size_kernel,
+            choose=rp.choose,
+            compress_fn=compress_fn,
+        )
         p = _prediction(kernel, mount_opts, data, m, [])
         key = (
             tuple(

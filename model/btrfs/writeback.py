@@ -77,6 +77,7 @@ class DiskExtent:
     compression: int
     payload: bytes = b""
     raw_size: int = 0
+    exact: bool = True  # raw_size is the kernel's compressor output, byte for byte
 
 
 @dataclass
@@ -499,10 +500,11 @@ class WritebackModel:
         ctype: int,
         raw: int,
         parent: OrderedExtent | None = None,
+        exact: bool = True,
     ) -> OrderedExtent:
         """``btrfs_reserve_extent`` + ``btrfs_create_io_em`` + ``btrfs_alloc_ordered_extent``:
         bytes_may_use -> bytes_reserved (``btrfs_add_reserved_bytes(ram, num)``)."""
-        ext = DiskExtent(self._id(), n, disk_bytes, ctype, self.read(pos, n), raw)
+        ext = DiskExtent(self._id(), n, disk_bytes, ctype, self.read(pos, n), raw, exact)
         self.disk[ext.ext_id] = ext
         self.data_may_use -= n
         self.data_reserved += disk_bytes
@@ -629,7 +631,12 @@ class WritebackModel:
                 self._submit_uncompressed_range(ae.start, ae.start + ae.ram_size - 1)
                 continue
             oe = self._new_ordered(
-                ae.start, ae.ram_size, ae.compressed_size, ae.compress_type, ae.raw_size
+                ae.start,
+                ae.ram_size,
+                ae.compressed_size,
+                ae.compress_type,
+                ae.raw_size,
+                exact=ae.exact,
             )
             assert oe.disk is not None
             oe.disk.payload = self.read(ae.start, ae.ram_size)
@@ -684,7 +691,9 @@ class WritebackModel:
             total_in = -(-out.total_in // bs) * bs
             one_block_at_0 = self.kernel == "6.12" and b.start == 0 and end <= bs
             if out.ret == 0 and aligned + bs <= total_in:
-                child = self._new_ordered(b.start, total_in, aligned, ctype, out.total_out, parent)
+                child = self._new_ordered(
+                    b.start, total_in, aligned, ctype, out.total_out, parent, out.exact
+                )
             elif one_block_at_0 and out.ret == 0:
                 pass
             elif not self.opts.force_compress and not self.inode.prop_compress:
@@ -757,20 +766,13 @@ class WritebackModel:
                 ext.disk_num_bytes,
                 0,
                 ext.ext_id,
-                exact=ext.compression == 0 or ext.raw_size == 0 or self._exact(ext),
+                exact=ext.compression == 0 or ext.raw_size == 0 or ext.exact,
             )
         )
         self.items.sort(key=lambda it: it.file_offset)
         self.inode.disk_i_size = max(
             self.inode.disk_i_size, min(self.inode.i_size, oe.file_offset + n)
         )
-
-    def _exact(self, ext: DiskExtent) -> bool:
-        if ext.compression != Z.BTRFS_COMPRESS_ZSTD:
-            return False
-        import zstandard
-
-        return tuple(zstandard.ZSTD_VERSION) == Z.KERNEL_ZSTD_VERSION.get(self.size_kernel)
 
     def _drop_range(self, start: int, end: int) -> None:
         """``btrfs_drop_extents``: items overlapping [start, end) are cut around it (the

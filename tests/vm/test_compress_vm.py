@@ -32,7 +32,7 @@ compression type; the disk length within a sector), with no split.
 from __future__ import annotations
 
 import pytest
-from vmtesting import require_tools
+from vmtesting import _missing, require_tools
 
 from harness.cmd_compress import parse_ops
 from harness.compress_cases import CASES, Case
@@ -44,6 +44,7 @@ from harness.compress_vm import (
     render_run,
     run_vm_cases,
 )
+from harness.kernel_zstd import KERNEL_ZSTANDARD, available, compress_fn_for
 from model.btrfs import compression as Z
 from model.btrfs.compress_predict import enumerate_outcomes
 
@@ -139,7 +140,12 @@ def test_racy_outcome_is_enumerated(
     kernel = Z.check_kernel(kernel_spec)
     res = _result(run, case)
     outs = enumerate_outcomes(
-        kernel, case.mount_opts, parse_ops(case.ops), case.data, case.existing_size
+        kernel,
+        case.mount_opts,
+        parse_ops(case.ops),
+        case.data,
+        case.existing_size,
+        compress_fn=compress_fn_for(kernel),
     )
     got = (layout(res.result.extents), res.result.inode_flags)
     match = [o for o in outs if (layout(o.prediction.extents), o.prediction.inode_flags) == got]
@@ -154,3 +160,30 @@ def test_racy_outcome_is_enumerated(
         p.file_offset for p in o.ordered if p.event == "add"
     )
 
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_zstd_sizes_are_the_kernels(
+    vm_tools: None, kernel_spec: str, case: Case, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With the kernel's zstd version (harness/kernel_zstd.py) every zstd extent's size is
+    predicted exactly, and its frame on disk is that library's output byte for byte."""
+    kernel = Z.check_kernel(kernel_spec)
+    if not available(kernel):
+        version, release = KERNEL_ZSTANDARD[kernel]
+        _missing(f"python-zstandard {release} (zstd {version}) for {kernel}: make deps")
+    run = _run(kernel_spec, "deterministic", tmp_path_factory)
+    res = _result(run, case)
+    cmp = compare_case(kernel, case, res.result)
+    for e in cmp.predicted.extents:
+        if e.compression == "zstd":
+            assert e.exact
+    assert not [d for d in cmp.disk_off if cmp.predicted.extents and _is_zstd(cmp, d[0])]
+    for off, model_len, kernel_len in cmp.payload_bytes:
+        if _is_zstd(cmp, off):
+            assert model_len == kernel_len, f"@{off}: zstd stream {model_len} vs {kernel_len}"
+    assert all(res.result.zstd_byte_exact.values())
+
+
+def _is_zstd(cmp, off: int) -> bool:  # type: ignore[no-untyped-def]
+    return any(e.offset == off and e.compression == "zstd" for e in cmp.predicted.extents)
