@@ -331,6 +331,9 @@ def summary_plot(rep: Report) -> bytes | None:
     ax.set_xlim(lo / 1.5, hi * 1.5)
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+             if lo / 1.5 <= t <= hi * 1.5]  # fmt: skip
+    ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("measured / seed (log scale; 1 = the seed's number)", fontsize=8)

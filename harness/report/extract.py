@@ -22,7 +22,8 @@ over a list of numbers), ``extent_ranges`` (``[start, end]`` of file extent item
 ``compressed: true|false``), ``all_passed`` (every pytest outcome under ``of`` is
 ``passed``), ``all`` / ``any`` (of a list of booleans), ``less`` (``a`` < ``b``, two
 value specs). Every extractor takes ``scale`` (a factor for a numeric result), ``add`` (a
-term added after scaling) and ``round`` (decimal places).
+term added after scaling), ``round`` (decimal places) and ``negate`` (for a boolean: a
+passing property that asserts "never locked" measures "locked: no").
 """
 
 from __future__ import annotations
@@ -278,6 +279,10 @@ def extract(spec: Any, data: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ExtractError(f"add to a non-number {value!r}")
         value = value + float(spec["add"])
+    if spec.get("negate"):
+        if not isinstance(value, bool):
+            raise ExtractError(f"negate of a non-boolean {value!r}")
+        value = not value
     if "round" in spec and isinstance(value, float):
         value = round(value, int(spec["round"]))
     return value

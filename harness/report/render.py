@@ -55,11 +55,11 @@ class Image:
 Block = Heading | Para | Quote | Bullets | Table | Image
 
 VERDICT_MARK = {
-    V.HOLDS: "✅ holds",
-    V.DIFFERS: "⚠️ differs",
-    V.NOT_RUN: "⏳ not run",
-    V.NOT_MEASURED: "❔ not measured",
-    V.NOT_MEASURABLE: "➖ not measurable here",
+    V.HOLDS: "**holds**",
+    V.DIFFERS: "**differs**",
+    V.NOT_RUN: "*not run*",
+    V.NOT_MEASURED: "*not measured*",
+    V.NOT_MEASURABLE: "*not measurable here*",
 }
 
 

@@ -316,16 +316,23 @@ def pytest_json(junit: Path, wanted: list[str], rc: int) -> dict[str, Any]:
             elif child.tag == "skipped":
                 outcome = "skipped"
         cases[junit_nodeid(case)] = outcome
-    tests = {}
+    # outcome per requested id and per test function (a file or a parametrized test
+    # passes when all its cases passed)
+    groups: dict[str, list[str]] = {}
+    for n, o in cases.items():
+        groups.setdefault(n.split("[", 1)[0], []).append(o)
+        groups.setdefault(n.split("::", 1)[0], []).append(o)
     for w in wanted:
-        mine = [o for n, o in cases.items() if n == w or n.startswith(w + "[")]
-        if not mine:
-            tests[w] = "not collected"
-        elif all(o == "passed" for o in mine):
-            tests[w] = "passed"
+        if w not in groups:
+            groups[w] = [o for n, o in cases.items() if n == w or n.startswith(w + "[")]
+    tests = {}
+    for name, outs in groups.items():
+        if not outs:
+            tests[name] = "not collected"
+        elif all(o == "passed" for o in outs):
+            tests[name] = "passed"
         else:
-            bad = sorted({o for o in mine if o != "passed"})
-            tests[w] = bad[0]
+            tests[name] = sorted({o for o in outs if o != "passed"})[0]
     return {
         "format": "fsoracle-pytest",
         "version": 1,

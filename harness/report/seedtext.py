@@ -75,6 +75,7 @@ KEY_UNITS = {
     "_gb": "gb",
     "_kb_s": "kb/s",
     "_mb_s": "mb/s",
+    "percent": "%",
 }
 
 _NUM = r"[-+]?\d+(?:\.\d+)?"

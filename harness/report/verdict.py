@@ -111,7 +111,7 @@ def compare_value(
         return ValueVerdict(key, seed, measured, HOLDS if ok else DIFFERS, detail)
     same = _normal(seed) == _normal(measured)
     return ValueVerdict(
-        key, seed, measured, HOLDS if same else DIFFERS, "" if same else "not equal"
+        key, seed, measured, HOLDS if same else DIFFERS, "" if same else f"is {fmt_value(measured)}"
     )
 
 
