@@ -135,26 +135,29 @@ def measure_claim(claim: Claim, series: Series, runner: Runner, rel_to: Path) ->
             mv.reason = o.reason
             verdicts.append(mv)
             continue
-        try:
-            for key, spec in m.values.items():
+        missing = []
+        for key, spec in m.values.items():
+            try:
                 got = X.extract(spec, o.data)
-                mv.values.append(
-                    V.compare_value(
-                        key, claim.seed[key], got, m.tolerance_rel, m.tolerance_abs, m.bound
-                    )
+            except X.ExtractError as e:
+                missing.append(f"{key}: {e}")
+                mv.values.append(V.ValueVerdict(key, claim.seed[key], None, V.NOT_MEASURED, str(e)))
+                continue
+            mv.values.append(
+                V.compare_value(
+                    key, claim.seed[key], got, m.tolerance_rel, m.tolerance_abs, m.bound
                 )
-            for key, spec in m.show.items():
+            )
+        for key, spec in m.show.items():
+            try:
                 mv.shown.append((key, X.extract(spec, o.data)))
-        except X.ExtractError as e:
-            mv.status = V.NOT_MEASURED
-            mv.reason = f"{mv.results_file}: {e}"
-            mv.values = []
-            mv.shown = []
-            verdicts.append(mv)
-            continue
+            except X.ExtractError as e:
+                missing.append(f"{key}: {e}")
         mv.status = V.measure_status(mv.values)
-        if o.reason:
-            mv.reason = o.reason
+        reasons = [o.reason] if o.reason else []
+        if missing:
+            reasons.append(f"not read from {mv.results_file}: " + "; ".join(missing))
+        mv.reason = "; ".join(reasons)
         verdicts.append(mv)
     return V.claim_verdict(verdicts, claim.not_measurable)
 
@@ -164,10 +167,8 @@ def display_path(p: Path, rel_to: Path) -> str:
     directory, else repository-relative, else absolute."""
     p = p.resolve()
     for base in (rel_to.resolve(), ROOT):
-        try:
-            return os.path.relpath(p, base) if p.is_relative_to(base) else str(p)
-        except ValueError:
-            continue
+        if p.is_relative_to(base):
+            return os.path.relpath(p, base)
     return str(p)
 
 
@@ -241,6 +242,7 @@ def build_report(
 SEED_COLOUR = "#8c8c8c"
 HOLD_COLOUR = "#2b8a3e"
 DIFF_COLOUR = "#d9480f"
+CONTEXT_COLOUR = "#4263eb"
 
 
 def _pyplot() -> Any:
@@ -272,9 +274,11 @@ def numeric_values(cr: ClaimReport) -> list[tuple[str, float, list[tuple[str, fl
 
 
 def claim_plot(cr: ClaimReport) -> bytes | None:
+    """Seed beside measured, one panel per compared number; for a claim without numbers to
+    compare, its measured context values (no seed bar)."""
     rows = numeric_values(cr)
     if not rows:
-        return None
+        return context_plot(cr)
     plt = _pyplot()
     n = len(rows)
     fig, axes = plt.subplots(1, n, figsize=(max(2.6 * n, 3.4), 2.6), squeeze=False)
@@ -299,6 +303,29 @@ def claim_plot(cr: ClaimReport) -> bytes | None:
             )
         ax.margins(y=0.15)
     fig.suptitle(cr.claim.id, fontsize=9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def context_plot(cr: ClaimReport) -> bytes | None:
+    vals = [
+        (f"{k}\n({m.label})" if len(cr.verdict.measures) > 1 else k, float(v))
+        for m in cr.verdict.measures
+        for k, v in m.shown
+        if V.is_number(v)
+    ]
+    if not vals:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(1.6 * len(vals), 3.4), 2.6))
+    bars = ax.bar(range(len(vals)), [v for _, v in vals], color=CONTEXT_COLOUR)
+    ax.set_xticks(range(len(vals)), [k for k, _ in vals], fontsize=7)
+    for b, (_, v) in zip(bars, vals, strict=True):
+        ax.annotate(V.fmt_number(v), (b.get_x() + b.get_width() / 2, b.get_height()),
+                    ha="center", va="bottom", fontsize=7)  # fmt: skip
+    ax.margins(y=0.15)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(f"{cr.claim.id}: measured (the seed gives no number)", fontsize=9)
     fig.tight_layout()
     return _png(fig)
 

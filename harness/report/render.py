@@ -96,8 +96,10 @@ def _default_token(v: object) -> str:
 def measured_cell(cr: ClaimReport) -> str:
     out = []
     for m in cr.verdict.measures:
-        if m.values:
-            vals = ", ".join(f"{v.key} {V.fmt_value(v.measured)}" for v in m.values)
+        if any(v.status != V.NOT_MEASURED for v in m.values):
+            vals = ", ".join(
+                f"{v.key} {V.fmt_value(v.measured)}" for v in m.values if v.status != V.NOT_MEASURED
+            )
             out.append(f"{m.label}: {vals}")
         else:
             out.append(f"{m.label}: {m.status}")
@@ -149,7 +151,11 @@ def claim_blocks(cr: ClaimReport, rep: Report) -> list[Block]:
             rows.append([m.label, ", ".join(spec.values), "", "—", why, "", results])
             continue
         for v in m.values:
-            verdict = VERDICT_MARK[v.status] + (f" ({v.detail})" if v.detail else "")
+            mark = VERDICT_MARK[v.status]
+            if v.status == V.NOT_MEASURED:
+                verdict = f"{mark}: {v.detail}"
+            else:
+                verdict = mark + (f" ({v.detail})" if v.detail else "")
             rows.append(
                 [
                     m.label,

@@ -86,8 +86,15 @@ def cli_missing(words: list[str]) -> str | None:
     return None
 
 
+def fill(word: str, subst: dict[str, str]) -> str:
+    """``{dir}``, ``{tmp}`` and ``{kernel}`` replaced; other braces are left alone."""
+    for k, v in subst.items():
+        word = word.replace("{" + k + "}", v)
+    return word
+
+
 def _argv(step: list[str], subst: dict[str, str]) -> list[str]:
-    out = [w.format(**subst) for w in step]
+    out = [fill(w, subst) for w in step]
     if out[0] == "fsoracle":
         return [sys.executable, "-m", "harness.cli", *out[1:]]
     if out[0] == "python":
@@ -250,7 +257,7 @@ class Runner:
                                 reason = f"step {i + 1} exited {rc} (see {log_path})"
                                 break
                         if status == RAN and exp.output:
-                            src = Path(exp.output.format(**subst))
+                            src = Path(fill(exp.output, subst))
                             if src.exists():
                                 if src.resolve() != out_json.resolve():
                                     shutil.copyfile(src, out_json)

@@ -318,6 +318,17 @@ def _module_files(module: str) -> list[Path]:
 
 def _defs(path: Path) -> dict[str, tuple[int, str]]:
     """Top-level functions and classes, and methods as ``Class.method``: line, docstring."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _DEFS:
+        _DEFS[key] = _parse_defs(path)
+    return _DEFS[key]
+
+
+_DEFS: dict[tuple[str, int, int], dict[str, tuple[int, str]]] = {}
+
+
+def _parse_defs(path: Path) -> dict[str, tuple[int, str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
     out: dict[str, tuple[int, str]] = {}
     for node in tree.body:

@@ -33,8 +33,8 @@ class ValueVerdict:
     key: str
     seed: Any
     measured: Any
-    status: str  # holds / differs
-    detail: str  # "+11 (+1.0 %)" or ""
+    status: str  # holds / differs / not measured (the value could not be read)
+    detail: str  # "+11 (+1.0 %)", or why it was not read
 
 
 @dataclass
@@ -120,13 +120,17 @@ def _normal(v: Any) -> Any:
         # a single range may be written [a, b] or [[a, b]]
         if len(v) == 2 and all(is_number(x) for x in v):
             return [[float(v[0]), float(v[1])]]
-        return [_normal(x) if isinstance(x, list) else x for x in v]
+        return [[_normal(y) for y in x] if isinstance(x, list) else _normal(x) for x in v]
     if is_number(v):
         return float(v)
     return v
 
 
 def measure_status(values: list[ValueVerdict]) -> str:
+    """Differs if any value differs; holds if the others hold; not measured if no value
+    could be read."""
+    if all(v.status == NOT_MEASURED for v in values):
+        return NOT_MEASURED
     return DIFFERS if any(v.status == DIFFERS for v in values) else HOLDS
 
 
@@ -136,6 +140,13 @@ def claim_verdict(measures: list[MeasureVerdict], not_measurable: str | None) ->
     tail = ""
     if pending and done:
         tail = "; pending: " + "; ".join(f"{m.label} ({m.status}: {m.reason})" for m in pending)
+    partial = [
+        f"{m.label}: {', '.join(v.key for v in m.values if v.status == NOT_MEASURED)} not measured"
+        for m in done
+        if any(v.status == NOT_MEASURED for v in m.values)
+    ]
+    if partial:
+        tail += "; " + "; ".join(partial)
     differ = [m for m in done if m.status == DIFFERS]
     if differ:
         parts = []
