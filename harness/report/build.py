@@ -205,13 +205,13 @@ def build_report(
     for inv in series.invariants:
         outcome = runner.get(series.experiments[inv.experiment]) if inv.experiment else None
         results = (outcome.data or {}).get("tests", {}) if outcome and outcome.usable else {}
-        tests = [(t, pytest_node_exists(t), results.get(t)) for t in inv.tests]
+        itests = [(t, pytest_node_exists(t), results.get(t)) for t in inv.tests]
         problems += [
-            f"invariant {inv.text!r}: test {t} is not defined" for t, ok, _ in tests if not ok
+            f"invariant {inv.text!r}: test {t} is not defined" for t, ok, _ in itests if not ok
         ]
         refs = [resolve_function(series, r) for r in inv.model]
         problems += [f"invariant: model {r.name}: {r.problem}" for r in refs if r.problem]
-        invariants.append(InvariantReport(inv, refs, tests, outcome))
+        invariants.append(InvariantReport(inv, refs, itests, outcome))
     for m in series.model:
         for fn in m.functions:
             r = resolve_function(series, f"{m.module}:{fn}")
@@ -325,7 +325,7 @@ def context_plot(cr: ClaimReport) -> bytes | None:
                     ha="center", va="bottom", fontsize=7)  # fmt: skip
     ax.margins(y=0.15)
     ax.tick_params(axis="y", labelsize=7)
-    ax.set_title(f"{cr.claim.id}: measured (the seed gives no number)", fontsize=9)
+    ax.set_title("measured (no seed number)", fontsize=9)
     fig.tight_layout()
     return _png(fig)
 

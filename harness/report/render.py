@@ -130,9 +130,9 @@ def claim_blocks(cr: ClaimReport, rep: Report) -> list[Block]:
     else:
         items.append("**Model:** none named")
     checks = []
-    for m in c.measures:
-        e = rep.series.experiments[m.experiment]
-        checks.append(f"{m.label}: experiment {code(e.id)} ({code(e.command_line())})")
+    for ms in c.measures:
+        e = rep.series.experiments[ms.experiment]
+        checks.append(f"{ms.label}: experiment {code(e.id)} ({code(e.command_line(rep.kernel))})")
     for t, ok in cr.tests:
         checks.append(f"test {code(t)}" + ("" if ok else " **(not defined)**"))
     if c.not_measurable:
@@ -187,17 +187,17 @@ def claim_blocks(cr: ClaimReport, rep: Report) -> list[Block]:
                 rows,
             )
         )
-    tol = [m for m in c.measures if m.tolerance_rel or m.tolerance_abs]
-    for m in tol:
-        t = []
-        if m.tolerance_rel:
-            t.append(f"±{100 * m.tolerance_rel:g} %")
-        if m.tolerance_abs:
-            t.append(f"±{m.tolerance_abs:g}")
-        b.append(Para(f"Tolerance ({m.label}): {' or '.join(t)}: {m.tolerance_why}"))
-    for m in c.measures:
-        if m.note:
-            b.append(Para(f"*{m.label}:* {m.note}"))
+    for ms in c.measures:
+        tol = []
+        if ms.tolerance_rel:
+            tol.append(f"±{100 * ms.tolerance_rel:g} %")
+        if ms.tolerance_abs:
+            tol.append(f"±{ms.tolerance_abs:g}")
+        if tol:
+            b.append(Para(f"Tolerance ({ms.label}): {' or '.join(tol)}: {ms.tolerance_why}"))
+    for ms in c.measures:
+        if ms.note:
+            b.append(Para(f"*{ms.label}:* {ms.note}"))
     for mv in cr.verdict.measures:
         if mv.status in (V.HOLDS, V.DIFFERS) and mv.reason:
             b.append(Para(f"*{mv.label}:* {mv.reason}"))
@@ -249,7 +249,9 @@ def experiment_blocks(rep: Report) -> list[Block]:
             wall = f"{w:.0f} s" if isinstance(w, int | float) else "—"
             if o.meta and o.meta.get("commit"):
                 wall += f" (commit {o.meta['commit']}, {o.meta.get('started', '?')})"
-        rows.append([code(eid), e.about, code(e.command_line()), e.cost, status, where, wall])
+        rows.append(
+            [code(eid), e.about, code(e.command_line(rep.kernel)), e.cost, status, where, wall]
+        )
     if not rows:
         return [Para("No experiments.")]
     return [

@@ -171,8 +171,7 @@ class Runner:
         return f"needs `{self.display_command(exp)}`{secs}"
 
     def display_command(self, exp: Experiment) -> str:
-        line = exp.command_line()
-        return line.replace("{kernel}", self.kernel).replace("{dir}", "DIR").replace("{tmp}", "TMP")
+        return exp.command_line(self.kernel)
 
     def gate(self, exp: Experiment) -> str:
         """Why the experiment is not run now ('' when it runs)."""

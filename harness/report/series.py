@@ -65,11 +65,16 @@ class Experiment:
     output: str | None = None
     needs: list[str] = field(default_factory=list)
 
-    def command_line(self) -> str:
-        """The command a reviewer would type (steps joined with ``&&``)."""
+    def command_line(self, kernel: str | None = None) -> str:
+        """The command a reviewer would type (steps joined with ``&&``); with ``kernel``,
+        placeholders filled for display (``{dir}`` -> DIR, ``{tmp}`` -> TMP)."""
         if self.pytest:
             return "python -m pytest " + " ".join(self.pytest)
-        return " && ".join(" ".join(_shell_word(w) for w in s) for s in self.steps)
+        line = " && ".join(" ".join(_shell_word(w) for w in s) for s in self.steps)
+        if kernel is not None:
+            line = line.replace("{kernel}", kernel).replace("{dir}", "DIR")
+            line = line.replace("{tmp}", "TMP")
+        return line
 
 
 def _shell_word(w: str) -> str:
@@ -175,8 +180,8 @@ def load_series(name: str, patches: Path = PATCHES) -> Series:
         raise SeriesError(f"no series {name!r} in {patches} (have: {have})")
     try:
         doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SeriesError(f"{path}: not YAML: {e}") from None
+    except yaml.YAMLError as err:
+        raise SeriesError(f"{path}: not YAML: {err}") from None
     if not isinstance(doc, dict):
         raise SeriesError(f"{path}: not a mapping")
     w = f"{name}/series.yaml"
@@ -343,7 +348,8 @@ def _parse_defs(path: Path) -> dict[str, tuple[int, str]]:
 
 
 def first_paragraph(doc: str) -> str:
-    return " ".join(doc.strip().split("\n\n")[0].split())
+    """The docstring's first paragraph on one line, reST ``code`` as Markdown `code`."""
+    return " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "`")
 
 
 def resolve_function(series: Series, ref: str) -> FunctionRef:

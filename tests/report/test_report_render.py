@@ -72,7 +72,7 @@ def resolve(path: str, out: Path) -> Path:
 
 
 def test_every_series_renders(out: Path) -> None:
-    assert len(SERIES) == 6
+    assert len(SERIES) >= 6
     for name in SERIES:
         md = (out / f"{name}.md").read_text()
         page = (out / f"{name}.html").read_text()
@@ -190,7 +190,9 @@ def test_html_is_self_contained_with_decodable_plots(out: Path) -> None:
         assert all(s.startswith("data:image/png;base64,") for s in srcs)
         assert "<link" not in page and "http://" not in page and "https://" not in page
         pngs = sorted(p.name for p in (out / name / "plots").glob("*.png"))
-        assert len(srcs) == len(pngs) > 0, name
+        assert len(srcs) == len(pngs), name
+        if (DATA / name).exists():  # recorded results: numbers to plot
+            assert pngs, name
         for s in srcs:
             raw = base64.b64decode(s.split(",", 1)[1])
             assert raw[:8] == b"\x89PNG\r\n\x1a\n"
