@@ -292,5 +292,9 @@ def describe(spec: Any) -> str:
     """The spec as one line for the report."""
     if isinstance(spec, str):
         return spec
-    parts = [f"{k}: {v}" for k, v in spec.items() if k != "extract"]
+    parts = []
+    for k, v in spec.items():
+        if k == "extract":
+            continue
+        parts.append(f"{k}: {describe(v) if isinstance(v, Mapping) else v}")
     return f"{spec.get('extract', 'path')}({', '.join(parts)})"
