@@ -51,6 +51,14 @@ vm-test: deps
 bench: deps
 	$(BIN)/python benchmarks/run_all.py
 
+# per-series reviewer reports (issue 12): results/reports/SERIES.md and .html, index.html.
+# Runs the fast and slow experiments (the ext4 seed-scale study takes ~5 min); VM ones only
+# with REPORT_ARGS="--run-slow --run-vm"; reuse earlier results with --from DIR.
+.PHONY: report
+REPORT_ARGS ?= --run-slow
+report: deps
+	$(BIN)/fsoracle report all --out results/reports $(REPORT_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -26,6 +26,7 @@ FAMILIES = [
     "harness.cmd_stress",
     "harness.cmd_vm",
     "harness.cmd_bench",
+    "harness.cmd_report",
 ]
 
 Command = Callable[[argparse.Namespace], int]
