@@ -88,6 +88,21 @@ def cmd_cow_cost(args: argparse.Namespace) -> int:
             "pairs": sum(hist.values()),
             "cowed_histogram": dict(sorted(hist.items())),
         }
+    if args.measure:
+        from harness.cowmeasure import measure
+        from vm.errors import VMError
+
+        try:
+            got = measure(
+                args.kernel, size=cfg.size, fill=cfg.fill, nodesize=cfg.nodesize, straddle=True
+            )
+        except VMError as e:
+            raise UserError(f"the kernel measurement failed: {e}") from None
+        out["measured"] = {
+            g.layout: {k: v for k, v in dataclasses.asdict(g).items() if k != "trace_lines"}
+            for g in got
+        }
+        out["measured_kernel"] = args.kernel
     if args.json:
         print(dumps(out, pretty=True))
         return 0
@@ -102,6 +117,14 @@ def cmd_cow_cost(args: argparse.Namespace) -> int:
     for layout, r in out["layouts"].items():
         h = ", ".join(f"{k}: {v}" for k, v in r["cowed_histogram"].items())
         print(f"| {layout} | {r['tree_height']} | {h} | {seeds.get(layout, '-')} |")
+    for layout, g in out.get("measured", {}).items():
+        print(
+            f"\nmeasured on {args.kernel}, {layout}: block groups {g['block_groups']} (files"
+            f" {g['files'][0]}, {g['files'][1]} deleted in one transaction): {g['measured_cowed']}"
+            f" blocks on the two items' paths COWed (model on the same tree:"
+            f" {g['model_cowed']}); {g['other_cows']} other blocks of the tree COWed"
+            " by the rest of the transaction"
+        )
     print(
         "\nThe seed's 5 assumes the two leaves hang from different level-1 nodes. A level-1"
         " node holds up to 121 (4 KiB) or 493 (16 KiB) leaf pointers and a 1 GiB block"
@@ -158,6 +181,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cc.add_argument("--fill", default="120G")
     cc.add_argument("--nodesize", default="4K")
     cc.add_argument("--json", action="store_true")
+    cc.add_argument(
+        "--measure",
+        action="store_true",
+        help="also measure with the btrfs_cow_block tracepoint in a VM",
+    )
+    cc.add_argument("--kernel", default="debian:6.12")
     cc.set_defaults(func=cmd_cow_cost)
     ct = s.add_parser("contention", help="lock waits on global roots (simulation)")
     ct.add_argument("--threads", type=int, default=16)

@@ -15,71 +15,21 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from harness.dumptree_text import parse_dump_tree
 from model.blocksource import FileSource
 from model.btrfs.mount import predict_mount
 from model.btrfs.reader import BtrfsImage
 from tests.btrfs.images import loop_mounted
 from tests.tools import require_root, require_tool, run
 
-# key type names dump-tree prints in the extent and block group trees (btrfs_tree.h)
-TYPES = {
-    "EXTENT_ITEM": 168,
-    "METADATA_ITEM": 169,
-    "EXTENT_OWNER_REF": 172,
-    "TREE_BLOCK_REF": 176,
-    "EXTENT_DATA_REF": 178,
-    "SHARED_BLOCK_REF": 182,
-    "SHARED_DATA_REF": 184,
-    "BLOCK_GROUP_ITEM": 192,
-    "UNKNOWN.193": 193,
-}
-
-
-@dataclass
-class Blk:
-    addr: int
-    level: int
-    keys: list[tuple[int, int, int]] = field(default_factory=list)
-    children: list[int] = field(default_factory=list)
-
 
 def count_chunks(dump_tree_chunk_tree: str) -> int:
     """CHUNK_ITEMs in `dump-tree -t 3` output (item lines only, not node key lines)."""
     return len(re.findall(r"\titem \d+ key \(FIRST_CHUNK_TREE CHUNK_ITEM", dump_tree_chunk_tree))
-
-
-def parse_key(s: str) -> tuple[int, int, int]:
-    o, t, off = s.split()
-    return int(o), TYPES[t] if t in TYPES else int(t.split(".")[-1]), int(off)
-
-
-def parse_dump_tree(text: str) -> tuple[int, dict[int, Blk]]:
-    blocks: dict[int, Blk] = {}
-    root = None
-    cur = None
-    for line in text.splitlines():
-        m = re.match(r"^(node|leaf) (\d+) (?:level (\d+) )?items", line)
-        if m:
-            addr = int(m.group(2))
-            cur = Blk(addr, int(m.group(3) or 0))
-            blocks[addr] = cur
-            root = addr if root is None else root
-            continue
-        m = re.match(r"^\tkey \((.*)\) block (\d+) gen", line)
-        if m and cur is not None:
-            cur.keys.append(parse_key(m.group(1)))
-            cur.children.append(int(m.group(2)))
-            continue
-        m = re.match(r"^\titem \d+ key \((.*)\) itemoff", line)
-        if m and cur is not None:
-            cur.keys.append(parse_key(m.group(1)))
-    assert root is not None
-    return root, blocks
 
 
 def reference_count(text: str) -> tuple[int, int]:

@@ -1,0 +1,24 @@
+"""The extent-tree-v2 post's COW claim on a real kernel (issue 11): blocks the kernel COWs
+(``btrfs_cow_block`` tracepoint) on the paths to two adjacent block group items, against
+the model's COW search over the same tree (dumped by the guest's btrfs-progs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.cowmeasure import measure
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(1200)
+def test_cow_of_two_adjacent_block_groups(vm_tools: None, kernel_spec: str) -> None:
+    got = {g.layout: g for g in measure(kernel_spec, straddle=True)}
+    assert set(got) == {"extent-tree", "extent-tree-straddling", "bg-tree"}
+    for g in got.values():
+        assert g.all_path_blocks_cowed, g.layout  # the update searches with cow=1
+        assert g.measured_cowed == g.model_cowed, g.layout
+    et, st, bgt = got["extent-tree"], got["extent-tree-straddling"], got["bg-tree"]
+    assert et.tree_height == st.tree_height == 3 and bgt.tree_height == 2
+    # arithmetic of the paths: shared root and parent (4), different parents (5, the
+    # seed's case), one leaf of a two-level block group tree (2, the seed's other case)
+    assert (et.measured_cowed, st.measured_cowed, bgt.measured_cowed) == (4, 5, 2)
