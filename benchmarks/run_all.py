@@ -19,6 +19,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("btrfs dump vs dump-tree (128 GiB image)", [str(HERE / "btrfs_dump.py")]),
     ("btrfs mkfs vs host kernel (1 TiB, 4 KiB nodes)", [str(HERE / "mkfs.py")]),
     ("ext4 allocators at the free-space tree RFC's scale", [str(HERE / "ext4_alloc_sim.py")]),
+    ("differential examples per VM-minute (TCG, 10 ops each)", [str(HERE / "differential.py")]),
 ]
 
 

@@ -58,8 +58,17 @@ class VmTarget:
     log_dir: Path | None = None
 
     def validate(self) -> None:
+        """Fail before any image is made or machine booted."""
+        from vm.kernels import schemes
+
         if self.device not in DEVICES:
             raise UserError(f"--device {self.device!r}: one of {', '.join(DEVICES)}")
+        scheme, sep, _rest = self.kernel.partition(":")
+        if not sep or scheme not in schemes():
+            raise UserError(
+                f"--kernel {self.kernel!r}: use {', '.join(s + ':...' for s in schemes())}"
+                " (e.g. debian:6.12, debian:6.1)"
+            )
 
 
 def vm_errors() -> tuple[type[BaseException], ...]:
