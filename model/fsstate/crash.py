@@ -161,6 +161,11 @@ class FileHistory:
             return {at_sync} | later
         return {block_hash(v[:length]) for v in self.allowed_versions(b)}
 
+    def last_change(self) -> int:
+        """The op index of the last change of contents or size."""
+        ops = [op for hist in self.blocks.values() for op, _h, _d in hist]
+        return max([*ops, *(op for op, _s in self.sizes)])
+
     def allowed_sizes(self) -> set[int]:
         at_sync = 0
         later: set[int] = set()
@@ -571,6 +576,7 @@ def check_crash(
                     "garbage",
                     path,
                     f"a {typ} where the history had " + (" or ".join(was) if was else "nothing"),
+                    _named_by(model, path),
                 )
             )
             continue
@@ -579,7 +585,10 @@ def check_crash(
             if r.get("target") not in targets:
                 res.findings.append(
                     CrashFinding(
-                        "garbage", path, f"symlink target {r.get('target')!r} never stored there"
+                        "garbage",
+                        path,
+                        f"symlink target {r.get('target')!r} never stored there",
+                        _named_by(model, path),
                     )
                 )
         elif typ == "file":
@@ -588,10 +597,18 @@ def check_crash(
             def reader(b: int, path: str = path) -> bytes | None:
                 return read_block(path, b) if read_block is not None else None
 
-            why = [explain_file(model.history(n), r, reader) for n in cands if isinstance(n, File)]
+            files = [n for n in cands if isinstance(n, File)]
+            why = [explain_file(model.history(n), r, reader) for n in files]
             if all(w is not None for w in why):
-                res.findings.append(CrashFinding("garbage", path, str(why[0])))
+                last = model.history(files[0]).last_change()
+                res.findings.append(CrashFinding("garbage", path, str(why[0]), model.op_ref(last)))
     return res
+
+
+def _named_by(model: HistoryModel, path: str) -> str:
+    """The last op that named ``path`` or an ancestor, or "" if none did."""
+    ref = model.blame(path, "exists")
+    return "" if ref == "(setup)" else ref
 
 
 def first_bad_block(want: bytes, got: list[str]) -> int | None:

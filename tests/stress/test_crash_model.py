@@ -121,7 +121,7 @@ def test_fsynced_file_must_be_exact() -> None:
     assert findings(m, [frec("f", bytes(bad))]) == [
         "fsync: f: holds 5000 bytes, the sync point had 5000; first differing block 1 (p0#2 fsync)",
         "garbage: f: block 1 (offset 4096) is no version the file had there since its last"
-        " sync point (bytes not read)",
+        " sync point (bytes not read) (p0#1 write)",
     ]
     # older than the sync: the empty file it was before the write
     assert findings(m, [frec("f", b"")])[0].startswith("fsync: f: holds 0 bytes")
@@ -147,7 +147,7 @@ def test_changes_after_fsync_lift_rule_1_but_not_older_than_the_sync() -> None:
     # a block of zeros is older than the sync: garbage
     assert findings(m, [frec("f", a[:4096] + bytes(4096))]) == [
         "garbage: f: block 1 (offset 4096) is no version the file had there since its last"
-        " sync point (bytes not read)"
+        " sync point (bytes not read) (p0#4 write)"
     ]
 
 
@@ -157,7 +157,8 @@ def test_fdatasync_makes_contents_durable_but_no_name() -> None:
     res = check_crash(m, [])
     assert res.ok and res.strict_checked == 0  # the file may be missing
     assert findings(m, [frec("f", b"")]) == [
-        "garbage: f: size 0: outside the sizes the file had since its last sync point (100..100)"
+        "garbage: f: size 0: outside the sizes the file had since its last sync point"
+        " (100..100) (p0#1 write)"
     ]
 
 
@@ -285,7 +286,7 @@ def test_size_between_smallest_and_largest_allowed() -> None:
     assert check_crash(m, [frec("f", bytes(final[:39922]))]).ok
     assert findings(m, [frec("f", w(1, 9999))]) == [
         "garbage: f: size 9999: outside the sizes the file had since its last sync point"
-        " (10000..51981)"
+        " (10000..51981) (p0#3 write)"
     ]
 
 
@@ -327,7 +328,7 @@ def test_byte_level_judgement_with_the_image_bytes() -> None:
     blocks = {("f", 0): bytes(junk)}
     assert findings(m, [frec("f", bytes(junk))], read_block=lambda p, i: blocks.get((p, i))) == [
         f"garbage: f: byte 200 (block 0) is {junk[200]:#04x}, a value it never had there since"
-        " the file's last sync point"
+        " the file's last sync point (p0#2 write)"
     ]
 
 
@@ -345,9 +346,11 @@ def test_namespace_garbage_and_symlink_targets() -> None:
     ok = [drec("d"), {"path": "l", "mode": LNK, "size": 1, "target": "d"}]
     assert check_crash(m, ok).ok  # the first symlink may come back
     assert findings(m, [{"path": "l", "mode": LNK, "size": 1, "target": "q"}]) == [
-        "garbage: l: symlink target 'q' never stored there"
+        "garbage: l: symlink target 'q' never stored there (p0#3 symlink)"
     ]
-    assert findings(m, [frec("d", b"")]) == ["garbage: d: a file where the history had dir"]
+    assert findings(m, [frec("d", b"")]) == [
+        "garbage: d: a file where the history had dir (p0#0 mkdir)"
+    ]
     assert findings(m, [drec("z")]) == ["garbage: z: a dir where the history had nothing"]
 
 
