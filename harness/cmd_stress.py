@@ -165,8 +165,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def cmd_replay_crash(args: argparse.Namespace) -> int:
+    """``replay LOG --target vm --crash-at K``: the log's ops in a guest, power cut at K."""
+    import time
+
+    from harness.workload.hostmount import FsSpec
+    from harness.workload.replay import load_log
+    from harness.workload.vmcrash import CrashJob, crash_point, run_vm_crashes
+
+    if args.target != "vm":
+        raise UserError("--crash-at needs --target vm (the host kernel is not ours to crash)")
+    target = _vm_target(args)
+    path = Path(args.log)
+    log = load_log(path)
+    fs = args.fs or log.header.get("fs")
+    if fs not in ("btrfs", "ext4"):
+        raise UserError(f"{path}: no fs= in the header: give --fs btrfs|ext4")
+    n = len(log.ops)
+    if args.crash_at == "random":
+        k = crash_point(0, 1, n - 1)
+        how = f"random: op line {k}"
+    else:
+        try:
+            k = int(args.crash_at)
+        except ValueError:
+            raise UserError(
+                f"--crash-at {args.crash_at!r}: an op line number or 'random'"
+            ) from None
+        if not 1 <= k <= n:
+            raise UserError(f"--crash-at {k}: the log has op lines 1..{n}")
+        how = f"op line {k}"
+    spec = FsSpec(fs=fs, maker=args.mkfs, layout=args.layout or "extent-tree")
+    spec.validate()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("results/stress") / f"{stamp}-crash-{path.stem}"
+    job = CrashJob(spec, out, 0, n, len(log.by_proc()), k, how, replay=path)
+    (rep,) = _vm_call(run_vm_crashes, target, [job])
+    print("\n".join(rep.lines()))
+    print(f"log, walk and report: {out}")
+    return 0 if rep.ok else 1
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from harness.workload.replay import replay
+
+    if args.crash_at:
+        return cmd_replay_crash(args)
 
     spec = None
     if args.target in ("host-mount", "vm") and (args.layout or args.mkfs != "mkfs"):
@@ -280,6 +324,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--fault", help="faults planted in the model, comma-separated")
     r.add_argument("--walk", help="with --target model: the run's walk records")
     r.add_argument("--out", help="keep the replay's image directory here")
+    r.add_argument("--crash-at", help="with --target vm: cut the power at op line K (or random)")
     _vm_options(r)
     r.set_defaults(func=cmd_replay)
 

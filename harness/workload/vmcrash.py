@@ -92,6 +92,7 @@ class CrashJob:
     crash_at: int
     how: str  # "op K" or "random: op K"
     keep_image: bool = False
+    replay: Path | None = None  # run this op log again (driver.py replay) instead of a seed
 
 
 @dataclass
@@ -121,6 +122,7 @@ class CrashReport:
     kernel_faults: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     paths: int = 0
+    replayed_from: str = ""
 
     @property
     def ok(self) -> bool:
@@ -153,10 +155,13 @@ class CrashReport:
             d = self.model.differences
             out.append(f"logged results vs model: {len(d)} difference(s) over {self.model.ops} ops")
             out += [f"  {x}" for x in d[:limit]]
-        out.append(
-            f"op sequences regenerated from the seed: {self.sequences_checked} ops agree,"
-            f" {len(self.sequence_differences)} difference(s)"
-        )
+        if self.replayed_from:
+            out.append(f"ops replayed from {self.replayed_from}")
+        else:
+            out.append(
+                f"op sequences regenerated from the seed: {self.sequences_checked} ops agree,"
+                f" {len(self.sequence_differences)} difference(s)"
+            )
         out += [f"  {x}" for x in self.sequence_differences[:limit]]
         out += [f"  not modelled: {x}" for x in self.unmodeled[:limit]]
         if self.crash is not None:
@@ -280,21 +285,32 @@ def crash_boot(target: VmTarget, job: CrashJob) -> CrashReport:
             if time.monotonic() > deadline:
                 raise UserError(f"the guest's {GUEST_PORT} does not reach {port}")
             time.sleep(0.05)
-        run = gfs.driver(
-            "run",
-            "-d",
-            f"{g.mnt}/{RUN_DIR}",
-            "-n",
-            str(job.ops),
-            "-p",
-            str(job.procs),
-            "-s",
-            str(job.seed),
-            "--fs",
-            job.spec.fs,
-            "--log",
-            "-",
-        )
+        if job.replay is not None:
+            header = parse_log(job.replay.read_text()).header
+            m.put_file(job.replay.read_bytes(), "/tmp/in.log")
+            if header.get("root") == "subvol":
+                mk = (
+                    "import sys, os; sys.path.insert(0, '/root'); import driver; os.umask(0); "
+                    f"driver.Executor({g.mnt!r}).op_subvol_create({{'path': {RUN_DIR!r}}})"
+                )
+                gfs.run(shlex.join(["python3", "-c", mk]))
+            run = gfs.driver("replay", "/tmp/in.log", "-d", f"{g.mnt}/{RUN_DIR}", "--log", "-")
+        else:
+            run = gfs.driver(
+                "run",
+                "-d",
+                f"{g.mnt}/{RUN_DIR}",
+                "-n",
+                str(job.ops),
+                "-p",
+                str(job.procs),
+                "-s",
+                str(job.seed),
+                "--fs",
+                job.spec.fs,
+                "--log",
+                "-",
+            )
         script = (
             f"exec 3>{GUEST_PORT}; stty -F {GUEST_PORT} raw -echo 2>/dev/null; "
             f'{run} >&3 2>/tmp/driver.err; echo "# driver-exit=$?" >&3'
@@ -365,18 +381,36 @@ def analyse_crash(job: CrashJob, rep: CrashReport) -> CrashReport:
     except LogError as e:
         raise UserError(f"{job.out / 'ops.log'}: {e}") from None
     rep.ops_logged = len(log.ops)
-    rep.model = check_log(job.spec.fs, log.ops, None)
-    regen = regenerate(log, next_op=True)
-    rep.sequences_checked, rep.sequence_differences = regen.checked, regen.differences
+    subvol_root = log.header.get("root") == "subvol"
+    proc_dirs = log.header.get("mode", "stress") in ("stress", "fsx")
+    rep.model = check_log(
+        job.spec.fs, log.ops, None, root_is_subvol=subvol_root, proc_dirs=proc_dirs
+    )
+    if job.replay is not None:
+        # replayed in (proc, seq) order by one process: the next op of the input may run
+        done = {(o.proc, o.seq) for o in log.ops}
+        todo = [o for o in parse_log(job.replay.read_text()).ops if (o.proc, o.seq) not in done]
+        next_ops = todo[:1]
+        rep.replayed_from = str(job.replay)
+    else:
+        regen = regenerate(log, next_op=True)
+        rep.sequences_checked, rep.sequence_differences = regen.checked, regen.differences
+        next_ops = regen.next_ops
     if not rep.driver_finished:
         rep.inflight = [
-            f"{op.ref} {' '.join(f'{k}={v}' for k, v in op.args.items())}" for op in regen.next_ops
+            f"{op.ref} {' '.join(f'{k}={v}' for k, v in op.args.items())}" for op in next_ops
         ]
     walk_path = job.out / "walk.jsonl"
     if not rep.mount_error and walk_path.exists():
         walk = read_walk(walk_path)
         rep.paths = len(walk)
-        model, skip = crash_model(job.spec.fs, log, [] if rep.driver_finished else regen.next_ops)
+        model, skip = crash_model(
+            job.spec.fs,
+            log,
+            [] if rep.driver_finished else next_ops,
+            root_is_subvol=subvol_root,
+            proc_dirs=proc_dirs,
+        )
         rep.unmodeled = skip
         with ImageBlocks(job.out / "fs.img", job.out / "mnt") as blocks:
             rep.crash = check_crash(
@@ -437,10 +471,17 @@ class ImageBlocks:
             self._cm = None
 
 
-def crash_model(fs: str, log: OpLog, inflight: list[Op]) -> tuple[HistoryModel, list[str]]:
+def crash_model(
+    fs: str,
+    log: OpLog,
+    inflight: list[Op],
+    *,
+    root_is_subvol: bool = False,
+    proc_dirs: bool = True,
+) -> tuple[HistoryModel, list[str]]:
     """The history model over the logged ops and each process's in-flight op; processes
     the model cannot follow are returned as ``pN: why`` (their trees are not judged)."""
-    model = HistoryModel(fs, proc_dirs=True)
+    model = HistoryModel(fs, root_is_subvol=root_is_subvol, proc_dirs=proc_dirs)
     by_proc = {p: [(op, False) for op in ops] for p, ops in log.by_proc().items()}
     for op in inflight:
         by_proc.setdefault(op.proc, []).append((op, True))

@@ -19,17 +19,18 @@ from vmtesting import require_root, require_tools
 from harness.cli import main
 from harness.workload.differential import DifferentialRunner, search
 from harness.workload.hostmount import FsSpec
-from harness.workload.vmcrash import crash_jobs, run_vm_crashes
+from harness.workload.vmcrash import CrashJob, crash_jobs, run_vm_crashes
 from harness.workload.vmstress import StressJob, VmTarget, replay_args, run_vm_stress, vm_sessions
 from model.fsstate.crash import check_crash
 from model.fsstate.faults import Faults
-from model.fsstate.oplog import parse_log
+from model.fsstate.oplog import parse_log, write_data
 
 SPECS = [
     FsSpec("btrfs", "mkfs", "extent-tree"),
     FsSpec("btrfs", "writer", "bg-tree"),
     FsSpec("ext4"),
 ]
+STALE = Path(__file__).parent / "test_data" / "btrfs-stale-tail-after-expanding-truncate.log"
 PLANTED = [("btrfs", "truncate_extra_byte", "truncate"), ("ext4", "rename_no_replace", "rename")]
 
 
@@ -100,7 +101,9 @@ def test_vm_stress_run_and_a_crash_run(
 ) -> None:
     """``fsoracle stress --target vm`` (ext4 on NVMe, small) agrees with the model and the
     checkers; one crash run on btrfs, cut at op line 500 of 802, recovers clean with every
-    fsync'd file exact, and the same check flags a synced file whose contents changed."""
+    fsync'd file exact, and the same check flags a synced file whose contents changed.
+    Sharing the remount boot: the saved reproducer of the stale tail the random crash runs
+    found on btrfs (test_data/btrfs-stale-tail-after-expanding-truncate.log)."""
     out = tmp_path / "run"
     p = fsoracle(
         "stress",
@@ -128,11 +131,21 @@ def test_vm_stress_run_and_a_crash_run(
     assert "nvme" in rep["kernel"] and rep["model_differences"] == []
 
     jobs = crash_jobs(FsSpec("btrfs"), tmp_path / "crash", seed=3, ops=400, procs=2, crash_at="500")
-    (crep,) = run_vm_crashes(target(kernel_spec, tmp_path), jobs)
+    stale = CrashJob(FsSpec("btrfs"), tmp_path / "stale", 0, 9, 1, 9, "op line 9", replay=STALE)
+    crep, srep = run_vm_crashes(target(kernel_spec, tmp_path), [*jobs, stale])
     assert crep.ok, "\n".join(crep.lines())
     assert 500 <= crep.lines_at_kill <= crep.ops_logged < 802 and not crep.driver_finished
     assert crep.crash is not None and crep.crash.strict_checked > 0
     assert crep.replay_messages and not crep.mount_error
+
+    # the stock kernels bring back the old bytes of the block past the old end of file
+    assert srep.model is not None and srep.model.ok and srep.crash is not None
+    assert all(c.ok for c in srep.checkers)
+    if kernel_spec in ("debian:6.12", "debian:6.1"):
+        assert [str(f) for f in srep.crash.findings] == [
+            f"garbage: p0/f: byte 16583 (block 4) is {write_data(1, 20480)[16583]:#04x}, a value"
+            " it never had there since the file's last sync point (p0#6 truncate)"
+        ]
 
     # the same judgement flags a synced file that lost a byte
     from harness.workload.sequences import regenerate
