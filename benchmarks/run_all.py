@@ -23,6 +23,7 @@ BENCHES: list[tuple[str, list[str]]] = [
         "btrfs mount timing in a VM, 256 GiB, three layouts (fsoracle bench mount)",
         ["-m", "harness.cli", "bench", "mount", "--preset", "default"],
     ),
+    ("differential examples per VM-minute (TCG, 10 ops each)", [str(HERE / "differential.py")]),
 ]
 
 

@@ -2,12 +2,20 @@
 
     fsoracle stress [--target host-mount|vm] [--fs btrfs|ext4] [--layout extent-tree|bg-tree]
                     [--mkfs mkfs|writer] [--seed S] [--ops N] [--procs P] [--out DIR]
+                    [--kernel SPEC] [--device virtio|nvme] [--crash-at K|random [--runs N]]
     fsoracle stress replay LOG [--target host-mount|model|vm] [--fs ...] [--fault NAME,...]
     fsoracle stress fsx [--target host-mount] [--fs ...] [--seed S] [--ops N] [--out DIR]
-    fsoracle stress differential [--fs ...] [--examples N] [--seed S] [--fault NAME,...]
+    fsoracle stress differential [--target host-mount|vm] [--fs ...] [--examples N] [--seed S]
+                    [--fault NAME,...]
+
+``--target vm`` makes the image on the host, boots ``--kernel`` (default debian:6.12) with
+it as a disk, runs the workload in the guest and checks everything on the host after the
+guest is gone. ``--crash-at K`` cuts the guest's power (QMP quit, no sync) when the K-th op
+line arrives (``random``: a line drawn from the seed; ``--runs N``: N runs, seeds S..S+N-1),
+mounts the image again in a second boot (log replay) and judges what survived.
 
 Exit 0 when the kernel, the model, the checkers and the outside view agree; 1 on any
-difference; 2 for a usage or environment error (``--target vm`` until vm/ lands).
+difference; 2 for a usage or environment error.
 """
 
 from __future__ import annotations
@@ -41,19 +49,102 @@ def _faults(text: str | None):  # type: ignore[no-untyped-def]
         raise UserError(str(e)) from None
 
 
-def _need_host_target(target: str) -> None:
+def _need_host_target(target: str, what: str = "this command") -> None:
     if target == "vm":
-        raise UserError(
-            "--target vm is not available yet: the VM half of issue 6 (vm/) has not landed;"
-            " use --target host-mount"
-        )
+        raise UserError(f"--target vm: not available for {what}; use --target host-mount")
     if target != "host-mount":
         raise UserError(f"--target {target!r}: one of {', '.join(TARGETS)}")
+
+
+def _vm_target(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from harness.workload.vmstress import VmTarget
+
+    kw = {"device": args.device, "mem": args.mem, "timeout": args.vm_timeout}
+    if args.kernel:
+        kw["kernel"] = args.kernel
+    t = VmTarget(**kw)
+    t.validate()
+    return t
+
+
+def _vm_call(fn, *a, **kw):  # type: ignore[no-untyped-def]
+    """Run a VM experiment; the VM's own user errors become ours (one line, exit 2)."""
+    from vm.errors import VMUserError
+
+    try:
+        return fn(*a, **kw)
+    except VMUserError as e:
+        raise UserError(str(e)) from None
+
+
+def _results_dir(args: argparse.Namespace, kind: str) -> Path:
+    if args.out:
+        return Path(args.out)
+    import time
+
+    layout = "" if args.fs == "ext4" else f"-{args.layout}-{args.mkfs}"
+    kernel = (args.kernel or "debian:6.12").replace(":", "-")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("results/stress") / f"{stamp}-{kind}-{kernel}-{args.fs}{layout}-seed{args.seed}"
+
+
+def cmd_run_vm(args: argparse.Namespace) -> int:
+    target = _vm_target(args)
+    spec = _spec(args)
+    out = _results_dir(args, "vm-crash" if args.crash_at else "vm")
+    if args.crash_at:
+        from harness.workload.vmcrash import crash_jobs, run_vm_crashes, summary_lines
+
+        jobs = crash_jobs(
+            spec,
+            out,
+            seed=args.seed,
+            ops=args.ops,
+            procs=args.procs,
+            crash_at=args.crash_at,
+            runs=args.runs,
+            keep_image=args.keep_image,
+        )
+        reps = _vm_call(run_vm_crashes, target, jobs)
+        if args.json:
+            sys.stdout.write(json.dumps([r.to_json() for r in reps], indent=1) + "\n")
+        else:
+            for r in reps:
+                print("\n".join(r.lines()))
+                print()
+            if len(reps) > 1:
+                text = "\n".join(summary_lines(reps))
+                print(text)
+                (out / "summary.md").write_text(text + "\n")
+            print(f"logs, walks and reports: {out}")
+        return 0 if all(r.ok for r in reps) else 1
+    from harness.workload.vmstress import StressJob, run_vm_stress
+
+    reps = _vm_call(
+        run_vm_stress,
+        target,
+        [StressJob(spec, out)],
+        seed=args.seed,
+        ops=args.ops,
+        procs=args.procs,
+        keep_image=args.keep_image,
+    )
+    rep = reps[0]
+    if args.json:
+        sys.stdout.write(json.dumps(rep.to_json(), indent=1) + "\n")
+    else:
+        print("\n".join(rep.lines()))
+        print(f"log, walk and report: {out}")
+    return 0 if rep.ok else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.workload.stress import StressConfig, run_host_stress
 
+    if args.target == "vm":
+        return cmd_run_vm(args)
+    if args.crash_at:
+        raise UserError("--crash-at needs --target vm (the host kernel is not ours to crash)")
     _need_host_target(args.target)
     spec = _spec(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fsoracle-stress-"))
@@ -74,17 +165,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
+def cmd_replay_crash(args: argparse.Namespace) -> int:
+    """``replay LOG --target vm --crash-at K``: the log's ops in a guest, power cut at K."""
+    import time
+
+    from harness.workload.hostmount import FsSpec
+    from harness.workload.replay import load_log
+    from harness.workload.vmcrash import CrashJob, crash_point, run_vm_crashes
+
+    if args.target != "vm":
+        raise UserError("--crash-at needs --target vm (the host kernel is not ours to crash)")
+    target = _vm_target(args)
+    path = Path(args.log)
+    log = load_log(path)
+    fs = args.fs or log.header.get("fs")
+    if fs not in ("btrfs", "ext4"):
+        raise UserError(f"{path}: no fs= in the header: give --fs btrfs|ext4")
+    n = len(log.ops)
+    if args.crash_at == "random":
+        k = crash_point(0, 1, n - 1)
+        how = f"random: op line {k}"
+    else:
+        try:
+            k = int(args.crash_at)
+        except ValueError:
+            raise UserError(
+                f"--crash-at {args.crash_at!r}: an op line number or 'random'"
+            ) from None
+        if not 1 <= k <= n:
+            raise UserError(f"--crash-at {k}: the log has op lines 1..{n}")
+        how = f"op line {k}"
+    spec = FsSpec(fs=fs, maker=args.mkfs, layout=args.layout or "extent-tree")
+    spec.validate()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("results/stress") / f"{stamp}-crash-{path.stem}"
+    job = CrashJob(spec, out, 0, n, len(log.by_proc()), k, how, replay=path)
+    (rep,) = _vm_call(run_vm_crashes, target, [job])
+    print("\n".join(rep.lines()))
+    print(f"log, walk and report: {out}")
+    return 0 if rep.ok else 1
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from harness.workload.replay import replay
 
-    if args.target == "vm":
-        _need_host_target("vm")
+    if args.crash_at:
+        return cmd_replay_crash(args)
+
     spec = None
-    if args.target == "host-mount" and (args.layout or args.mkfs != "mkfs"):
+    if args.target in ("host-mount", "vm") and (args.layout or args.mkfs != "mkfs"):
         from harness.workload.hostmount import FsSpec
 
         spec = FsSpec(fs=args.fs or "btrfs", maker=args.mkfs, layout=args.layout or "extent-tree")
-    out = replay(
+    out = _vm_call(
+        replay,
         Path(args.log),
         target=args.target,
         fs=args.fs,
@@ -92,6 +226,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         walk_path=Path(args.walk) if args.walk else None,
         spec=spec,
         out=Path(args.out) if args.out else None,
+        vm=_vm_target(args) if args.target == "vm" else None,
     )
     print("\n".join(out.lines()))
     return 0 if out.ok else 1
@@ -100,7 +235,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_fsx(args: argparse.Namespace) -> int:
     from harness.workload.fsx import run_host_fsx
 
-    _need_host_target(args.target)
+    _need_host_target(args.target, "fsx")
     spec = _spec(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fsoracle-fsx-"))
     rep = run_host_fsx(spec, out, seed=args.seed, ops=args.ops)
@@ -111,8 +246,24 @@ def cmd_fsx(args: argparse.Namespace) -> int:
 def cmd_differential(args: argparse.Namespace) -> int:
     from harness.workload.differential import run_host_differential
 
-    _need_host_target(args.target)
     spec = _spec(args)
+    if args.target == "vm":
+        from harness.workload.vmstress import run_vm_differential
+
+        outcome = _vm_call(
+            run_vm_differential,
+            _vm_target(args),
+            spec,
+            examples=args.examples,
+            seed=args.seed,
+            faults=_faults(args.fault),
+            max_ops=args.max_ops,
+            results=Path(args.results),
+        )
+        print("\n".join(outcome.lines()))
+        ok = outcome.found is None and all(c.ok for c in outcome.checkers)
+        return 0 if ok else 1
+    _need_host_target(args.target)
     outcome = run_host_differential(
         spec,
         examples=args.examples,
@@ -125,14 +276,24 @@ def cmd_differential(args: argparse.Namespace) -> int:
     return 0 if outcome.found is None else 1
 
 
+def _vm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", help="with --target vm: kernel spec (default debian:6.12)")
+    p.add_argument("--device", default="virtio", help="with --target vm: virtio or nvme")
+    p.add_argument("--mem", type=int, default=1536, help="with --target vm: guest MiB")
+    p.add_argument(
+        "--vm-timeout", type=float, default=3600.0, help="bound on each VM's life (seconds)"
+    )
+
+
 def _fs_options(p: argparse.ArgumentParser, *, fs_default: str | None = "btrfs") -> None:
-    p.add_argument("--target", default="host-mount", help="host-mount (now) or vm (pending)")
+    p.add_argument("--target", default="host-mount", help="host-mount or vm")
     p.add_argument("--fs", default=fs_default, choices=("btrfs", "ext4"))
     p.add_argument("--layout", default="extent-tree", help="btrfs: extent-tree or bg-tree")
     p.add_argument(
         "--mkfs", default="mkfs", help="btrfs: mkfs (mkfs.btrfs) or writer (fsoracle btrfs mkfs)"
     )
     p.add_argument("--size", default="2G", help="image size (default 2G, sparse)")
+    _vm_options(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -149,6 +310,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", help="directory for the log, the walk and the report")
     p.add_argument("--keep-image", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--crash-at", help="with --target vm: cut the power at op line K, or 'random'")
+    p.add_argument("--runs", type=int, default=1, help="with --crash-at: runs (seeds S, S+1...)")
     p.set_defaults(func=cmd_run)
     ssub = p.add_subparsers(dest="stress_cmd", metavar="[replay|fsx|differential]")
 
@@ -161,6 +324,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--fault", help="faults planted in the model, comma-separated")
     r.add_argument("--walk", help="with --target model: the run's walk records")
     r.add_argument("--out", help="keep the replay's image directory here")
+    r.add_argument("--crash-at", help="with --target vm: cut the power at op line K (or random)")
+    _vm_options(r)
     r.set_defaults(func=cmd_replay)
 
     f = ssub.add_parser("fsx", help="fsx-style single-file run with every read checked")

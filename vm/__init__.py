@@ -16,6 +16,7 @@ _EXPORTS = {
     "MachineConfig": "vm.machine",
     "BootInfo": "vm.machine",
     "CommandTimeout": "vm.machine",
+    "GuestProcess": "vm.machine",
     "Disk": "vm.disks",
     "GuestDisk": "vm.disks",
     "Throttle": "vm.disks",

@@ -73,6 +73,7 @@ from vm.kernels import DEFAULT_SPEC, Kernel, boot_image, resolve_kernel
 from vm.net import NetnsNetwork, UserNetwork, make_network
 from vm.ssh import (
     ChannelLost,
+    ChannelProcess,
     ChannelTimeout,
     RunResult,
     SSHSession,
@@ -540,6 +541,7 @@ class Machine:
             self._qemu_log = None
         if self._net is not None:
             self._net.close()
+            self._net = None  # teardown may run twice (crash() then the with block's exit)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -632,6 +634,21 @@ class Machine:
         if check:
             result.check()
         return result
+
+    def start_process(self, cmd: str | Sequence[str]) -> GuestProcess:
+        """Start a long-running guest command and return it without waiting: write to its
+        stdin with :meth:`GuestProcess.send`, read its stdout a line at a time with
+        :meth:`GuestProcess.readline` (each read bounded by a timeout). Used for sessions
+        that serve many requests on one boot (``driver.py serve``)."""
+        self._require_running()
+        assert self._ssh is not None
+        line = command_line(cmd)
+        try:
+            chan = ChannelProcess(self._ssh.transport, line)
+        except ChannelLost:
+            self._lost(line)
+            raise AssertionError("unreachable") from None
+        return GuestProcess(self, chan)
 
     def _lost(self, line: str) -> None:
         """The SSH channel died: find out why and raise the matching error."""
@@ -806,6 +823,55 @@ def _float(text: str) -> float | None:
         return float(text.split()[0])
     except (ValueError, IndexError):
         return None
+
+
+class GuestProcess:
+    """A guest command started by :meth:`Machine.start_process`. Errors are the machine's:
+    :class:`CommandTimeout` when a read outlives its timeout but the guest still answers,
+    :class:`GuestTimeout` when the guest stops answering (QEMU is then killed),
+    :class:`GuestFault` / :class:`GuestGone` when QEMU ends under it."""
+
+    def __init__(self, machine: Machine, chan: ChannelProcess) -> None:
+        self.machine = machine
+        self.chan = chan
+        self.cmd = chan.cmd
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.chan.send(data)
+        except ChannelLost:
+            self.machine._lost(self.cmd)
+
+    def readline(self, timeout: float | None = None) -> bytes:
+        """The next line of output (with its newline), or b"" once the command's output
+        has ended."""
+        m = self.machine
+        try:
+            return self.chan.readline(timeout, alive=lambda: m.running)
+        except ChannelTimeout:
+            if m._answers(10.0):
+                raise CommandTimeout(
+                    f"guest command {self.cmd!r} wrote no line within {timeout:.0f} s "
+                    "(the guest still answers)"
+                ) from None
+            m.kill()
+            raise GuestTimeout(
+                f"the guest stopped answering while {self.cmd!r} ran; QEMU killed; "
+                f"console log: {m.console_log}"
+            ) from None
+        except ChannelLost:
+            m._lost(self.cmd)
+            raise AssertionError("unreachable") from None
+
+    @property
+    def stderr(self) -> bytes:
+        return self.chan.stderr
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        """Close its stdin and wait up to ``timeout`` for its exit status (None: none)."""
+        if not self.machine.running:
+            return None
+        return self.chan.close(timeout)
 
 
 class CommandTimeout(VMUserError):

@@ -189,3 +189,83 @@ class SSHSession:
         finally:
             chan.close()
         return status, bytes(out), bytes(err)
+
+
+class ChannelProcess:
+    """A long-running command on one SSH channel: bytes in, lines out (see
+    :meth:`vm.machine.Machine.start_process`, which maps the internal exceptions to the
+    machine's errors)."""
+
+    def __init__(self, transport: paramiko.Transport, cmd: str) -> None:
+        try:
+            chan = transport.open_session(timeout=30)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise ChannelLost(str(e)) from e
+        chan.exec_command(cmd)
+        self.chan = chan
+        self.cmd = cmd
+        self._buf = bytearray()
+        self._err = bytearray()
+        self.eof = False
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.chan.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            raise ChannelLost(str(e)) from e
+
+    def _pump(self, wait: float) -> None:
+        if not self.chan.recv_ready():
+            select.select([self.chan], [], [], wait)
+        while self.chan.recv_stderr_ready():
+            self._err += self.chan.recv_stderr(65536)
+        if self.chan.recv_ready():
+            self._buf += self.chan.recv(65536)
+        elif self.chan.eof_received or self.chan.closed:
+            self.eof = True
+
+    def readline(self, timeout: float | None, alive: Callable[[], bool] = lambda: True) -> bytes:
+        """The next line (with its newline); b"" at end of output. Raises
+        :class:`ChannelTimeout` after ``timeout`` seconds without a whole line and
+        :class:`ChannelLost` if the connection or ``alive()`` goes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[: nl + 1])
+                del self._buf[: nl + 1]
+                return line
+            if self.eof:
+                line = bytes(self._buf)
+                self._buf.clear()
+                return line
+            if not self.chan.get_transport() or not self.chan.get_transport().is_active():
+                raise ChannelLost("the SSH connection closed")
+            if not alive():
+                raise ChannelLost("QEMU exited")
+            if deadline is not None and time.monotonic() > deadline:
+                raise ChannelTimeout()
+            self._pump(0.2)
+
+    @property
+    def stderr(self) -> bytes:
+        while self.chan.recv_stderr_ready():
+            self._err += self.chan.recv_stderr(65536)
+        return bytes(self._err)
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        """End stdin, wait up to ``timeout`` for the exit status (None if none came), and
+        close the channel."""
+        status: int | None = None
+        try:
+            self.chan.shutdown_write()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not self.chan.exit_status_ready():
+                self._pump(0.2)
+            if self.chan.exit_status_ready():
+                status = self.chan.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            self.chan.close()
+        return status

@@ -65,7 +65,7 @@ SUBVOL_OPS = ("subvol_create", "snapshot", "subvol_delete")
 CREATES = {"creat", "mkdir", "symlink", "subvol_create", "snapshot"}
 
 
-def sequences(fs: str, max_ops: int = 12) -> Any:
+def sequences(fs: str, max_ops: int = 12, min_ops: int = 1) -> Any:
     """Op sequences as lists of (name, args).
 
     The strategy runs the (fault-free) model as it draws, so it can aim: data ops mostly at
@@ -105,7 +105,7 @@ def sequences(fs: str, max_ops: int = 12) -> Any:
             """Usually fresh, sometimes an existing name (EEXIST and friends)."""
             return fresh() if draw(st.integers(0, 7)) < 6 else pick(existing(), 0)
 
-        for _ in range(draw(st.integers(1, max_ops))):
+        for _ in range(draw(st.integers(min_ops, max_ops))):
             name = draw(st.sampled_from(ops))
             a: dict[str, object]
             files = existing((File,))
@@ -276,8 +276,17 @@ class SearchOutcome:
 
 
 def save_minimal(
-    ex: ExampleResult, fs: str, faults: Faults, seed: int, results: Path, where: str
+    ex: ExampleResult,
+    fs: str,
+    faults: Faults,
+    seed: int,
+    results: Path,
+    where: str,
+    replay_args: str = "",
 ) -> tuple[Path, str]:
+    """Save the minimal log (and its walk) under ``results``; return its path and the
+    one-line command that replays it (``replay_args``: e.g. ``--target vm --kernel ...``
+    when it was found in a guest)."""
     results.mkdir(parents=True, exist_ok=True)
     tag = faults.spec().replace(",", "+") or "nofault"
     path = results / f"differential-{fs}-{tag}-seed{seed}.log"
@@ -290,6 +299,8 @@ def save_minimal(
         "kernel": where,
     }
     cmd = f"fsoracle stress replay {path}" + (f" --fault {faults.spec()}" if faults else "")
+    if replay_args:
+        cmd += f" {replay_args}"
     text = format_log(header, ex.ops)
     lines = text.splitlines()
     lines.insert(2, f"# replay with: {cmd}")
@@ -308,6 +319,8 @@ def search(
     max_ops: int = 12,
     results: Path = Path("results/stress"),
     where: str = "",
+    replay_args: str = "",
+    min_ops: int = 1,
 ) -> SearchOutcome:
     """Let hypothesis look for an op sequence on which the kernel and the model disagree;
     shrink it and save it."""
@@ -330,7 +343,7 @@ def search(
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(sequences(runner.fs, max_ops))
+    @given(sequences(runner.fs, max_ops, min_ops))
     def prop(specs: list[Spec]) -> None:
         ex = runner.run_example(specs)
         if ex.unmodeled:
@@ -349,7 +362,9 @@ def search(
         ex = minimize(runner, failing[-1])
         out.found = ex.ops
         out.differences = ex.result.differences
-        out.log_path, out.command = save_minimal(ex, runner.fs, runner.faults, seed, results, where)
+        out.log_path, out.command = save_minimal(
+            ex, runner.fs, runner.faults, seed, results, where, replay_args
+        )
     out.examples = runner.examples - start
     out.seconds = time.monotonic() - t0
     return out

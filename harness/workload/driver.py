@@ -20,9 +20,10 @@ Commands::
         fsx-style: one file, an in-memory copy of what it must hold; every read and the
         size after every op are checked against it, and the whole file at the end. Exit 1
         at the first mismatch, with the offset and the bytes.
-    driver.py walk DIR [--out FILE]
+    driver.py walk DIR [--out FILE] [--blocks]
         one JSON object per path below DIR (sorted): path mode nlink size ino dev blocks,
-        sha256 for files, target for symlinks.
+        sha256 for files, target for symlinks. --blocks (after a crash): files also get
+        the hash of each 4096-byte block, and a read error is recorded, not fatal.
     driver.py replay LOG -d DIR [--log FILE|-]
         run a log's ops again (in (proc, seq) order, one process) and log the new results.
     driver.py serve --root DIR
@@ -758,8 +759,29 @@ def hash_file(path):
     return h.hexdigest()
 
 
-def walk(root):
-    """Records for every path below ``root``, sorted, without following symlinks."""
+BLOCK = 4096
+
+
+def hash_blocks(path):
+    """(sha256 of the whole file, [hash of each 4096-byte block]): a block's hash is the
+    first 16 hex digits of SHA-256 of the block zero-padded to 4096 bytes (the crash
+    check's unit, model/fsstate/crash.py)."""
+    whole = hashlib.sha256()
+    blocks = []
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(BLOCK)
+            if not b:
+                break
+            whole.update(b)
+            blocks.append(hashlib.sha256(b.ljust(BLOCK, b"\0")).hexdigest()[:16])
+    return whole.hexdigest(), blocks
+
+
+def walk(root, blocks=False):
+    """Records for every path below ``root``, sorted, without following symlinks. With
+    ``blocks`` (after a crash), files also get ``block_sha`` (see :func:`hash_blocks`) and a
+    file that cannot be read gets ``error`` (the errno name) instead of hashes."""
     out = []
 
     def rec(d, prefix):
@@ -776,7 +798,12 @@ def walk(root):
                 "dev": st.st_dev,
                 "blocks": st.st_blocks,
             }
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) and blocks:
+                try:
+                    r["sha256"], r["block_sha"] = hash_blocks(full)
+                except OSError as e:
+                    r["error"] = _errname(e)
+            elif stat.S_ISREG(st.st_mode):
                 r["sha256"] = hash_file(full)
             elif stat.S_ISLNK(st.st_mode):
                 r["target"] = os.readlink(full)
@@ -789,7 +816,7 @@ def walk(root):
 
 
 def cmd_walk(a):
-    recs = walk(os.path.abspath(a.dir))
+    recs = walk(os.path.abspath(a.dir), blocks=a.blocks)
     text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in recs)
     if a.out:
         with open(a.out, "w") as f:
@@ -1014,6 +1041,7 @@ def main(argv=None):
     w = sub.add_parser("walk", help="JSON records of a tree")
     w.add_argument("dir")
     w.add_argument("--out")
+    w.add_argument("--blocks", action="store_true", help="per-block hashes, read errors kept")
     p = sub.add_parser("replay", help="run a log's ops again")
     p.add_argument("log_in", metavar="LOG")
     p.add_argument("-d", "--dir", required=True)

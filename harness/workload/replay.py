@@ -1,10 +1,11 @@
 """Replaying a saved op log: against the model alone, or again through a kernel.
 
 ``fsoracle stress replay LOG`` is the one-line reproduction every differential failure is
-saved with. The log's header says which filesystem it ran on (``fs=``), whether its root was
-a fresh btrfs subvolume (``root=subvol``) and whether processes own ``pN`` directories
-(``mode=stress``). Faults planted in the model are not in the log: they are given again
-with ``--fault`` (the saved command line carries them).
+saved with (``--target vm --kernel SPEC`` when it was found in a guest). The log's header
+says which filesystem it ran on (``fs=``), whether its root was a fresh btrfs subvolume
+(``root=subvol``) and whether processes own ``pN`` directories (``mode=stress``). Faults
+planted in the model are not in the log: they are given again with ``--fault`` (the saved
+command line carries them).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.errors import UserError
 from harness.workload import driver as drv
@@ -75,6 +77,7 @@ def replay(
     walk_path: Path | None = None,
     spec: FsSpec | None = None,
     out: Path | None = None,
+    vm: Any = None,
 ) -> ReplayOutcome:
     """``target`` ``model`` checks the log's recorded results (and ``walk_path``'s tree)
     against the model; ``host-mount`` runs the ops again on a fresh loop-mounted image of
@@ -95,7 +98,17 @@ def replay(
         )
         return ReplayOutcome("the model only", fs, len(log.ops), res, [], time.monotonic() - t0)
     if target == "vm":
-        raise UserError("--target vm is not available yet (the vm/ half of issue 6 is pending)")
+        from harness.workload.vmstress import VmTarget, replay_in_vm
+
+        return replay_in_vm(  # type: ignore[no-any-return]
+            log_path,
+            vm or VmTarget(),
+            spec or FsSpec(fs=fs),
+            subvol_root=subvol_root,
+            faults=faults,
+            proc_dirs=proc_dirs,
+            out=out,
+        )
     if target != "host-mount":
         raise UserError(f"--target {target!r}: model, host-mount or vm")
     spec = spec or FsSpec(fs=fs)

@@ -37,6 +37,7 @@ from harness.workload.hostmount import (
     outside_view,
     run_checkers,
 )
+from harness.workload.sequences import regenerate
 from model.fsstate.compare import CheckResult, Difference, check_log, diff_trees
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import OpLog, parse_log
@@ -89,6 +90,8 @@ class StressReport:
     view_findings: list[str] = field(default_factory=list)
     view_inodes: int = 0
     walk_inodes: int = 0
+    sequences_checked: int = 0
+    sequence_differences: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +101,7 @@ class StressReport:
             and all(c.ok for c in self.checkers)
             and not self.view_differences
             and not self.view_findings
+            and not self.sequence_differences
         )
 
     def lines(self, limit: int = 20) -> list[str]:
@@ -109,6 +113,12 @@ class StressReport:
             d = self.model.differences
             out.append(f"model vs kernel: {len(d)} difference(s) over {self.model.ops} ops")
             out += [f"  {x}" for x in d[:limit]]
+        if self.sequences_checked or self.sequence_differences:
+            out.append(
+                f"op sequences regenerated from the seed: {self.sequences_checked} ops agree,"
+                f" {len(self.sequence_differences)} difference(s)"
+            )
+            out += [f"  {x}" for x in self.sequence_differences[:limit]]
         for c in self.checkers:
             out.append(f"{c.name}: {'clean' if c.ok else 'FAILED'} ({c.summary})")
         if self.view_tool:
@@ -137,6 +147,10 @@ class StressReport:
             "model_differences": [
                 d.to_json() for d in (self.model.differences if self.model else [])
             ],
+            "sequences": {
+                "checked": self.sequences_checked,
+                "differences": self.sequence_differences,
+            },
             "checkers": [c.to_json() for c in self.checkers],
             "outside_view": {
                 "tool": self.view_tool,
@@ -202,6 +216,8 @@ def finish_run(
     rep.paths = len(walk)
     rep.walk_inodes = count_inodes(walk)
     rep.model = analyse_run(fs, log, walk)
+    regen = regenerate(log)
+    rep.sequences_checked, rep.sequence_differences = regen.checked, regen.differences
     rep.seconds["model"] = time.monotonic() - t0
     t0 = time.monotonic()
     rep.checkers = run_checkers(image, fs)

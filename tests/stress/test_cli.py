@@ -14,21 +14,29 @@ def test_stress_is_registered() -> None:
     assert "stress" in text
 
 
+OUT = "OUT"  # replaced by a directory that must not be created
+
+
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "says"),
     [
-        ["stress", "--target", "vm"],
-        ["stress", "--target", "vm", "--fs", "ext4", "--ops", "10"],
-        ["stress", "fsx", "--target", "vm"],
-        ["stress", "differential", "--target", "vm"],
+        (["stress", "--target", "vm", "--device", "scsi", "--out", OUT], "--device"),
+        (["stress", "--target", "vm", "--kernel", "bogus:1", "--out", OUT], "--kernel"),
+        (["stress", "--target", "vm", "--crash-at", "soon", "--out", OUT], "--crash-at"),
+        (["stress", "--target", "vm", "--crash-at", "0", "--out", OUT], "from 1"),
+        (["stress", "--crash-at", "5", "--out", OUT], "needs --target vm"),
+        (["stress", "fsx", "--target", "vm", "--out", OUT], "not available for fsx"),
+        (["stress", "differential", "--target", "vm", "--device", "ide"], "--device"),
     ],
 )
-def test_vm_target_is_not_available_yet(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
+def test_vm_target_user_errors_before_any_boot(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert main(argv) == 2
+    out = tmp_path / "o"
+    assert main([str(out) if a == OUT else a for a in argv]) == 2
     err = capsys.readouterr().err
-    assert "not available yet" in err and err.count("\n") == 1
+    assert says in err and err.count("\n") == 1
+    assert not out.exists()  # nothing made, nothing booted
 
 
 def test_replay_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,7 +47,7 @@ def test_replay_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     good = tmp_path / "good.log"
     good.write_text("# fsoracle-oplog 1\n# fs=ext4\np0 0 creat path=a mode=644 -> 0\n")
     assert main(["stress", "replay", str(good), "--target", "model", "--fault", "nope"]) == 2
-    assert main(["stress", "replay", str(good), "--target", "vm"]) == 2
+    assert main(["stress", "replay", str(good), "--target", "vm", "--device", "scsi"]) == 2
     nofs = tmp_path / "nofs.log"
     nofs.write_text("p0 0 sync -> 0\n")
     assert main(["stress", "replay", str(nofs), "--target", "model"]) == 2
