@@ -304,6 +304,7 @@ def run_ext4_vm(
             if results[f"{v.name}+place"].status == "ok":
                 img, before = workdir / f"{v.name}.img", workdir / f"{v.name}.before3.img"
                 sparse_copy(img, before)
+                results[f"{v.name}+place"].image = before  # the state +place left
                 name = f"{v.name}+big"
                 blocks = big_request(before)
                 results[name] = JobResult(
