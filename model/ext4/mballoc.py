@@ -187,7 +187,11 @@ class Mballoc:
         self.a_frag = np.zeros(n, dtype=np.int64)
         self.a_lfo = np.full(n, -1, dtype=np.int64)
         self.a_need_init = np.ones(n, dtype=bool)
+        # the group descriptors as the allocator finds them: free count and BLOCK_UNINIT
+        # (honoured) at mount, then as ext4_mb_mark_diskspace_used and ext4_free_blocks
+        # leave them (the first allocation from a group clears its BLOCK_UNINIT)
         self.a_uninit = np.array([src.block_uninit(i) for i in range(n)], dtype=bool)
+        self.desc_free = [src.desc_free(i) for i in range(n)]
         idx = np.arange(n)
         lg = g.log_groups_per_flex
         self.a_flex_first = (idx & ((1 << lg) - 1)) == 0 if lg else np.zeros(n, dtype=bool)
@@ -292,7 +296,7 @@ class Mballoc:
 
     def _read_bitmap_io(self, g: int) -> None:
         """``ext4_read_block_bitmap_nowait`` + wait, as an I/O count."""
-        if self.src.block_uninit(g):
+        if self.a_uninit[g]:
             self.costs.bitmaps_synthesised += 1
         elif g not in self.bitmap_cached:
             self.costs.bitmaps_read += 1
@@ -397,6 +401,7 @@ class Mballoc:
         """``ext4_free_blocks`` of blocks inside one group."""
         g, off = divmod(block - self.geo.first_data_block, self.geo.blocks_per_group)
         self.mb_free_blocks(g, off, count)
+        self.desc_free[g] += count
 
     # ------------------------------------------------------------------ allocation
     def ext4_mb_use_best_found(self, ac: AllocationContext) -> None:
@@ -561,7 +566,7 @@ class Mballoc:
             if (
                 not self._cr_expensive(cr)
                 and (not self.geo.log_groups_per_flex or not self._flex_first(g))
-                and not self.src.block_uninit(g)
+                and not self.a_uninit[g]
             ):
                 return False
             self.ext4_mb_init_group(g)
@@ -574,11 +579,11 @@ class Mballoc:
             first_try = not self.read_attempted[group]
             self.read_attempted[group] = True
             grp = self.groups[group]
-            uninit = self.src.block_uninit(group)
+            uninit = bool(self.a_uninit[group])
             if (
                 first_try
                 and grp.need_init
-                and self.src.desc_free(group) > 0
+                and self.desc_free[group] > 0
                 and (self.v612 or not uninit)
                 and group not in self.bitmap_cached
             ):
@@ -597,16 +602,25 @@ class Mballoc:
         return group, ios
 
     def ext4_mb_prefetch_fini(self, group: int, nr: int) -> None:
+        """Initialise the buddies of the ``nr`` groups before ``group`` (last first).
+
+        6.1 takes the group descriptor before stepping back, so the free-count and
+        BLOCK_UNINIT tests read the descriptor of the group AFTER the one it initialises
+        (fixed in 6.4 by "ext4: get correct ext4_group_info in ext4_mb_prefetch_fini"; 6.12
+        steps back first). 6.12 also no longer skips BLOCK_UNINIT groups."""
         while nr > 0:
             nr -= 1
+            desc = group
             if not group:
                 group = self.ngroups
             group -= 1
+            if self.v612:
+                desc = group
             grp = self.groups[group]
             if (
                 grp.need_init
-                and self.src.desc_free(group) > 0
-                and (self.v612 or not self.src.block_uninit(group))
+                and self.desc_free[desc] > 0
+                and (self.v612 or not self.a_uninit[desc])
             ):
                 self.ext4_mb_init_group(group)
 
@@ -1004,16 +1018,24 @@ class Mballoc:
 
     def ext4_mb_initialize_context(self, req: AllocRequest) -> AllocationContext:
         geo = self.geo
+        # "just a dirty hack to filter too big requests"
+        length = min(req.length, geo.blocks_per_group)
         goal = req.goal
         if goal < geo.first_data_block or goal >= geo.total_blocks:
             goal = geo.first_data_block
         g, off = divmod(goal - geo.first_data_block, geo.blocks_per_group)
         return AllocationContext(
-            o_len=req.length,
-            g=FreeExtent(g, off, req.length),
+            o_len=length,
+            g=FreeExtent(g, off, length),
             flags=req.flags,
-            orig_goal_len=req.length,
+            orig_goal_len=length,
         )
+
+    def ext4_mb_mark_diskspace_used(self, g: int, length: int) -> None:
+        """The descriptor side of an allocation (6.12: ``ext4_mb_mark_context``): BLOCK_UNINIT
+        cleared (its count is already ``ext4_free_clusters_after_init``'s), count lowered."""
+        self.a_uninit[g] = False
+        self.desc_free[g] -= length
 
     def alloc(self, req: AllocRequest) -> Allocation | None:
         """``ext4_mb_new_blocks`` without preallocation: one extent of at most
@@ -1024,6 +1046,7 @@ class Mballoc:
         if ac.status != C.AC_STATUS_FOUND:
             return None
         b = ac.b
+        self.ext4_mb_mark_diskspace_used(b.group, b.length)
         return Allocation(
             group=b.group,
             start=b.start,
