@@ -406,11 +406,12 @@ def source_tree(src: LinuxSource) -> Path:
         return final
     deb = linux_source_deb(src)
     _need("xz")
-    with progress.step(f"unpacking {src.deb_name}"), atomic_dir(final) as tmp:
+    step = progress.step(f"unpacking {src.deb_name}")
+    with step, atomic_dir(final) as tmp, tempfile.TemporaryDirectory(dir=top) as dl:
         fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
         assert fsys.stdout is not None
         r = subprocess.run(
-            ["tar", "-x", "-C", str(tmp), f"./{src.tarball}"],
+            ["tar", "-x", "-C", dl, f"./{src.tarball}"],
             stdin=fsys.stdout,
             capture_output=True,
             text=True,
@@ -418,7 +419,7 @@ def source_tree(src: LinuxSource) -> Path:
         fsys.stdout.close()
         if fsys.wait() != 0 or r.returncode != 0:
             raise KernelBuildError(f"cannot unpack {deb}: {r.stderr.strip()[-300:]}")
-        tarball = tmp / src.tarball
+        tarball = Path(dl) / src.tarball
         r = subprocess.run(
             ["tar", "-xJf", str(tarball), "-C", str(tmp), "--strip-components=1"],
             capture_output=True,
@@ -426,7 +427,6 @@ def source_tree(src: LinuxSource) -> Path:
         )
         if r.returncode != 0:
             raise KernelBuildError(f"cannot unpack {tarball}: {r.stderr.strip()[-300:]}")
-        shutil.rmtree(tmp / "usr")
         if not (tmp / "Makefile").is_file():
             raise KernelBuildError(f"{src.tarball} holds no kernel tree")
     return final
@@ -587,6 +587,8 @@ def error_lines(log: str, limit: int = 40) -> list[str]:
             if i > 0 and ("In function" in lines[i - 1] or lines[i - 1].endswith(":")):
                 picked.setdefault(i - 1, None)
             picked.setdefault(i, None)
+        if ln.startswith("make") and "***" in ln and i > 0 and not lines[i - 1].startswith("make"):
+            picked.setdefault(i - 1, None)  # what the failing command said (kconfig, ld...)
     out = [lines[i] for i in sorted(picked)]
     return out[:limit] if out else lines[-limit // 2 :]
 
