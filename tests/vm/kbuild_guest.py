@@ -239,7 +239,19 @@ def stress_run(
     rep.view_inodes = count_inodes(view.records)
     rep.view_differences = compare_outside_view(run.walk, view, "btrfs")
     run.report = rep
+    rep.seconds.update(run.seconds)
     (out / "report.txt").write_text("\n".join(rep.lines(limit=200)) + "\n")
+    (out / "dmesg.txt").write_text(run.dmesg)
+    summary = {
+        "spec": spec,
+        "release": run.release,
+        "features": {k: v.split() for k, v in run.features.items()},
+        "block_groups_before": {str(k): list(v) for k, v in sorted(run.bgs_before.items())},
+        "block_groups_after": {str(k): list(v) for k, v in sorted(run.bgs_after.items())},
+        "seconds": {k: round(v, 1) for k, v in run.seconds.items()},
+        "ok": rep.ok,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return run
 
 
@@ -291,6 +303,7 @@ def crash_run(spec: str, image: Path, out: Path, *, seed: int) -> CrashRun:
         )
         dmesg = m.run("dmesg", check=True).out
     (out / "crash.json").write_text(json.dumps({"fsynced": fsynced, "after": after}, indent=1))
+    (out / "dmesg-after.txt").write_text(dmesg)
     return CrashRun(fsynced, after, dmesg, [c for c in consoles if c is not None])
 
 
@@ -299,4 +312,5 @@ def mount_attempt(spec: str, image: Path, out: Path) -> tuple[int, str]:
     with machine(spec, image, "kbuild-mount", out, timeout=600) as m:
         r = m.run(f"mkdir -p {MNT} && mount {DEV} {MNT}; s=$?; umount {MNT} 2>/dev/null; exit $s")
         dmesg = m.run("dmesg", check=True).out
+    (out / "dmesg.txt").write_text(dmesg)
     return r.status, dmesg

@@ -287,3 +287,18 @@ def test_cli_list_runs(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "no cached kernels" in r.stdout
+
+
+def test_error_lines_show_what_a_tool_said() -> None:
+    """No compiler error: the line before make's first *** line (kconfig, the linker...)."""
+    log = "\n".join(
+        [
+            "  HOSTLD  scripts/kconfig/conf",
+            'init/Kconfig:1404: can\'t open file "usr/Kconfig"',
+            "make[5]: *** [scripts/kconfig/Makefile:85: allnoconfig] Error 1",
+            "make[4]: *** [Makefile:707: allnoconfig] Error 2",
+        ]
+    )
+    out = kbuild.error_lines(log)
+    assert out[0] == 'init/Kconfig:1404: can\'t open file "usr/Kconfig"'
+    assert "HOSTLD" not in "\n".join(out)
