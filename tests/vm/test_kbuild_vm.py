@@ -79,6 +79,14 @@ def _assert_clean(run: GuestRun) -> None:
     assert rep.ops_logged >= rep.procs * rep.ops_per_proc
 
 
+def _assert_churned(run: GuestRun) -> None:
+    """The churn created block groups and removed some (logical addresses only grow)."""
+    new = run.bgs_after.keys() - run.bgs_before.keys()
+    gone = run.bgs_before.keys() - run.bgs_after.keys()
+    assert new and min(new) > max(run.bgs_before), (sorted(new), sorted(run.bgs_before))
+    assert gone, "balance removed no block group"
+
+
 def test_skinny_kernel_build_record(skinny_kernel: Kernel) -> None:
     """The cache entry says what went in: the series' five patches (by their bytes), the
     fragment (every option of it is in the final .config: the build checks, we re-check)."""
@@ -113,15 +121,11 @@ def test_skinny_mount_stress_and_crash(skinny_kernel: Kernel, tmp_path: Path) ->
     assert before and all(t == C.SKINNY_BLOCK_GROUP_ITEM_KEY for t, _ in before.values())
 
     # checkers=False: btrfs-progs cannot open incompat bit 24; ours checks below
-    run = stress_run(SKINNY, img, tmp_path / "stress", seed=7, ops=300, procs=2, checkers=False)
+    run = stress_run(SKINNY, img, tmp_path / "stress", seed=7, ops=1500, procs=4, checkers=False)
     assert "skinny_bg_tree" in run.features["global"].split()
     assert "skinny_bg_tree" in run.features["mounted"].split()
     _assert_clean(run)
-    # the churn created block groups and removed some (logical addresses only grow)
-    new = run.bgs_after.keys() - run.bgs_before.keys()
-    gone = run.bgs_before.keys() - run.bgs_after.keys()
-    assert new and min(new) > max(run.bgs_before), (sorted(new), sorted(run.bgs_before))
-    assert gone, "balance removed no block group"
+    _assert_churned(run)
     assert skinny_mismatches(img) == []
     assert our_check(img) == []
 
@@ -143,8 +147,9 @@ def test_debug_build_skinny_runs_without_reports(debug_kernel: Kernel, tmp_path:
     assert debug_kernel.config_value("BTRFS_ASSERT") == "y"
     img = tmp_path / "skinny.img"
     mkfs(img, "skinny-bg-tree")
-    run = stress_run(DEBUG, img, tmp_path / "stress", seed=7, ops=150, procs=2, checkers=False)
+    run = stress_run(DEBUG, img, tmp_path / "stress", seed=7, ops=500, procs=4, checkers=False)
     _assert_clean(run)
+    _assert_churned(run)
     assert "KernelAddressSanitizer initialized" in run.dmesg
     assert "Lock dependency validator" in run.dmesg
     for word in ("BUG: KASAN", "WARNING:", "possible circular locking", "assertion failed"):
@@ -169,9 +174,10 @@ def test_other_layouts_same_as_baseline(
         img = tmp_path / f"{layout}-{spec.replace(':', '_').replace('+', '_')}.img"
         mkfs(img, layout)
         runs[spec] = stress_run(
-            spec, img, tmp_path / spec.replace(":", "_"), seed=11, ops=300, procs=1, churn=True
+            spec, img, tmp_path / spec.replace(":", "_"), seed=11, ops=2000, procs=1, churn=True
         )
         _assert_clean(runs[spec])
+        _assert_churned(runs[spec])
         assert all(t == C.BLOCK_GROUP_ITEM_KEY for t, _ in block_groups(img).values())
     a, b = runs[SKINNY], runs[BASE]
     assert a.release != b.release
