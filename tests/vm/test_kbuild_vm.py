@@ -238,3 +238,16 @@ def test_skinny_tree_with_regular_item_is_refused(
         dmesg,
     ), dmesg[-2000:]
     assert "-117" in dmesg
+
+
+def test_extent_tree_v2_config_survives(debug_kernel: Kernel, base_kernel: Kernel) -> None:
+    """The extent-tree-v2 config-only build (BTRFS_DEBUG, which puts EXTENT_TREE_V2 in 6.12's
+    supported incompat set) configures with every fragment option kept. Configure only: the
+    build itself is issue 11's (fsoracle kernel build --base 6.12 --config-only
+    extent-tree-v2). Runs after the other builds, since it switches the source tree."""
+    from vm.kbuild import check_config, parse_build_spec
+
+    res = check_config(parse_build_spec("6.12+extent-tree-v2"))
+    assert res.dotconfig["CONFIG_BTRFS_DEBUG"] == "y"
+    assert res.dotconfig["CONFIG_BTRFS_FS"] == "y"
+    assert "CONFIG_BTRFS_DEBUG=y" in [o.line for o in res.merged.values()]
