@@ -222,6 +222,10 @@ def stress_run(
             run.seconds["churn"] = time.monotonic() - t1
         m.run(f"umount {MNT}", check=True)
         run.dmesg = m.run("dmesg", check=True).out
+        # lockdep turns itself off after its first report (or when its tables fill up)
+        run.features["debug_locks"] = m.run(
+            "grep debug_locks /proc/lockdep_stats 2>/dev/null || echo none"
+        ).out.strip()
     run.seconds["guest"] = time.monotonic() - t0
     run.bgs_after = block_groups(image)
     rep = StressReport(spec, f"btrfs image {image.name}", seed, ops, procs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -279,7 +280,7 @@ def test_error_lines_of_a_failed_build() -> None:
 def test_cli_list_runs(tmp_path: Path) -> None:
     env = dict(os.environ, FSORACLE_CACHE=str(tmp_path))
     r = subprocess.run(
-        [str(Path(os.sys.executable)), "-m", "harness.cli", "kernel", "list"],
+        [sys.executable, "-m", "harness.cli", "kernel", "list"],
         capture_output=True,
         text=True,
         env=env,

@@ -152,6 +152,7 @@ def test_debug_build_skinny_runs_without_reports(debug_kernel: Kernel, tmp_path:
     _assert_churned(run)
     assert "KernelAddressSanitizer initialized" in run.dmesg
     assert "Lock dependency validator" in run.dmesg
+    assert run.features["debug_locks"].split() == ["debug_locks:", "1"]  # still validating
     for word in ("BUG: KASAN", "WARNING:", "possible circular locking", "assertion failed"):
         assert word not in run.dmesg, word
     assert skinny_mismatches(img) == []
