@@ -4,6 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEBSTAMP:= $(VENV)/.debian-deps
+KZSTAMP := $(VENV)/.kernel-zstd
 PYTEST  := $(BIN)/python -m pytest
 export FSORACLE_REQUIRE_TOOLS ?= 0
 
@@ -24,8 +25,16 @@ $(DEBSTAMP): harness/install-debian-deps.sh | $(STAMP)
 	$(BIN)/pip install -q 'python-lzo>=1.15,<2'  # needs liblzo2-dev (compressed-size estimates)
 	@touch $@
 
+# zstd as the stock kernels' lib/zstd writes it (harness/kernel_zstd.py): python-zstandard
+# releases bundling zstd 1.5.2 (6.12) and 1.4.8 (6.1), each in its own directory
+$(KZSTAMP): | $(STAMP)
+	$(BIN)/pip install -q --no-deps --target $(VENV)/kernel-zstd/1.5.2 'zstandard==0.19.0'
+	$(BIN)/pip install -q --no-deps --no-build-isolation --target $(VENV)/kernel-zstd/1.4.8 \
+		'zstandard==0.15.2'
+	@touch $@
+
 venv: $(STAMP)
-deps: $(STAMP) $(DEBSTAMP)
+deps: $(STAMP) $(DEBSTAMP) $(KZSTAMP)
 
 # unit, property and fast differential tests (budget: 15 min on 2 cores)
 test: deps
@@ -44,6 +53,14 @@ vm-test: deps
 # benchmarks and seed reproductions, default presets (budget: 30 min)
 bench: deps
 	$(BIN)/python benchmarks/run_all.py
+
+# per-series reviewer reports (issue 12): results/reports/SERIES.md and .html, index.html.
+# Runs the fast and slow experiments (the ext4 seed-scale study takes ~5 min); VM ones only
+# with REPORT_ARGS="--run-slow --run-vm"; reuse earlier results with --from DIR.
+.PHONY: report
+REPORT_ARGS ?= --run-slow
+report: deps
+	$(BIN)/fsoracle report all --out results/reports $(REPORT_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

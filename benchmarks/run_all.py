@@ -19,6 +19,10 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("btrfs dump vs dump-tree (128 GiB image)", [str(HERE / "btrfs_dump.py")]),
     ("btrfs mkfs vs host kernel (1 TiB, 4 KiB nodes)", [str(HERE / "mkfs.py")]),
     ("ext4 allocators at the free-space tree RFC's scale", [str(HERE / "ext4_alloc_sim.py")]),
+    (
+        "btrfs mount timing in a VM, 256 GiB, three layouts (fsoracle bench mount)",
+        ["-m", "harness.cli", "bench", "mount", "--preset", "default"],
+    ),
 ]
 
 

@@ -26,6 +26,8 @@ FAMILIES = [
     "harness.cmd_stress",
     "harness.cmd_vm",
     "harness.cmd_kernel",
+    "harness.cmd_bench",
+    "harness.cmd_report",
 ]
 
 Command = Callable[[argparse.Namespace], int]

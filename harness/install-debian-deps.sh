@@ -6,7 +6,27 @@
 # `install-debian-deps.sh --kbuild` installs only what building a kernel from Debian's
 # linux-source needs (KBUILD_DEPS: compiler, flex/bison, libelf/libssl headers; perl for
 # scripts/checkpatch.pl comes with build-essential). `make test` never asks for them.
+#
+# `install-debian-deps.sh --report` installs REPORT_DEPS: Debian's chromium, which the report
+# tests (tests/report/test_report_render.py) use headless to open the HTML reports and take a
+# screenshot; the test runs this itself, as root, when chromium is missing.
 set -eu
+REPORT_DEPS="chromium"
+if [ "${1:-}" = "--report" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-debian-deps: not root; install these for the report tests: $REPORT_DEPS" >&2
+        exit 0
+    fi
+    need=""
+    for p in $REPORT_DEPS; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
+    done
+    [ -z "$need" ] && exit 0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $need
+    exit 0
+fi
 want_bpo="btrfs-progs qemu-system-x86"
 want_main="e2fsprogs zstd liblzo2-dev xz-utils cpio kmod busybox-static dropbear-bin openssh-client iproute2 python3 dmsetup lz4"
 KBUILD_DEPS="build-essential flex bison bc libelf-dev libssl-dev xz-utils"

@@ -375,11 +375,18 @@ def zstd_compress_folios(
     out = zstandard.ZstdCompressor(
         level=level, write_content_size=True, write_checksum=False
     ).compress(data)
-    max_out = nr_dest_pages * PAGE_SIZE
     exact = tuple(zstandard.ZSTD_VERSION) == KERNEL_ZSTD_VERSION.get(kernel)
-    if len(out) >= max_out or len(out) >= len(data):
-        return CompressOutcome(E2BIG, len(data), len(out), exact)
-    return CompressOutcome(0, len(data), len(out), exact)
+    return zstd_outcome(len(out), len(data), nr_dest_pages, exact)
+
+
+def zstd_outcome(frame_len: int, data_len: int, nr_dest_pages: int, exact: bool) -> CompressOutcome:
+    """``zstd_compress_folios``' verdict on a frame of ``frame_len`` bytes for ``data_len``
+    bytes of input (the frame itself may come from another zstd build, e.g. the kernel's
+    version: harness/kernel_zstd.py)."""
+    max_out = nr_dest_pages * PAGE_SIZE
+    if frame_len >= max_out or frame_len >= data_len:
+        return CompressOutcome(E2BIG, data_len, frame_len, exact)
+    return CompressOutcome(0, data_len, frame_len, exact)
 
 
 def zlib_compress_folios(data: bytes, level: int, nr_dest_pages: int) -> CompressOutcome:

@@ -261,16 +261,15 @@ class MountCost:
     tree_leaves: int = 0
 
 
-def read_block_groups_cost(
+def read_block_groups_search(
     tree: SearchableTree,
     *,
     layout: str,
-    tree_id: int,
     chunk_lengths: dict[int, int] | None = None,
-    tree_nodes: int = 0,
-    tree_leaves: int = 0,
-) -> MountCost:
-    """Run ``btrfs_read_block_groups``'s search over ``tree`` and count blocks.
+) -> tuple[SearchCost, int]:
+    """Run ``btrfs_read_block_groups``'s search over ``tree``: the blocks it touches (in
+    first-touch order, which is the kernel's read order: every read is synchronous) and the
+    number of block group items found.
 
     ``layout`` is ``extent-tree``, ``bg-tree`` (both the 6.12 loop over
     ``find_first_block_group``) or ``skinny-bg-tree`` (one search from (0, 0, 0), then
@@ -298,14 +297,41 @@ def read_block_groups_cost(
             if chunk_lengths is not None and length == 0:
                 length = chunk_lengths.get(found.objectid, 0)
             key = Key(found.objectid + length, C.BLOCK_GROUP_ITEM_KEY, 0)
-    cost = s.cost
+    return s.cost, n
+
+
+def read_block_groups_cost(
+    tree: SearchableTree,
+    *,
+    layout: str,
+    tree_id: int,
+    chunk_lengths: dict[int, int] | None = None,
+    tree_nodes: int = 0,
+    tree_leaves: int = 0,
+) -> MountCost:
+    """Run ``btrfs_read_block_groups``'s search over ``tree`` and count blocks
+    (:func:`read_block_groups_search`)."""
+    cost, n = read_block_groups_search(tree, layout=layout, chunk_lengths=chunk_lengths)
+    return mount_cost(cost, n, tree.root_block(), layout, tree_id, tree_nodes, tree_leaves)
+
+
+def mount_cost(
+    cost: SearchCost,
+    block_groups: int,
+    root: Hashable,
+    layout: str,
+    tree_id: int,
+    tree_nodes: int = 0,
+    tree_leaves: int = 0,
+) -> MountCost:
+    """The counts of a search's blocks: visited, and first read inside (all but the root
+    node, which ``open_ctree`` read before)."""
     leaves = sum(1 for b in cost.visited if cost.levels[b] == 0)
-    root = tree.root_block()
     already = 1 if root in cost.levels else 0
     return MountCost(
         layout=layout,
         tree=tree_id,
-        block_groups=n,
+        block_groups=block_groups,
         visited=len(cost.visited),
         visited_nodes=len(cost.visited) - leaves,
         visited_leaves=leaves,
@@ -346,6 +372,25 @@ def predict_mount(img: BtrfsImage) -> MountCost:
         tree_nodes=st.nodes,
         tree_leaves=st.leaves,
     )
+
+
+def predict_mount_reads(img: BtrfsImage) -> tuple[MountCost, list[int], int]:
+    """:func:`predict_mount` with the blocks behind its counts: the logical addresses of the
+    blocks ``btrfs_read_block_groups`` first reads from disk, in read order, and the root
+    node's address (read earlier by ``open_ctree``), for comparison with a kernel trace."""
+    layout = image_layout(img)
+    root = img.block_group_root
+    if root is None:
+        raise ValueError("the image has no block group root")
+    st = img.tree_stats(root)
+    search, n = read_block_groups_search(
+        ImageTree(img, root),
+        layout=layout,
+        chunk_lengths={c.key.offset: c.length for c in img.chunk_map},
+    )
+    cost = mount_cost(search, n, root.bytenr, layout, root.objectid, st.nodes, st.leaves)
+    reads = [b for b in search.visited if isinstance(b, int) and b != root.bytenr]
+    return cost, reads, root.bytenr
 
 
 def bg_tree_id(layout: str) -> int:

@@ -77,6 +77,7 @@ class DiskExtent:
     compression: int
     payload: bytes = b""
     raw_size: int = 0
+    exact: bool = True  # raw_size is the kernel's compressor output, byte for byte
 
 
 @dataclass
@@ -186,6 +187,10 @@ class WritebackModel:
         self.log: list[str] = []
         self.ordered_added: list[tuple[int, int]] = []
         self.ordered_finished: list[tuple[int, int]] = []
+        # (event "add" | "finish", file_offset, num_bytes, disk_num_bytes, compression) in
+        # the order the kernel's btrfs_ordered_extent_add / _remove tracepoints would fire
+        self.ordered_log: list[tuple[str, int, int, int, int]] = []
+        self.ops_start = 0  # index into ordered_log where the case's own ops begin
         self.compressions: list[tuple[int, int, bool]] = []  # (start, end, folios locked?)
         self._next = 1
 
@@ -427,6 +432,7 @@ class WritebackModel:
                 oe = OrderedExtent(self._id(), pos, n, None, n)
                 self.oes[oe.oe_id] = oe
                 self.ordered_added.append((pos, n))
+                self._log_ordered("add", oe)
                 pos += n
             for i in range(idx, last + 1):
                 self.folios[i].ordered = True
@@ -494,10 +500,11 @@ class WritebackModel:
         ctype: int,
         raw: int,
         parent: OrderedExtent | None = None,
+        exact: bool = True,
     ) -> OrderedExtent:
         """``btrfs_reserve_extent`` + ``btrfs_create_io_em`` + ``btrfs_alloc_ordered_extent``:
         bytes_may_use -> bytes_reserved (``btrfs_add_reserved_bytes(ram, num)``)."""
-        ext = DiskExtent(self._id(), n, disk_bytes, ctype, self.read(pos, n), raw)
+        ext = DiskExtent(self._id(), n, disk_bytes, ctype, self.read(pos, n), raw, exact)
         self.disk[ext.ext_id] = ext
         self.data_may_use -= n
         self.data_reserved += disk_bytes
@@ -506,7 +513,20 @@ class WritebackModel:
         if parent is not None:
             parent.children.append(oe.oe_id)
         self.ordered_added.append((pos, n))
+        self._log_ordered("add", oe)
         return oe
+
+    def _log_ordered(self, event: str, oe: OrderedExtent) -> None:
+        d = oe.disk
+        self.ordered_log.append(
+            (
+                event,
+                oe.file_offset,
+                oe.num_bytes,
+                d.disk_num_bytes if d else 0,
+                d.compression if d else 0,
+            )
+        )
 
     # ---- bios -------------------------------------------------------------------------
 
@@ -611,7 +631,12 @@ class WritebackModel:
                 self._submit_uncompressed_range(ae.start, ae.start + ae.ram_size - 1)
                 continue
             oe = self._new_ordered(
-                ae.start, ae.ram_size, ae.compressed_size, ae.compress_type, ae.raw_size
+                ae.start,
+                ae.ram_size,
+                ae.compressed_size,
+                ae.compress_type,
+                ae.raw_size,
+                exact=ae.exact,
             )
             assert oe.disk is not None
             oe.disk.payload = self.read(ae.start, ae.ram_size)
@@ -666,7 +691,9 @@ class WritebackModel:
             total_in = -(-out.total_in // bs) * bs
             one_block_at_0 = self.kernel == "6.12" and b.start == 0 and end <= bs
             if out.ret == 0 and aligned + bs <= total_in:
-                child = self._new_ordered(b.start, total_in, aligned, ctype, out.total_out, parent)
+                child = self._new_ordered(
+                    b.start, total_in, aligned, ctype, out.total_out, parent, out.exact
+                )
             elif one_block_at_0 and out.ret == 0:
                 pass
             elif not self.opts.force_compress and not self.inode.prop_compress:
@@ -696,10 +723,12 @@ class WritebackModel:
         first and releases what its child-less sectors reserved."""
         del self.oes[oe.oe_id]
         self.ordered_finished.append((oe.file_offset, oe.num_bytes))
+        self._log_ordered("finish", oe)
         if oe.delayed:
             for cid in oe.children:
                 child = self.oes.pop(cid)
                 self.ordered_finished.append((child.file_offset, child.num_bytes))
+                self._log_ordered("finish", child)
                 self._insert_for(child)
             if not self.fault.forget_release_no_child:
                 self.data_may_use -= SECTOR * len(oe.no_child)
@@ -737,20 +766,13 @@ class WritebackModel:
                 ext.disk_num_bytes,
                 0,
                 ext.ext_id,
-                exact=ext.compression == 0 or ext.raw_size == 0 or self._exact(ext),
+                exact=ext.compression == 0 or ext.raw_size == 0 or ext.exact,
             )
         )
         self.items.sort(key=lambda it: it.file_offset)
         self.inode.disk_i_size = max(
             self.inode.disk_i_size, min(self.inode.i_size, oe.file_offset + n)
         )
-
-    def _exact(self, ext: DiskExtent) -> bool:
-        if ext.compression != Z.BTRFS_COMPRESS_ZSTD:
-            return False
-        import zstandard
-
-        return tuple(zstandard.ZSTD_VERSION) == Z.KERNEL_ZSTD_VERSION.get(self.size_kernel)
 
     def _drop_range(self, start: int, end: int) -> None:
         """``btrfs_drop_extents``: items overlapping [start, end) are cut around it (the

@@ -247,9 +247,22 @@ def test_writer_refuses_bad_configs(tmp_path: Path) -> None:
     assert not (tmp_path / "y.img").exists() and not (tmp_path / "y.img.tmp").exists()
 
 
+def dump_tree_counts(path: Path, tree: int) -> tuple[int, int, int]:
+    """(nodes, leaves, items) of a tree, from dump-tree's block header lines."""
+    r = run(["btrfs", "inspect-internal", "dump-tree", "-t", str(tree), str(path)])
+    assert r.returncode == 0, r.stderr
+    nodes = len(re.findall(r"^node \d+ level \d+ items", r.stdout, re.M))
+    leaves = re.findall(r"^leaf \d+ items (\d+) ", r.stdout, re.M)
+    return nodes, len(leaves), sum(int(n) for n in leaves)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["extent-tree", "bg-tree"])
 def test_writer_1tib(tmp_path: Path, layout: str) -> None:
     img = write(tmp_path / "t.img", size=1126 * G, nodesize=4096, layout=layout, fill=1 << 40)
     btrfs_check_both(img)
-    assert btrfs_check(BtrfsImage.open(FileSource(img))).ok
+    ours = BtrfsImage.open(FileSource(img))
+    assert btrfs_check(ours).ok
+    for root in ours.trees():
+        st = ours.tree_stats(root)
+        assert (st.nodes, st.leaves, st.items) == dump_tree_counts(img, root.objectid), root
