@@ -126,7 +126,8 @@ def _request_args(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="add patches/NAME's config: (a series with no patches, e.g. debug), after --series",
+        help="add a config-only series (patches/NAME with no patches: extent-tree-v2) or "
+        "fragment (vm/kconfig/NAME.config: debug), after the --series",
     )
     p.add_argument("--json", action="store_true")
 

@@ -2,19 +2,20 @@
 
     build:6.12                            the unpatched baseline
     build:6.12+skinny-bg-tree             with the series in patches/skinny-bg-tree/
-    build:6.12+skinny-bg-tree+debug       ... and the config-only series patches/debug/
+    build:6.12+skinny-bg-tree+debug       ... and the config-only fragment vm/kconfig/debug.config
 
 A build takes ``linux-source-6.12`` (6.12.117) from Debian (``apt-get download``, cached
 under ``<cache>/debs/``), applies each series' patches in order (GNU ``patch``; a patch that
 does not apply fails with patch's message and the rejected hunks), and configures the kernel
 from ``make tinyconfig`` plus config fragments: :data:`GUEST_FRAGMENT` (what the guest root
 needs; everything built in, so no modules) and each series' ``config:`` list from its
-``series.yaml``, later fragments overriding earlier ones. After ``make olddefconfig`` every
-fragment option must have survived into ``.config`` (the check kunit_tool makes); the
-options that fell out are named and the build stops. Then ``make bzImage`` (and ``modules``
-if a fragment turned them on), at ``nice -n 10`` and ``-j2`` (``$FSORACLE_KBUILD_JOBS``),
-with a progress line every 30 s; on failure the compiler's error lines are printed and the
-log is kept.
+``series.yaml`` (or, for a name that is no series, the config-only fragment
+``vm/kconfig/NAME.config``: ``debug``), later fragments overriding earlier ones. After
+``make olddefconfig`` every fragment option must have survived into ``.config`` (the check
+kunit_tool makes); the options that fell out are named and the build stops. Then
+``make bzImage`` (and ``modules`` if a fragment turned them on), at ``nice -n 10`` and
+``-j2`` (``$FSORACLE_KBUILD_JOBS``), with a progress line every 30 s; on failure the
+compiler's error lines are printed and the log is kept.
 
 Cache. The finished kernel is ``<cache>/kernels/build/<key>/`` (``bzImage``, ``vmlinux``,
 ``System.map``, ``config``, ``build.log``, ``kernel.json``), made in a temporary directory
@@ -59,7 +60,8 @@ from vm.kernels import Kernel
 # Changes whenever the way a kernel is configured or built changes (part of the cache key).
 RECIPE_VERSION = "1: tinyconfig + fragments + olddefconfig; bzImage (+modules); O= build"
 
-GUEST_FRAGMENT = Path(__file__).with_name("kconfig") / "guest.config"
+FRAGMENTS = Path(__file__).with_name("kconfig")
+GUEST_FRAGMENT = FRAGMENTS / "guest.config"
 KBUILD_DEPS = "build-essential flex bison bc libelf-dev libssl-dev xz-utils"
 PROGRESS_EVERY = 30.0
 
@@ -113,6 +115,7 @@ class Series:
     status: str
     patches: tuple[Path, ...]
     config: tuple[str, ...]
+    origin: str = ""  # patches/NAME or vm/kconfig/NAME.config
 
     @property
     def config_only(self) -> bool:
@@ -120,21 +123,32 @@ class Series:
 
 
 def available_series(root: Path | None = None) -> list[str]:
+    """Series folders of ``patches/`` and config fragments of ``vm/kconfig/`` (but vm's own)."""
     root = root or patches_root()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "series.yaml").is_file())
+    names = (
+        [p.name for p in root.iterdir() if (p / "series.yaml").is_file()] if root.is_dir() else []
+    )
+    names += [p.stem for p in FRAGMENTS.glob("*.config") if p != GUEST_FRAGMENT]
+    return sorted(names)
 
 
 def load_series(name: str, root: Path | None = None) -> Series:
-    """Read ``patches/NAME/series.yaml`` (``patches:`` in order, ``config:``)."""
+    """Read ``patches/NAME/series.yaml`` (``patches:`` in order, ``config:``), or else the
+    config-only fragment ``vm/kconfig/NAME.config`` (debug builds)."""
     import yaml
 
     root = root or patches_root()
     path = root / name / "series.yaml"
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name) or not path.is_file():
+    valid = re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name) is not None
+    fragment = FRAGMENTS / f"{name}.config"
+    if valid and not path.is_file() and fragment.is_file() and fragment != GUEST_FRAGMENT:
+        origin = f"vm/kconfig/{fragment.name}"
+        opts = parse_fragment(fragment.read_text(), origin)
+        return Series(name, "config-fragment", (), tuple(o.line for o in opts), origin)
+    if not valid or not path.is_file():
         raise KernelSpecError(
-            f"no series {name!r} in {root}: use one of {', '.join(available_series(root))}"
+            f"no series {name!r} in {root} or vm/kconfig/: use one of "
+            + ", ".join(available_series(root))
         )
     try:
         doc = yaml.safe_load(path.read_text())
@@ -152,7 +166,7 @@ def load_series(name: str, root: Path | None = None) -> Series:
     config = tuple(str(c) for c in doc.get("config") or [])
     for line in config:
         parse_config_line(line, f"{name}/series.yaml")
-    return Series(name, str(doc.get("status", "")), tuple(files), config)
+    return Series(name, str(doc.get("status", "")), tuple(files), config, f"patches/{name}")
 
 
 # ---------------------------------------------------------------- specs
@@ -247,7 +261,7 @@ def request_fragments(req: BuildRequest) -> list[tuple[str, list[ConfigOption]]]
     """vm/'s own fragment first, then each series' ``config:`` in order."""
     frags = [("vm/kconfig/guest.config", parse_fragment(GUEST_FRAGMENT.read_text(), "vm"))]
     for s in req.series:
-        origin = f"patches/{s.name}"
+        origin = s.origin or f"patches/{s.name}"
         frags.append(
             (
                 origin,

@@ -56,8 +56,12 @@ def test_series_from_yaml() -> None:
     s = kbuild.load_series("skinny-bg-tree")
     assert [p.name for p in s.patches] == doc["patches"][1:]
     assert s.config == tuple(doc["config"]) and not s.config_only
-    d = kbuild.load_series("debug")
+    d = kbuild.load_series("debug")  # vm/kconfig/debug.config: no series of that name
     assert d.config_only and "CONFIG_KASAN=y" in d.config and "CONFIG_PROVE_LOCKING=y" in d.config
+    assert d.origin == "vm/kconfig/debug.config"
+    assert "debug" in kbuild.available_series() and "guest" not in kbuild.available_series()
+    with pytest.raises(KernelSpecError, match="no series 'guest'"):
+        kbuild.load_series("guest")
     e = kbuild.load_series("extent-tree-v2")
     assert e.config_only and "CONFIG_BTRFS_DEBUG=y" in e.config
 
@@ -146,8 +150,7 @@ def test_missing_builtins(tmp_path: Path) -> None:
 
 def _copy_series(tmp: Path) -> Path:
     root = tmp / "patches"
-    for name in ("skinny-bg-tree", "debug"):
-        shutil.copytree(ROOT / "patches" / name, root / name)
+    shutil.copytree(ROOT / "patches" / "skinny-bg-tree", root / "skinny-bg-tree")
     return root
 
 
