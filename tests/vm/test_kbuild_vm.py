@@ -252,3 +252,13 @@ def test_extent_tree_v2_config_survives(debug_kernel: Kernel, base_kernel: Kerne
     assert res.dotconfig["CONFIG_BTRFS_DEBUG"] == "y"
     assert res.dotconfig["CONFIG_BTRFS_FS"] == "y"
     assert "CONFIG_BTRFS_DEBUG=y" in [o.line for o in res.merged.values()]
+
+
+def test_mount_bench_on_the_skinny_kernel(skinny_kernel: Kernel, tmp_path: Path) -> None:
+    """``fsoracle bench mount`` (issue 5, preset small) on the patched kernel: all three
+    layouts mount, and in every sample the tree blocks read inside btrfs_read_block_groups
+    are exactly the model's prediction (the skinny layout included, which a stock kernel
+    refuses). The assertions are the mount bench's own VM test's, with this kernel."""
+    from tests.vm.test_mount_bench import test_mount_bench_small
+
+    test_mount_bench_small(None, SKINNY, tmp_path)
