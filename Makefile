@@ -43,8 +43,11 @@ test: deps
 # the main job: every test marked vm, plus the slow ones (budget: 60 min cold). VM tests
 # that take the kernel_spec fixture run once per kernel in VM_KERNELS; a per-kernel summary
 # table ends the output.
+# The kernel-build tests (tests/vm/test_kbuild_vm.py) build build:6.12+skinny-bg-tree, the
+# baseline build:6.12 and the debug build when they are not in ~/.cache/fsoracle/kernels/build.
 VM_KERNELS ?= debian:6.12,debian:6.1
 vm-test: deps
+	sh harness/install-debian-deps.sh --kbuild
 	FSORACLE_VM_KERNELS=$(VM_KERNELS) $(PYTEST) -m "vm or slow" $(PYTEST_ARGS)
 
 # benchmarks and seed reproductions, default presets (budget: 30 min)

@@ -25,6 +25,7 @@ FAMILIES = [
     "harness.cmd_compress",
     "harness.cmd_stress",
     "harness.cmd_vm",
+    "harness.cmd_kernel",
     "harness.cmd_bench",
     "harness.cmd_report",
 ]

@@ -64,6 +64,38 @@ OPTIONAL_MODULES = (
     "loop",
 )
 
+# the config symbol of each module above, for kernels with everything built in (no modules
+# directory: `fsoracle kernel build`, vm/kconfig/guest.config); a required one not =y is
+# reported when the guest root is built
+MODULE_CONFIG = {
+    "virtio_pci": "VIRTIO_PCI",
+    "virtio_net": "VIRTIO_NET",
+    "virtio_blk": "VIRTIO_BLK",
+    "nvme": "BLK_DEV_NVME",
+    "btrfs": "BTRFS_FS",
+    "virtio_rng": "HW_RANDOM_VIRTIO",
+    "virtio_console": "VIRTIO_CONSOLE",
+    "dm_mod": "BLK_DEV_DM",
+    "dm_delay": "DM_DELAY",
+    "dm_flakey": "DM_FLAKEY",
+    "dm_log_writes": "DM_LOG_WRITES",
+    "loop": "BLK_DEV_LOOP",
+}
+
+
+def missing_builtins(kernel: Kernel) -> list[str]:
+    """For a kernel without modules: the guest root's modules it does not have built in
+    (``module (CONFIG_X=value)``); empty when its ``.config`` is unknown."""
+    if kernel.modules_dir is not None or kernel.config is None:
+        return []
+    out = []
+    for mod in (*REQUIRED_MODULES, *OPTIONAL_MODULES):
+        val = kernel.config_value(MODULE_CONFIG[mod])
+        if val != "y":
+            out.append(f"{mod} (CONFIG_{MODULE_CONFIG[mod]}={val or 'n'})")
+    return out
+
+
 # host programs copied into the guest: (command, Debian package, required)
 HOST_TOOLS: tuple[tuple[str, str, bool], ...] = (
     ("busybox", "busybox-static", True),
@@ -449,6 +481,12 @@ def _add_python(stage: _Stage) -> None:
 def _add_modules(stage: _Stage, kernel: Kernel) -> tuple[list[str], list[str]]:
     """Copy the modules in; return the early and the late load lists (guest paths)."""
     if kernel.modules_dir is None:
+        gaps = missing_builtins(kernel)
+        if gaps:
+            progress.note(
+                f"warning: kernel {kernel.release} has no modules and lacks built-in "
+                + ", ".join(gaps)
+            )
         return [], []
     early_src = module_plan(kernel, EARLY_MODULES)
     plan = early_src + [m for m in module_plan(kernel) if m not in early_src]

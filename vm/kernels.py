@@ -12,7 +12,10 @@ A spec is ``SCHEME:REST``; each scheme has a resolver that turns ``REST`` into a
   ``lib/modules/<release>`` directory, or a directory holding ``lib/modules/<release>``
   (``make modules_install INSTALL_MOD_PATH=DIR``), or one holding ``<release>``.
 
-Later schemes (``build:...``) register themselves with :func:`register_resolver`.
+- ``build:6.12[+SERIES...]``: built here from Debian's ``linux-source-6.12`` with the series
+  in ``patches/`` (:mod:`vm.kbuild`, imported on first use).
+
+Other schemes register themselves with :func:`register_resolver`.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def resolve_kernel(spec: str | None = None) -> Kernel:
         raise KernelSpecError(
             f"unknown kernel spec {spec!r}: use one of "
             + ", ".join(f"{s}:..." for s in schemes())
-            + f" (e.g. {DEFAULT_SPEC}, path:VMLINUZ[,MODULES_DIR])"
+            + f" (e.g. {DEFAULT_SPEC}, path:VMLINUZ[,MODULES_DIR], build:6.12+SERIES)"
         )
     return _RESOLVERS[scheme](rest)
 
@@ -139,7 +142,8 @@ def _apt_download(package: str, dest: Path) -> Path:
             f"apt-get download {package} failed ({last[0]}): run `apt-get update` "
             "(as root) and check the package name"
         )
-    debs = sorted(dest.glob(f"{package}_*.deb"))
+    name = package.split("=", 1)[0]  # "pkg=version" pins a version
+    debs = sorted(dest.glob(f"{name}_*.deb"))
     if not debs:
         raise KernelSpecError(f"apt-get download {package} produced no .deb in {dest}")
     return debs[0]
@@ -237,8 +241,15 @@ def _resolve_path(rest: str) -> Kernel:
     return Kernel(spec=spec, release=release, vmlinuz=image, modules_dir=modules, config=config)
 
 
+def _resolve_build(rest: str) -> Kernel:
+    from vm.kbuild import resolve_build
+
+    return resolve_build(rest)
+
+
 register_resolver("debian", _resolve_debian)
 register_resolver("path", _resolve_path)
+register_resolver("build", _resolve_build)
 
 
 # ---------------------------------------------------------------- PVH boot

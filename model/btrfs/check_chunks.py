@@ -57,6 +57,11 @@ def check_type_with_root(sb: Superblock, owner: int, key_type: int) -> str | Non
     elif key_type in (C.EXTENT_ITEM_KEY, C.METADATA_ITEM_KEY):
         ok = owner == C.EXTENT_TREE_OBJECTID
         where = "the extent tree"
+    elif key_type == C.BLOCK_GROUP_ITEM_KEY and skinny_bg_items_allowed(sb):
+        # read_skinny_block_group_tree() (patches/skinny-bg-tree 0003) refuses any item but
+        # a skinny one in tree 11 with -EUCLEAN; regular items have no tree to live in
+        ok = False
+        where = "no tree: with SKINNY_BG_TREE, block groups are skinny items (type 193)"
     elif key_type == C.BLOCK_GROUP_ITEM_KEY:
         want = C.BLOCK_GROUP_TREE_OBJECTID if bg_tree else C.EXTENT_TREE_OBJECTID
         ok = owner == want

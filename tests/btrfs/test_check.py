@@ -547,6 +547,72 @@ def test_skinny_bg_item_outside_bg_tree(btrfs_image: Callable[[str], Path], tmp_
     )
 
 
+def _writer_skinny(tmp_path: Path, name: str) -> Path:
+    from model.blocksource import FileSink
+    from model.btrfs.mkfs import MkfsConfig, make_btrfs
+
+    p = tmp_path / name
+    with FileSink(str(p), 1 << 30) as sink:
+        make_btrfs(MkfsConfig(size=1 << 30, layout="skinny-bg-tree"), sink)
+    return p
+
+
+def test_skinny_used_must_equal_the_extents(tmp_path: Path) -> None:
+    """A skinny item's key offset is its block group's used bytes: one that is a sector off
+    the sum of the extent items in the block group is a bg-used finding naming it (the
+    writer's image is clean first)."""
+    p = _writer_skinny(tmp_path, "skinny.img")
+    assert our_check(p).ok, text(our_check(p))
+    with FileSource(p) as src:
+        img = BtrfsImage.open(src)
+        root = img.tree(C.BLOCK_GROUP_TREE_OBJECTID)
+        assert root is not None and root.level == 0
+        keys = [blk.items[slot].key for blk, slot, _ in img.iter_items(root)]
+    victim = next(k for k in keys if k.offset > 0)
+
+    def bump(items: list[tuple[Key, bytes]]) -> list[tuple[Key, bytes]]:
+        return [
+            (Key(k.objectid, k.type, k.offset + 4096) if k == victim else k, b) for k, b in items
+        ]
+
+    rewrite_leaf(p, root.bytenr, bump)
+    res = our_check(p)
+    hits = [f for f in res.findings if f.code == "bg-used"]
+    assert hits and str(victim.objectid) in hits[0].message
+    assert f"used {victim.offset + 4096}" in hits[0].message
+
+
+def test_regular_item_in_skinny_tree(tmp_path: Path) -> None:
+    """With SKINNY_BG_TREE the kernel patch reads tree 11 item by item and stops at any item
+    that is not skinny (-EUCLEAN, patch 3): a regular (start, 192, length) item there is
+    reported, and its chunk then has no block group."""
+    p = _writer_skinny(tmp_path, "mixed.img")
+    with FileSource(p) as src:
+        img = BtrfsImage.open(src)
+        root = img.tree(C.BLOCK_GROUP_TREE_OBJECTID)
+        assert root is not None
+        chunk = img.chunk_map.lookup(img.sb.root)
+        assert chunk is not None
+        start, length, flags = chunk.key.offset, chunk.length, chunk.type
+
+    def regular(items: list[tuple[Key, bytes]]) -> list[tuple[Key, bytes]]:
+        out = []
+        for k, b in items:
+            if k.objectid == start:
+                body = struct.pack("<QQQ", k.offset, C.FIRST_CHUNK_TREE_OBJECTID, flags)
+                out.append((Key(start, C.BLOCK_GROUP_ITEM_KEY, length), body))
+            else:
+                out.append((k, b))
+        return out
+
+    rewrite_leaf(p, root.bytenr, regular)
+    res = our_check(p)
+    assert any(
+        f.code == "item-wrong-tree" and f"({start} {C.BLOCK_GROUP_ITEM_KEY} {length})" in f.what
+        for f in res.findings
+    ), text(res)
+
+
 # ---- the CLI, once per verdict ---------------------------------------------------------
 
 

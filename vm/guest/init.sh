@@ -33,7 +33,8 @@ load_modules() {
     done < "$1"
 }
 load_modules /etc/fso-modules-early
-echo /sbin/modprobe > /proc/sys/kernel/modprobe
+# a kernel built without module support (fsoracle kernel build) has no modprobe sysctl
+[ -e /proc/sys/kernel/modprobe ] && echo /sbin/modprobe > /proc/sys/kernel/modprobe
 
 ip link set lo up
 if [ -n "$FSO_IP" ]; then
