@@ -34,13 +34,38 @@ def cmd_leaf_capacity(args: argparse.Namespace) -> int:
         ("skinny item (empty body, 25-byte item header)", leaf_capacity(ns, 0)),
         ("24-byte bodies alone, no headers (nodesize / 24)", ns // 24),
     ]
+    measured = None
+    if args.measure:
+        from harness.leafmeasure import measure_leaf_capacity
+        from vm.errors import VMError
+
+        try:
+            measured = measure_leaf_capacity(args.kernel, nodesize=ns)
+        except VMError as e:
+            raise UserError(f"the kernel measurement failed: {e}") from None
     if args.json:
-        print(dumps({"nodesize": ns, "seed": SEED_ITEMS_PER_16K_LEAF, "rows": rows}))
+        print(
+            dumps(
+                {
+                    "nodesize": ns,
+                    "seed": SEED_ITEMS_PER_16K_LEAF,
+                    "rows": rows,
+                    "measured": measured.to_json() if measured else None,
+                }
+            )
+        )
         return 0
     print(f"block group items in one {ns}-byte leaf (seed: ~{SEED_ITEMS_PER_16K_LEAF} at 16 KiB)\n")
     print("| counting | items |\n|---|---:|")
     for what, n in rows:
         print(f"| {what} | {n} |")
+    if measured:
+        sizes = ", ".join(f"{n} items + {f} bytes free" for n, f in measured.leaves)
+        print(
+            f"| measured: {measured.release}, {measured.block_groups} block groups made by"
+            f" fallocate, leaves of the block group tree: {sizes}; {measured.bytes_per_item}"
+            f" bytes per item | {measured.capacity} |"
+        )
     print(
         "\nThe seed's ~680 is nodesize / sizeof(struct btrfs_block_group_item) = 16384 / 24"
         " = 682: it leaves out the 101-byte block header and the 25-byte struct btrfs_item"
@@ -175,6 +200,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     lc = s.add_parser("leaf-capacity", help="block group items per leaf (seed: ~680 at 16K)")
     lc.add_argument("--nodesize", default="16K")
     lc.add_argument("--json", action="store_true")
+    lc.add_argument(
+        "--measure",
+        action="store_true",
+        help="also read it off the leaves a kernel writes (one VM boot, ~1 min)",
+    )
+    lc.add_argument("--kernel", default="debian:6.12")
     lc.set_defaults(func=cmd_leaf_capacity)
     cc = s.add_parser("cow-cost", help="blocks COWed updating two adjacent block groups")
     cc.add_argument("--size", default="128G")

@@ -1,7 +1,8 @@
 """``fsoracle stress ...``: seeded workloads against a kernel, checked against the model.
 
-    fsoracle stress [--target host-mount|vm] [--fs btrfs|ext4] [--layout extent-tree|bg-tree]
-                    [--mkfs mkfs|writer] [--seed S] [--ops N] [--procs P] [--out DIR]
+    fsoracle stress [--target host-mount|vm] [--fs btrfs|ext4]
+                    [--layout extent-tree|bg-tree|skinny-bg-tree] [--mkfs mkfs|writer]
+                    [--seed S] [--ops N] [--procs P] [--out DIR]
                     [--kernel SPEC] [--device virtio|nvme] [--crash-at K|random [--runs N]]
     fsoracle stress replay LOG [--target host-mount|model|vm] [--fs ...] [--fault NAME,...]
     fsoracle stress fsx [--target host-mount] [--fs ...] [--seed S] [--ops N] [--out DIR]
@@ -288,7 +289,12 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
 def _fs_options(p: argparse.ArgumentParser, *, fs_default: str | None = "btrfs") -> None:
     p.add_argument("--target", default="host-mount", help="host-mount or vm")
     p.add_argument("--fs", default=fs_default, choices=("btrfs", "ext4"))
-    p.add_argument("--layout", default="extent-tree", help="btrfs: extent-tree or bg-tree")
+    p.add_argument(
+        "--layout",
+        default="extent-tree",
+        help="btrfs: extent-tree, bg-tree, or skinny-bg-tree (with --mkfs writer and a kernel"
+        " carrying the series, e.g. --kernel build:6.12+skinny-bg-tree)",
+    )
     p.add_argument(
         "--mkfs", default="mkfs", help="btrfs: mkfs (mkfs.btrfs) or writer (fsoracle btrfs mkfs)"
     )

@@ -128,3 +128,22 @@ def test_contention_falls_with_more_roots() -> None:
 def test_contention_is_deterministic(placement: str) -> None:
     cfg = ContentionConfig(threads=4, global_roots=2, ops_per_thread=200, placement=placement)
     assert simulate_contention(cfg) == simulate_contention(cfg)
+
+
+def test_leaf_capacity_read_off_dump_tree_leaves() -> None:
+    """Two leaves as btrfs-progs 6.14 printed them for a kernel-written block group tree
+    (16 KiB nodes): 166 items with 8149 bytes free, 238 with 4621. (16384-101-8149)/166 =
+    (16384-101-4621)/238 = 49 bytes per item; 166 + 8149 // 49 = 238 + 4621 // 49 = 332."""
+    from harness.errors import UserError
+    from harness.leafmeasure import capacity_of, leaves_of
+
+    dump = (
+        "node 30687232 level 1 items 2 free space 491 generation 9 owner BLOCK_GROUP_TREE\n"
+        "leaf 30490624 items 166 free space 8149 generation 9 owner BLOCK_GROUP_TREE\n"
+        "leaf 30703616 items 238 free space 4621 generation 9 owner BLOCK_GROUP_TREE\n"
+    )
+    leaves = leaves_of(dump)
+    assert leaves == [(166, 8149), (238, 4621)]
+    assert capacity_of(leaves, 16384) == (49, 332)
+    with pytest.raises(UserError, match="item size"):
+        capacity_of([(166, 8149), (238, 4000)], 16384)

@@ -1,11 +1,12 @@
 """Guest runs for the kernel-build tests (issue 7): an image written by ``fsoracle btrfs
-mkfs``, a guest that mounts it, runs the workload driver and a block-group churn, a crash run,
-and the host's checks afterwards.
+mkfs``, a guest that mounts it, runs the stress issue's workload driver and then a
+block-group churn (writes, deletes, ``balance``: block groups created and removed, which is
+what the SKINNY_BG_TREE patches change), and the host's checks afterwards.
 
-This is a stop-gap for the stress issue's VM half (``fsoracle stress --target vm``), which was
-not on main when these tests were written: the pieces it reuses are the stress issue's own
-(``harness/workload/driver.py`` in the guest, :func:`harness.workload.stress.analyse_run`,
-:func:`~harness.workload.hostmount.outside_view`, the checkers).
+The stress half is the stress issue's own (``harness/workload/driver.py`` in the guest,
+:func:`harness.workload.stress.analyse_run`, :func:`~harness.workload.hostmount.outside_view`,
+the checkers); ``fsoracle stress --target vm`` has no churn step, hence this runner. Crash
+runs are the stress issue's (:func:`harness.workload.vmcrash.run_vm_crashes`).
 """
 
 from __future__ import annotations
@@ -257,58 +258,6 @@ def stress_run(
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return run
-
-
-CRASH_WRITES = f"""mkdir -p {MNT}/crash
-i=0
-while [ $i -lt 40 ]; do
-    dd if=/dev/urandom of={MNT}/crash/s$i bs=64K count=4 conv=fsync 2>/dev/null
-    sha256sum {MNT}/crash/s$i >> /tmp/fsynced
-    dd if=/dev/zero of={MNT}/crash/u$i bs=1M count=4 2>/dev/null
-    i=$((i + 1))
-done
-"""
-
-
-@dataclass
-class CrashRun:
-    fsynced: list[str]
-    after: str
-    dmesg_after: str
-    consoles: list[Path]
-
-
-def crash_run(spec: str, image: Path, out: Path, *, seed: int) -> CrashRun:
-    """Guest 1: mount, write files with fsync (their hashes kept on the host), others without,
-    a driver run in the background, then a power cut (QMP quit). Guest 2: mount (log replay),
-    every fsynced file must read back with its hash; write one more file, unmount cleanly."""
-    consoles = []
-    with machine(spec, image, "kbuild-crash", out / "vm1") as m:
-        consoles.append(m.console_log)
-        m.run(f"mkdir -p {MNT} && mount {DEV} {MNT}", check=True)
-        m.put_file(DRIVER, "/tmp/driver.py")
-        m.run(
-            f"python3 /tmp/driver.py run -d {MNT}/bg -n 100000 -p 1 -s {seed} --fs btrfs "
-            "--log /tmp/bg.log >/dev/null 2>&1 &",
-            check=True,
-        )
-        m.run(CRASH_WRITES, check=True, timeout=900)
-        fsynced = m.run("cat /tmp/fsynced", check=True).out.splitlines()
-        m.crash()
-    with machine(spec, image, "kbuild-crash", out / "vm2") as m:
-        consoles.append(m.console_log)
-        m.run(f"mkdir -p {MNT} && mount {DEV} {MNT}", check=True)
-        after = m.run(f"cd / && sha256sum {MNT}/crash/s*", check=True).out
-        m.run(
-            f"dd if=/dev/urandom of={MNT}/after bs=64K count=16 conv=fsync 2>/dev/null && "
-            f"rm -r {MNT}/crash && btrfs filesystem sync {MNT} && umount {MNT}",
-            check=True,
-            timeout=600,
-        )
-        dmesg = m.run("dmesg", check=True).out
-    (out / "crash.json").write_text(json.dumps({"fsynced": fsynced, "after": after}, indent=1))
-    (out / "dmesg-after.txt").write_text(dmesg)
-    return CrashRun(fsynced, after, dmesg, [c for c in consoles if c is not None])
 
 
 def mount_attempt(spec: str, image: Path, out: Path) -> tuple[int, str]:

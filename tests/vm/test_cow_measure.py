@@ -22,3 +22,18 @@ def test_cow_of_two_adjacent_block_groups(vm_tools: None, kernel_spec: str) -> N
     # arithmetic of the paths: shared root and parent (4), different parents (5, the
     # seed's case), one leaf of a two-level block group tree (2, the seed's other case)
     assert (et.measured_cowed, st.measured_cowed, bgt.measured_cowed) == (4, 5, 2)
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(600)
+def test_block_group_items_per_leaf_on_a_kernel(vm_tools: None, kernel_spec: str) -> None:
+    """The seed's "~680 block group items per 16 KiB leaf", read off the leaves the kernel
+    wrote for ~400 block groups: struct btrfs_item (25 bytes) + struct
+    btrfs_block_group_item (24 bytes) per item, so (16384 - 101) // 49 = 332."""
+    from harness.leafmeasure import measure_leaf_capacity
+
+    got = measure_leaf_capacity(kernel_spec, block_groups=400)
+    assert got.block_groups >= 400  # fallocate's + the ones mkfs made
+    assert len(got.leaves) >= 2  # the tree grew past one leaf: splits happened
+    assert got.bytes_per_item == 25 + 24
+    assert got.capacity == (16384 - 101) // 49 == 332

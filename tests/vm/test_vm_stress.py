@@ -167,6 +167,7 @@ def test_vm_stress_run_and_a_crash_run(
 
 @pytest.mark.vm
 @pytest.mark.slow
+@pytest.mark.heavy  # 15-17 min per kernel here: make vm-test-heavy
 @pytest.mark.timeout(5400)
 def test_vm_stress_5000_ops_4_processes(
     stress_tools: None, kernel_spec: str, tmp_path: Path
