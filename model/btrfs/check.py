@@ -50,7 +50,7 @@ from model.btrfs.check_extents import BgAccount, ExtentScan, check_block_groups
 from model.btrfs.check_free_space import BgRange, FreeSpaceTreeChecker
 from model.btrfs.csum import btrfs_csum_data
 from model.btrfs.findings import Finding
-from model.btrfs.intervals import Interval, subtract_intervals
+from model.btrfs.intervals import Interval, merge_intervals, subtract_intervals
 from model.btrfs.items import ChunkItem, DevExtent, DevItem, ExtentItem, Key, KeyedRef
 from model.btrfs.reader import BtrfsImage, TreeRoot
 from model.btrfs.treeblock import TreeBlock
@@ -99,7 +99,8 @@ class _Walk:
     chunks: dict[int, ChunkItem] = field(default_factory=dict)
     devices: dict[int, DevItem] = field(default_factory=dict)
     dev_extents: list[tuple[Key, DevExtent]] = field(default_factory=list)
-    csum_ranges: list[Interval] = field(default_factory=list)
+    # per csum root: under extent-tree-v2 each global root's csum tree is ordered on its own
+    csum_ranges: dict[int, list[Interval]] = field(default_factory=dict)
     csum_items: list[tuple[int, int, int]] = field(default_factory=list)  # leaf, slot, start
     fst: FreeSpaceTreeChecker | None = None
 
@@ -286,7 +287,7 @@ class _Walk:
                 continue  # the reader has the root items
             if t == C.EXTENT_CSUM_KEY:
                 if root.objectid == C.CSUM_TREE_OBJECTID:
-                    self.process_csum_item(blk, slot)
+                    self.process_csum_item(blk, slot, root.offset)
                 continue
             if t in (C.EXTENT_ITEM_KEY, C.METADATA_ITEM_KEY) and owner != root.objectid:
                 continue
@@ -374,21 +375,24 @@ class _Walk:
                 key.offset - offset,
             )
 
-    def process_csum_item(self, blk: TreeBlock, slot: int) -> None:
-        """``check_csum_root()``: csum items do not overlap and are not too large."""
+    def process_csum_item(self, blk: TreeBlock, slot: int, global_root: int = 0) -> None:
+        """``check_csum_root()``: csum items do not overlap and are not too large. Ranges are
+        compared within one csum tree (``global_root``: its root key offset; extent-tree-v2
+        has one csum tree per global root, each in key order of its own)."""
         sb = self.img.sb
+        ranges = self.csum_ranges.setdefault(global_root, [])
         ih = blk.items[slot]
         key = ih.key
         n = ih.size // sb.csum_size
         data_len = n * sb.sectorsize
         what = f"csum item {key} in leaf {blk.logical}"
-        if self.csum_ranges and key.offset < self.csum_ranges[-1][1]:
+        if ranges and key.offset < ranges[-1][1]:
             self.report(
                 Finding(
                     "csum-overlap",
                     what,
                     f"csum range starts at {key.offset}, before the previous one ends at "
-                    f"{self.csum_ranges[-1][1]}",
+                    f"{ranges[-1][1]}",
                     key.offset,
                     C.CSUM_TREE_OBJECTID,
                 )
@@ -407,15 +411,15 @@ class _Walk:
                 )
             )
         end = key.offset + data_len
-        if self.csum_ranges and key.offset == self.csum_ranges[-1][1]:
-            self.csum_ranges[-1] = (self.csum_ranges[-1][0], end)
-        elif self.csum_ranges and key.offset < self.csum_ranges[-1][1]:
-            self.csum_ranges[-1] = (
-                self.csum_ranges[-1][0],
-                max(end, self.csum_ranges[-1][1]),
+        if ranges and key.offset == ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], end)
+        elif ranges and key.offset < ranges[-1][1]:
+            ranges[-1] = (
+                ranges[-1][0],
+                max(end, ranges[-1][1]),
             )
         else:
-            self.csum_ranges.append((key.offset, end))
+            ranges.append((key.offset, end))
         if self.verify_data_csums:
             self.check_extent_csums(blk, slot)
 
@@ -476,7 +480,8 @@ class _Walk:
         """``check_csums()`` / ``check_extent_exists()``: every checksummed range lies
         inside EXTENT_ITEMs."""
         covered = self.scan.used_intervals(data_only=True)
-        for s, e in subtract_intervals(self.csum_ranges, covered):
+        ranges = merge_intervals(r for rs in self.csum_ranges.values() for r in rs)
+        for s, e in subtract_intervals(ranges, covered):
             self.report(
                 Finding(
                     "csum-no-extent",
