@@ -62,7 +62,7 @@ PROBES_BTF = (
     "dev=mapping->host->i_sb->s_dev:u32 nr=wbc->nr_to_write:s64",
 )
 
-# one line of the instance's ``trace`` file: "  TASK-PID  [CPU] FLAGS  SECS.USECS: EVENT: (ip) k=v ..."
+# a line of the instance's ``trace``: "TASK-PID [CPU] FLAGS SECS.USECS: EVENT: (ip) k=v ..."
 _LINE = re.compile(
     r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+\S+\s+(?P<sec>\d+)\.(?P<frac>\d+):"
     r"\s+(?P<event>\w+):\s+\(.*?\)\s*(?P<args>.*)$"
