@@ -23,6 +23,10 @@ BENCHES: list[tuple[str, list[str]]] = [
         "btrfs mount timing in a VM, 256 GiB, three layouts (fsoracle bench mount)",
         ["-m", "harness.cli", "bench", "mount", "--preset", "default"],
     ),
+    (
+        "hot data relocation in a VM, 1 GiB, SSD = 20 % (fsoracle hot bench)",
+        ["-m", "harness.cli", "hot", "bench", "--preset", "hot_bench"],
+    ),
 ]
 
 
