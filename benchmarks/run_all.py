@@ -24,6 +24,10 @@ BENCHES: list[tuple[str, list[str]]] = [
         ["-m", "harness.cli", "bench", "mount", "--preset", "default"],
     ),
     ("differential examples per VM-minute (TCG, 10 ops each)", [str(HERE / "differential.py")]),
+    (
+        "hot data relocation in a VM, 1 GiB, SSD = 20 % (fsoracle hot bench)",
+        ["-m", "harness.cli", "hot", "bench", "--preset", "hot_bench"],
+    ),
 ]
 
 

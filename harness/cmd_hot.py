@@ -141,6 +141,47 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from harness import hot_trace
+
+    out = Path(args.out)
+
+    def say(msg: str) -> None:
+        print(f"hot trace: {msg}", file=sys.stderr, flush=True)
+
+    rec = hot_trace.record(args.kernel, args.workload, preset=args.preset, say=say)
+    hot_trace.write_trace(rec.trace, out)
+    if args.driver_log:
+        Path(args.driver_log).write_text(
+            "".join(f"{e.op} {e.name} {e.inode} {e.offset} {e.length}\n" for e in rec.log)
+        )
+    problems = hot_trace.check_reads(rec.trace, rec.log)
+    reads = sum(1 for e in rec.trace.events if e.op == "read")
+    writes = sum(1 for e in rec.trace.events if e.op == "write")
+    print(
+        f"{out}: {reads} reads, {writes} writes, {len(rec.trace.files)} files "
+        f"({rec.info.get('release', '')}); driver log {len(rec.log)} ops; "
+        f"reads vs driver log: {'equal' if not problems else f'{len(problems)} differ'}"
+    )
+    d = rec.decoded
+    print(
+        f"  probe hits {len(rec.raw_text.splitlines())} lines; other filesystems {d.other_dev}, "
+        f"empty writebacks {d.empty_writebacks}, unpaired {d.unpaired_returns}/"
+        f"{d.unfinished_calls}, buffer overrun {rec.info.get('overrun')}"
+    )
+    if args.raw:
+        Path(args.raw).write_text(rec.raw_text)
+    for p in problems[:10]:
+        print(f"  {p}")
+    return 0 if not problems else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness import hot_bench
+
+    return hot_bench.main(args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("hot", help="hot data tracking: temperatures, tiering simulator")
     hsub = p.add_subparsers(dest="hot_cmd", metavar="SUBCOMMAND")
@@ -173,3 +214,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     y.add_argument("--phase", choices=["trace", "measure"], default="trace")
     y.add_argument("--out", help="file (default: stdout)")
     y.set_defaults(func=cmd_synth)
+
+    r = hsub.add_parser("trace", help="record a workload's accesses in a guest kernel (JSONL)")
+    r.add_argument("--workload", required=True, choices=["phase1", "mixed"])
+    r.add_argument("--kernel", default="debian:6.12", metavar="SPEC")
+    r.add_argument("--preset", default="hot_bench", help="PRESET[:VARIANT] (phase1)")
+    r.add_argument("--out", required=True, help="trace file to write")
+    r.add_argument("--driver-log", help="also write the guest driver's own log here")
+    r.add_argument("--raw", help="also write the tracefs text here")
+    r.set_defaults(func=cmd_trace)
+
+    b = hsub.add_parser("bench", help="VM bench: reads before/after moving the hot files")
+    b.add_argument("--preset", default="hot_bench", help="PRESET[:VARIANT], e.g. hot_bench:smoke")
+    b.add_argument("--kernel", default="debian:6.12", metavar="SPEC")
+    b.add_argument("--out", help="directory (default: results/hot-bench-TIME)")
+    b.set_defaults(func=cmd_bench)
