@@ -28,6 +28,7 @@ $(DEBSTAMP): harness/install-debian-deps.sh | $(STAMP)
 # zstd as the stock kernels' lib/zstd writes it (harness/kernel_zstd.py): python-zstandard
 # releases bundling zstd 1.5.2 (6.12) and 1.4.8 (6.1), each in its own directory
 $(KZSTAMP): | $(STAMP)
+	$(BIN)/pip install -q wheel setuptools cffi  # 0.15.2 builds from its sdist, without isolation
 	$(BIN)/pip install -q --no-deps --target $(VENV)/kernel-zstd/1.5.2 'zstandard==0.19.0'
 	$(BIN)/pip install -q --no-deps --no-build-isolation --target $(VENV)/kernel-zstd/1.4.8 \
 		'zstandard==0.15.2'
