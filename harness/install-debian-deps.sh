@@ -12,13 +12,17 @@
 # screenshot; the test runs this itself, as root, when chromium is missing.
 set -eu
 REPORT_DEPS="chromium"
-if [ "${1:-}" = "--report" ]; then
+KBUILD_DEPS="build-essential flex bison bc libelf-dev libssl-dev xz-utils"
+# install_list WHAT PKG...: install the packages of a list that are missing, then exit
+install_list() {
+    what=$1
+    shift
     if [ "$(id -u)" != 0 ]; then
-        echo "install-debian-deps: not root; install these for the report tests: $REPORT_DEPS" >&2
+        echo "install-debian-deps: not root; install these for $what: $*" >&2
         exit 0
     fi
     need=""
-    for p in $REPORT_DEPS; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
     done
     [ -z "$need" ] && exit 0
@@ -26,25 +30,13 @@ if [ "${1:-}" = "--report" ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends $need
     exit 0
-fi
+}
+case "${1:-}" in
+    --report) install_list "the report tests" $REPORT_DEPS ;;
+    --kbuild) install_list "kernel builds" $KBUILD_DEPS ;;
+esac
 want_bpo="btrfs-progs qemu-system-x86"
 want_main="e2fsprogs zstd liblzo2-dev xz-utils cpio kmod busybox-static dropbear-bin openssh-client iproute2 python3 dmsetup lz4"
-KBUILD_DEPS="build-essential flex bison bc libelf-dev libssl-dev xz-utils"
-if [ "${1:-}" = "--kbuild" ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "install-debian-deps: not root; install these for kernel builds: $KBUILD_DEPS" >&2
-        exit 0
-    fi
-    need=""
-    for p in $KBUILD_DEPS; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
-    done
-    [ -z "$need" ] && exit 0
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $need
-    exit 0
-fi
 if [ "$(id -u)" != 0 ]; then
     echo "install-debian-deps: not root; skipping Debian packages (install: $want_bpo $want_main)" >&2
     exit 0
