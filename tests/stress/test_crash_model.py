@@ -332,6 +332,50 @@ def test_byte_level_judgement_with_the_image_bytes() -> None:
     ]
 
 
+def test_stale_tail_is_a_known_btrfs_finding() -> None:
+    """The saved reproducer's history (tests/vm/test_data/btrfs-stale-tail-...log): 20 480
+    bytes synced, cut to 16 583 and synced, extended to 79 810. Block 4 coming back with
+    its old bytes past 16 583 is what 6.1 and 6.12 showed: still a finding, tagged
+    btrfs-stale-tail on btrfs only; a byte before the cut, or one the block never held,
+    stays unexplained."""
+    ops = [
+        "creat path=f mode=644",
+        "write path=f off=0 len=20480 seed=1",
+        "sync",
+        "truncate path=f size=16583",
+        "sync",
+        "truncate path=f size=79810",
+    ]
+    old = w(1, 20480)
+    first = next(i for i in range(16583, 20480) if old[i])  # first old byte that is not 0
+    found = bytearray(79810)
+    found[:20480] = old  # block 4 whole from before the cut, zeros after it
+
+    def judge(fs: str, data: bytes) -> list[tuple[str, str]]:
+        m = HistoryModel(fs)
+        run(m, ops)
+        blocks = {("f", i): data[i * BLOCK : (i + 1) * BLOCK] for i in range(20)}
+        res = check_crash(m, [frec("f", data)], read_block=lambda p, i: blocks.get((p, i)))
+        assert len(res.findings) == 1
+        assert res.unexplained == [f for f in res.findings if not f.known]
+        return [(str(f), f.known) for f in res.findings]
+
+    why = (
+        f"garbage: f: byte {first} (block 4) is {old[first]:#04x}, a value it never had there"
+        " since the file's last sync point (p0#5 truncate)"
+    )
+    assert judge("btrfs", bytes(found)) == [
+        (why + " [known: btrfs-stale-tail]", "btrfs-stale-tail")
+    ]
+    assert judge("ext4", bytes(found)) == [(why, "")]
+    junk = bytearray(found)  # a byte past the cut that block 4 never held
+    junk[20000] = next(x for x in range(1, 256) if x != old[20000])
+    assert judge("btrfs", bytes(junk))[0][1] == ""
+    before = bytearray(found)  # a changed byte before the cut
+    before[16400] = next(x for x in range(1, 256) if x != old[16400])
+    assert judge("btrfs", bytes(before))[0][1] == ""
+
+
 def test_namespace_garbage_and_symlink_targets() -> None:
     m = HistoryModel("ext4")
     run(

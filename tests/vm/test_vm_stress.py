@@ -145,7 +145,9 @@ def test_vm_stress_run_and_a_crash_run(
         assert [str(f) for f in srep.crash.findings] == [
             f"garbage: p0/f: byte 16583 (block 4) is {write_data(1, 20480)[16583]:#04x}, a value"
             " it never had there since the file's last sync point (p0#6 truncate)"
+            " [known: btrfs-stale-tail]"
         ]
+        assert not srep.ok and srep.ok_except_known
 
     # the same judgement flags a synced file that lost a byte
     from harness.workload.sequences import regenerate
@@ -196,7 +198,8 @@ def test_vm_crash_runs_at_random_points(
     stress_tools: None, kernel_spec: str, tmp_path: Path
 ) -> None:
     """Random cut points on btrfs and ext4 (2 runs each, 4 processes x 300 ops): clean
-    checkers after the remount, fsync'd files exact, nothing garbage."""
+    checkers after the remount, fsync'd files exact, nothing garbage but the known btrfs
+    stale tail."""
     tgt = target(kernel_spec, tmp_path)
     jobs = []
     for spec in (FsSpec("btrfs"), FsSpec("ext4")):
@@ -212,5 +215,7 @@ def test_vm_crash_runs_at_random_points(
     reps = run_vm_crashes(tgt, jobs)
     text = "\n\n".join("\n".join(r.lines()) for r in reps)
     print(text)
-    assert all(r.ok for r in reps), text
+    # the btrfs stale tail (model.fsstate.crash.KNOWN) shows at some cut points, on 6.1
+    # more often: reported, tagged and allowed here; anything else fails
+    assert all(r.ok_except_known for r in reps), text
     assert sum(r.crash.strict_checked for r in reps if r.crash) > 0
