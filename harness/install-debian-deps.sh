@@ -13,6 +13,12 @@
 set -eu
 REPORT_DEPS="chromium"
 KBUILD_DEPS="build-essential flex bison bc libelf-dev libssl-dev xz-utils"
+# missing PKG...: the packages of the list that are not installed, each after a space
+missing() {
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || printf ' %s' "$p"
+    done
+}
 # install_list WHAT PKG...: install the packages of a list that are missing, then exit
 install_list() {
     what=$1
@@ -21,10 +27,7 @@ install_list() {
         echo "install-debian-deps: not root; install these for $what: $*" >&2
         exit 0
     fi
-    need=""
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
-    done
+    need=$(missing "$@")
     [ -z "$need" ] && exit 0
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -41,7 +44,6 @@ if [ "$(id -u)" != 0 ]; then
     echo "install-debian-deps: not root; skipping Debian packages (install: $want_bpo $want_main)" >&2
     exit 0
 fi
-need=""
 btrfs_ok=0
 if command -v mkfs.btrfs >/dev/null 2>&1; then
     v=$(mkfs.btrfs --version 2>&1 | sed -n 's/.*v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1)
@@ -53,9 +55,7 @@ if command -v qemu-system-x86_64 >/dev/null 2>&1; then
     v=$(qemu-system-x86_64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
     [ "${v:-0}" -ge 10 ] && qemu_ok=1
 fi
-for p in $want_main; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need="$need $p"
-done
+need=$(missing $want_main)
 if [ $btrfs_ok = 1 ] && [ $qemu_ok = 1 ] && [ -z "$need" ]; then
     exit 0
 fi
