@@ -639,13 +639,11 @@ def check_crash(
                 return read_block(path, b) if read_block is not None else None
 
             files = [n for n in cands if isinstance(n, File)]
-            why = [explain_file(model.history(n), r, reader) for n in files]
+            why = [explain_file(model.history(n), r, reader, model.sem.name) for n in files]
             if all(w is not None for w in why):
                 last = model.history(files[0]).last_change()
                 expl = [w for w in why if w is not None]
                 msg, tag = ([w for w in expl if w[1]] or expl)[0]
-                if tag and KNOWN[tag][0] != model.sem.name:
-                    tag = ""
                 res.findings.append(
                     CrashFinding("garbage", path, msg, model.op_ref(last), known=tag)
                 )
@@ -670,10 +668,13 @@ def explain_file(
     h: FileHistory,
     r: dict[str, Any],
     read_block: Callable[[int], bytes | None] = lambda b: None,
+    fs: str = "",
 ) -> tuple[str, str] | None:
     """None if the file found (walk record ``r``) is allowed by rule 2 for history ``h``,
-    else (why not, the :data:`KNOWN` behaviour it matches or ""). A block whose hash
-    matches no allowed version is read with ``read_block`` and judged byte by byte."""
+    else (why not, the :data:`KNOWN` behaviour of filesystem ``fs`` it matches or ""). A
+    block whose hash matches no allowed version is read with ``read_block`` and judged
+    byte by byte."""
+    stale_known = KNOWN["btrfs-stale-tail"][0] == fs
     if "error" in r:
         return f"read fails: {r['error']}", ""
     size = int(r["size"])
@@ -697,24 +698,24 @@ def explain_file(
                 f"block {b} (offset {b * BLOCK}) is no version the file had there"
                 " since its last sync point (bytes not read)"
             ), ""
-        bad = garbage_byte(data[:length], h.allowed_versions(b))
+        versions = h.allowed_versions(b)
+        bad = garbage_byte(data[:length], versions)
         if bad is not None:
             why = (
                 f"byte {b * BLOCK + bad} (block {b}) is {data[bad]:#04x}, a value it never"
                 " had there since the file's last sync point"
             )
-            if not stale_tail(h, b, data[:length]):
+            if not (stale_known and stale_tail(h, b, data[:length], versions)):
                 return why, ""
             stale = stale or (why, "btrfs-stale-tail")
     return stale
 
 
-def stale_tail(h: FileHistory, b: int, data: bytes) -> bool:
-    """True if every byte of block ``b`` as found (``data``) that no allowed version
-    explains lies past a size the file was cut to inside block ``b`` and equals that
-    offset's byte in a version of the block from before that cut (``btrfs-stale-tail``,
-    module docstring)."""
-    allowed = h.allowed_versions(b)
+def stale_tail(h: FileHistory, b: int, data: bytes, allowed: list[bytes]) -> bool:
+    """True if every byte of block ``b`` as found (``data``) that no ``allowed`` version
+    (:meth:`FileHistory.allowed_versions`) explains lies past a size the file was cut to
+    inside block ``b`` and equals that offset's byte in a version of the block from before
+    that cut (``btrfs-stale-tail``, module docstring)."""
     cuts = [(op, size - b * BLOCK) for op, size in h.sizes if 0 < size - b * BLOCK < BLOCK]
     for i, byte in enumerate(data):
         if any(v[i] == byte for v in allowed):
