@@ -36,7 +36,9 @@ def int_range(lo: int | None = 0, hi: int | None = None) -> Callable[[str], int]
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{s} is out of range: give a number {_bounds(lo, hi)}")
+            raise argparse.ArgumentTypeError(
+                f"{s} is out of range: give a number {_bounds(lo, hi)}"
+            )
         return v
 
     parse.__name__ = "integer"  # argparse names the type in its messages
@@ -53,7 +55,9 @@ def float_range(lo: float | None = 0.0, hi: float | None = None) -> Callable[[st
         except ValueError:
             raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
         if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{s} is out of range: give a number {_bounds(lo, hi)}")
+            raise argparse.ArgumentTypeError(
+                f"{s} is out of range: give a number {_bounds(lo, hi)}"
+            )
         return v
 
     parse.__name__ = "number"
