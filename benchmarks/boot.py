@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Literal, cast
 
+from harness.argtypes import int_range
 from vm import progress
 from vm.machine import Machine, MachineConfig
 
@@ -70,7 +71,7 @@ def bench(kernel: str, runs: int, accel: Accel) -> dict[str, object]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernels", default="debian:6.12,debian:6.1")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int_range(1, 1000), default=5)
     ap.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()

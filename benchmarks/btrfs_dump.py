@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.argtypes import int_range
 from harness.cache import cache_dir
 from harness.sizes import parse_size
 
@@ -69,10 +70,10 @@ def timed(cmd: list[str]) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="128G")
-    ap.add_argument("--files", type=int, default=30000)
+    ap.add_argument("--files", type=int_range(0, 1 << 32), default=30000)
     ap.add_argument("--file-size", default="4M")
-    ap.add_argument("--nodesize", type=int, default=16384)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--nodesize", type=int_range(4096, 65536), default=16384)
+    ap.add_argument("--repeat", type=int_range(1, 1000), default=3)
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.argtypes import int_range, seed
 from harness.workload.differential import DifferentialRunner, search
 from harness.workload.hostmount import FsSpec
 from harness.workload.vmstress import VmTarget, vm_sessions
@@ -33,9 +34,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kernel", default="debian:6.12")
     ap.add_argument("--fs", default="btrfs,ext4")
-    ap.add_argument("--examples", type=int, default=300)
-    ap.add_argument("--ops", type=int, default=10, help="ops per example (fixed)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--examples", type=int_range(1, 10_000_000), default=300)
+    ap.add_argument("--ops", type=int_range(1, 10_000), default=10, help="ops per example (fixed)")
+    ap.add_argument("--seed", type=seed, default=0)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     specs = [FsSpec(fs=f.strip()) for f in a.fs.split(",") if f.strip()]

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.argtypes import int_range
 from harness.cache import cache_dir
 
 BUDGET_S = 600
@@ -31,7 +32,7 @@ BUDGET_RSS_GIB = 8
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--groups", type=int, default=491520)
+    ap.add_argument("--groups", type=int_range(1, 1 << 32), default=491520)
     ap.add_argument("--kernel", default="6.12")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

@@ -9,9 +9,12 @@ where the input is the problem) end in one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from harness.errors import UserError
 from model.errors import FormatError
@@ -45,12 +48,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM / SIGHUP: leave through ``SystemExit`` so that every ``finally`` and context
+    manager runs (temporaries removed, QEMU stopped), with the shell's status 128+N."""
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _signals_exit() -> Iterator[None]:
+    """Install :func:`_exit_on_signal` for SIGTERM and SIGHUP where they are at their
+    default (an ignored signal stays ignored: ``nohup`` keeps working); restored after."""
+    saved: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(ValueError):  # not the main thread: leave as is
+                if signal.getsignal(sig) == signal.SIG_DFL:
+                    saved[sig] = signal.signal(sig, _exit_on_signal)
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Command = args.func
     try:
-        return func(args)
+        with _signals_exit():
+            return func(args)
     except (UserError, FormatError) as e:
         print(f"fsoracle: {e}", file=sys.stderr)
         return 2

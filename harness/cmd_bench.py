@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.argtypes import int_range, seed
 from harness.mountbench import DEVICES, LAYOUTS, acceptance, load_presets, make_config, run_bench
 from vm.kernels import DEFAULT_SPEC
 
@@ -71,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     m.add_argument("--device-size", help="device size (default: 10%% more than --size)")
     m.add_argument("--nodesize")
     m.add_argument("--extent-size")
-    m.add_argument("--repeat", type=int, help="cold mounts per layout and device")
-    m.add_argument("--seed", type=int, help="the writer's seed (UUIDs, times)")
+    m.add_argument("--repeat", type=int_range(1, 10_000), help="cold mounts per layout and device")
+    m.add_argument("--seed", type=seed, help="the writer's seed (UUIDs, times)")
     m.add_argument("--out", help="output directory (default results/mount-<timestamp>)")
     m.add_argument("--image-dir", help="write the images here and keep them")
     m.add_argument("--keep-images", action="store_true", help="keep OUT/images/")

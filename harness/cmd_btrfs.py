@@ -9,8 +9,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from harness.argtypes import int_range, seed
 from harness.errors import UserError
 from harness.jsonout import dumps, to_jsonable
+from harness.safeio import atomic_output, sparse_copy
 from model.blocksource import FileSource
 from model.btrfs import constants as C
 from model.btrfs.blockgroups import BG_KEY_TYPES, BlockGroup, block_group_from_item
@@ -51,7 +53,9 @@ def parse_tree_arg(s: str) -> int:
         raise UserError(
             f"unknown tree {s!r}: give a number or one of {', '.join(sorted(TREE_ALIASES))}"
         ) from None
-    return v & C.U64
+    if not 0 <= v <= C.U64:
+        raise UserError(f"tree id {s} is out of range: tree ids are 0 to {C.U64}")
+    return v
 
 
 def open_image(path: str, mirror: int) -> BtrfsImage:
@@ -372,17 +376,17 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
         cfg.validate()
     except MkfsError as e:
         raise UserError(str(e)) from None
-    if os.path.exists(args.image) and not args.force:
-        raise UserError(f"{args.image} exists: pass --force to overwrite it")
     t0 = time.monotonic()
-    tmp = args.image + ".tmp"
-    try:
-        with FileSink(tmp, cfg.size) as sink:
-            res = make_btrfs(cfg, sink)
-    except MkfsError as e:
-        os.unlink(tmp)
-        raise UserError(str(e)) from None
-    os.replace(tmp, args.image)
+    with atomic_output(args.image, force=args.force, what="image") as out:
+        try:
+            with FileSink(out.fd, cfg.size) as sink:
+                res = make_btrfs(cfg, sink)
+        except MkfsError as e:
+            raise UserError(str(e)) from None
+        except OSError as e:
+            raise UserError(
+                f"{args.image}: cannot write a {cfg.size}-byte image there: {e.strerror}"
+            ) from None
     dt = time.monotonic() - t0
     print(
         f"{args.image}: {cfg.layout}, {cfg.size} bytes, nodesize {cfg.nodesize},"
@@ -393,9 +397,7 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    import subprocess
-
-    from model.blocksource import FileSink
+    from model.blocksource import FileSink, open_image_fd
     from model.btrfs.convert import spec_from_image
     from model.btrfs.mkfs import MkfsError, write_filesystem
 
@@ -409,20 +411,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
         spec = spec_from_image(img, args.layout)
     except MkfsError as e:
         raise UserError(f"{args.image}: cannot convert: {e}") from None
-    if os.path.exists(args.out) and not args.force:
-        raise UserError(f"{args.out} exists: pass --force to overwrite it")
-    tmp = args.out + ".tmp"
     # data stays where it is: copy the image (sparse), then rewrite its metadata
-    r = subprocess.run(["cp", "--sparse=always", args.image, tmp], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise UserError(f"cannot copy {args.image} to {tmp}: {r.stderr.strip()}")
-    try:
-        with FileSink(tmp, spec.size, existing=True) as sink:
-            res = write_filesystem(spec, sink)
-    except MkfsError as e:
-        os.unlink(tmp)
-        raise UserError(f"{args.image}: cannot convert: {e}") from None
-    os.replace(tmp, args.out)
+    with atomic_output(args.out, force=args.force, inputs=[args.image], what="output") as out:
+        try:
+            src_fd = open_image_fd(args.image)
+        except OSError as e:
+            raise UserError(f"{args.image}: cannot open: {e.strerror}") from None
+        try:
+            sparse_copy(src_fd, out.fd, img.source.size)
+        except OSError as e:
+            raise UserError(f"cannot copy {args.image} to {args.out}: {e.strerror or e}") from None
+        finally:
+            os.close(src_fd)
+        try:
+            with FileSink(out.fd, spec.size, existing=True) as sink:
+                res = write_filesystem(spec, sink)
+        except MkfsError as e:
+            raise UserError(f"{args.image}: cannot convert: {e}") from None
     print(
         f"{args.out}: {args.image} rewritten as {args.layout}: {len(res.chunks)} block groups,"
         f" {res.tree_block_count} tree blocks (the input is unchanged)"
@@ -439,7 +444,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         sp.add_argument("image", help="image file or block device (opened read-only)")
         sp.add_argument(
             "--super",
-            type=int,
+            type=int_range(0, 2),
             default=0,
             choices=[0, 1, 2],
             metavar="N",
@@ -482,16 +487,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     mk.add_argument(
         "--global-roots",
-        type=int,
+        type=int_range(1, 1024),
         default=1,
         help="extent-tree-v2: number of extent, csum and free space roots",
     )
     mk.add_argument("--fill", default="0", help="bytes of preallocated file extents")
     mk.add_argument("--extent-size", default="4M")
     mk.add_argument(
-        "--files", type=int, default=None, help="number of files (default: one per extent)"
+        "--files",
+        type=int_range(0, 1 << 40),
+        default=None,
+        help="number of files (default: one per extent)",
     )
-    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--seed", type=seed, default=0)
     mk.add_argument("--force", action="store_true", help="overwrite an existing image")
     mk.set_defaults(func=cmd_mkfs)
 

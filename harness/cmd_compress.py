@@ -13,10 +13,14 @@ from model.btrfs import compression as Z
 from model.btrfs.compress_predict import Op, Prediction, predict
 from model.btrfs.datapattern import KINDS
 
+# The model holds the file's bytes in memory (to compress them as the kernel would): the
+# file the ops make, and the existing file, stay within this size.
+MAX_FILE = 1 << 30
+
 
 def parse_ops(text: str) -> list[Op]:
     """``write OFF LEN; sync; truncate SIZE`` (sizes take K/M/G suffixes)."""
-    ops = []
+    ops: list[Op] = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         words = part.split()
         try:
@@ -30,8 +34,14 @@ def parse_ops(text: str) -> list[Op]:
                 raise ValueError
         except (ValueError, IndexError):
             raise UserError(f"bad op {part!r}: write OFF LEN | sync | truncate SIZE") from None
-        if ops[-1].kind == "write" and ops[-1].length <= 0:
+        op = ops[-1]
+        if op.kind == "write" and op.length <= 0:
             raise UserError(f"bad op {part!r}: empty write")
+        if op.offset + op.length > MAX_FILE:
+            raise UserError(
+                f"bad op {part!r}: the file would pass {MAX_FILE} bytes, which the model holds"
+                " in memory; use smaller offsets (compression works per 128 KiB extent)"
+            )
     return ops
 
 
@@ -64,6 +74,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         existing = parse_size(args.existing_size) if args.existing_size else 0
     except ValueError:
         raise UserError(f"bad --existing-size {args.existing_size!r}") from None
+    if existing > MAX_FILE:
+        raise UserError(f"--existing-size {existing} is above the {MAX_FILE} bytes the model holds")
     try:
         p = predict(kernel, args.mount_opts, ops, args.data, existing)
     except ModuleNotFoundError as e:

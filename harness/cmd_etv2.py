@@ -16,6 +16,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from harness.argtypes import float_range, int_range, seed
 from harness.errors import UserError
 from harness.jsonout import dumps
 from harness.sizes import parse_size
@@ -220,12 +221,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cc.add_argument("--kernel", default="debian:6.12")
     cc.set_defaults(func=cmd_cow_cost)
     ct = s.add_parser("contention", help="lock waits on global roots (simulation)")
-    ct.add_argument("--threads", type=int, default=16)
+    ct.add_argument("--threads", type=int_range(1, 4096), default=16)
     ct.add_argument("--global-roots", default="1,2,4,8,16")
-    ct.add_argument("--ops", type=int, default=2000)
-    ct.add_argument("--think", type=float, default=10.0)
-    ct.add_argument("--hold", type=float, default=1.0)
+    ct.add_argument("--ops", type=int_range(1, 10_000_000), default=2000)
+    ct.add_argument("--think", type=float_range(0.0, 1e9), default=10.0)
+    ct.add_argument("--hold", type=float_range(0.0, 1e9), default=1.0)
     ct.add_argument("--placement", choices=["spread", "per-thread"], default="spread")
-    ct.add_argument("--seed", type=int, default=0)
+    ct.add_argument("--seed", type=seed, default=0)
     ct.add_argument("--json", action="store_true")
     ct.set_defaults(func=cmd_contention)

@@ -4,12 +4,15 @@ tiered-storage simulator, the bench's synthetic traces)."""
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 from typing import Any
 
+from harness.argtypes import int_range
 from harness.errors import UserError
 from harness.jsonout import dumps
+from harness.safeio import check_output, read_text_input, write_atomic
 from model.hotdata import constants as C
 from model.hotdata.freq import HotFreqData, hot_temp_bucket, hot_temp_parts
 from model.hotdata.replay import ReplayConfig, replay
@@ -21,16 +24,7 @@ def read_trace(path: str | None) -> Trace:
     """A trace file, or stdin for ``-``/None."""
     if path in (None, "-"):
         return parse_trace(sys.stdin)
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{path}: no such file")
-    try:
-        with p.open(encoding="utf-8") as f:
-            return parse_trace(f)
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
+    return parse_trace(io.StringIO(read_text_input(path, "access trace")))
 
 
 def _record(freq: HotFreqData, item: HotCommItem, now: int) -> dict[str, Any]:
@@ -137,7 +131,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.out in (None, "-"):
         sys.stdout.write("\n".join(lines) + "\n")
     else:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+        write_atomic(args.out, "\n".join(lines) + "\n", force=args.force)
     return 0
 
 
@@ -145,15 +139,21 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from harness import hot_trace
 
     out = Path(args.out)
+    # refuse a bad output before the guest boots (checked again when written)
+    for path in (args.out, args.driver_log, args.raw):
+        if path is not None:
+            check_output(path, force=args.force)
 
     def say(msg: str) -> None:
         print(f"hot trace: {msg}", file=sys.stderr, flush=True)
 
     rec = hot_trace.record(args.kernel, args.workload, preset=args.preset, say=say)
-    hot_trace.write_trace(rec.trace, out)
+    hot_trace.write_trace(rec.trace, out, force=args.force)
     if args.driver_log:
-        Path(args.driver_log).write_text(
-            "".join(f"{e.op} {e.name} {e.inode} {e.offset} {e.length}\n" for e in rec.log)
+        write_atomic(
+            args.driver_log,
+            "".join(f"{e.op} {e.name} {e.inode} {e.offset} {e.length}\n" for e in rec.log),
+            force=args.force,
         )
     problems = hot_trace.check_reads(rec.trace, rec.log)
     reads = sum(1 for e in rec.trace.events if e.op == "read")
@@ -170,7 +170,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         f"{d.unfinished_calls}, buffer overrun {rec.info.get('overrun')}"
     )
     if args.raw:
-        Path(args.raw).write_text(rec.raw_text)
+        write_atomic(args.raw, rec.raw_text, force=args.force)
     for p in problems[:10]:
         print(f"  {p}")
     return 0 if not problems else 1
@@ -189,7 +189,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     t = hsub.add_parser("temp", help="records, temperatures and heat buckets of a trace")
     t.add_argument("--trace", help="JSONL access trace (default: stdin)")
-    t.add_argument("--now", type=int, help="temperature time, ns (default: the last event)")
+    t.add_argument(
+        "--now",
+        type=int_range(0, (1 << 63) - 1),
+        help="temperature time, ns (default: the last event)",
+    )
     t.add_argument(
         "--timers",
         action="store_true",
@@ -213,6 +217,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     y.add_argument("--preset", default="hot_bench")
     y.add_argument("--phase", choices=["trace", "measure"], default="trace")
     y.add_argument("--out", help="file (default: stdout)")
+    y.add_argument("--force", action="store_true", help="replace --out if it exists")
     y.set_defaults(func=cmd_synth)
 
     r = hsub.add_parser("trace", help="record a workload's accesses in a guest kernel (JSONL)")
@@ -222,6 +227,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--out", required=True, help="trace file to write")
     r.add_argument("--driver-log", help="also write the guest driver's own log here")
     r.add_argument("--raw", help="also write the tracefs text here")
+    r.add_argument("--force", action="store_true", help="replace the output files if they exist")
     r.set_defaults(func=cmd_trace)
 
     b = hsub.add_parser("bench", help="VM bench: reads before/after moving the hot files")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.safeio import output_dir
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -48,7 +49,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise UserError(f"--from {d}: not a directory")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     command = command_line(args)
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     commit = git_commit()

@@ -27,7 +27,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.argtypes import float_range, int_range, seed
 from harness.errors import UserError
+from harness.safeio import write_atomic
 from harness.sizes import parse_size
 
 TARGETS = ("host-mount", "vm")
@@ -116,7 +118,7 @@ def cmd_run_vm(args: argparse.Namespace) -> int:
             if len(reps) > 1:
                 text = "\n".join(summary_lines(reps))
                 print(text)
-                (out / "summary.md").write_text(text + "\n")
+                write_atomic(out / "summary.md", text + "\n")
             print(f"logs, walks and reports: {out}")
         return 0 if all(r.ok for r in reps) else 1
     from harness.workload.vmstress import StressJob, run_vm_stress
@@ -280,9 +282,14 @@ def cmd_differential(args: argparse.Namespace) -> int:
 def _vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", help="with --target vm: kernel spec (default debian:6.12)")
     p.add_argument("--device", default="virtio", help="with --target vm: virtio or nvme")
-    p.add_argument("--mem", type=int, default=1536, help="with --target vm: guest MiB")
     p.add_argument(
-        "--vm-timeout", type=float, default=3600.0, help="bound on each VM's life (seconds)"
+        "--mem", type=int_range(128, 1 << 20), default=1536, help="with --target vm: guest MiB"
+    )
+    p.add_argument(
+        "--vm-timeout",
+        type=float_range(1.0, 7 * 86400.0),
+        default=3600.0,
+        help="bound on each VM's life (seconds)",
     )
 
 
@@ -310,14 +317,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _fs_options(p)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--ops", type=int, default=1000, help="ops per process (fsstress -n)")
-    p.add_argument("--procs", type=int, default=4)
+    p.add_argument("--seed", type=seed, default=1)
+    p.add_argument(
+        "--ops", type=int_range(1, 10_000_000), default=1000, help="ops per process (fsstress -n)"
+    )
+    p.add_argument("--procs", type=int_range(1, 256), default=4)
     p.add_argument("--out", help="directory for the log, the walk and the report")
     p.add_argument("--keep-image", action="store_true")
     p.add_argument("--json", action="store_true")
     p.add_argument("--crash-at", help="with --target vm: cut the power at op line K, or 'random'")
-    p.add_argument("--runs", type=int, default=1, help="with --crash-at: runs (seeds S, S+1...)")
+    p.add_argument(
+        "--runs",
+        type=int_range(1, 100_000),
+        default=1,
+        help="with --crash-at: runs (seeds S, S+1...)",
+    )
     p.set_defaults(func=cmd_run)
     ssub = p.add_subparsers(dest="stress_cmd", metavar="[replay|fsx|differential]")
 
@@ -336,16 +350,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     f = ssub.add_parser("fsx", help="fsx-style single-file run with every read checked")
     _fs_options(f)
-    f.add_argument("--seed", type=int, default=1)
-    f.add_argument("--ops", type=int, default=2000)
+    f.add_argument("--seed", type=seed, default=1)
+    f.add_argument("--ops", type=int_range(1, 10_000_000), default=2000)
     f.add_argument("--out")
     f.set_defaults(func=cmd_fsx)
 
     d = ssub.add_parser("differential", help="hypothesis search for model/kernel disagreements")
     _fs_options(d)
-    d.add_argument("--examples", type=int, default=200)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--max-ops", type=int, default=12)
+    d.add_argument("--examples", type=int_range(1, 10_000_000), default=200)
+    d.add_argument("--seed", type=seed, default=0)
+    d.add_argument("--max-ops", type=int_range(1, 10_000), default=12)
     d.add_argument("--fault", help="plant faults in the model (testing the test)")
     d.add_argument("--results", default="results/stress", help="where minimal logs go")
     d.set_defaults(func=cmd_differential)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Iterator
 
+from harness.argtypes import float_range, int_range
 from harness.errors import UserError
 from vm.accel import ACCELS, choose_accel, find_qemu
 from vm.console import render_faults
@@ -62,10 +62,10 @@ def _machine_args(p: argparse.ArgumentParser, timeout: float | None) -> None:
     )
     p.add_argument("--accel", choices=ACCELS, default="auto", help="default: auto")
     p.add_argument("--mem", default="1024", metavar="M", help="guest memory, e.g. 1024, 2G")
-    p.add_argument("--cpus", type=int, default=2, metavar="N")
+    p.add_argument("--cpus", type=int_range(1, 64), default=2, metavar="N")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=float_range(1.0, 7 * 86400.0),
         default=timeout,
         metavar="S",
         help="kill the machine after S seconds"
@@ -96,17 +96,6 @@ def _config(args: argparse.Namespace) -> MachineConfig:
     )
 
 
-def _exit_on_sigterm() -> None:
-    """SIGTERM unwinds like ^C, so the machine's context manager stops QEMU and removes
-    its network namespace (without this Python dies at once; QEMU still dies with it through
-    PR_SET_PDEATHSIG, but the namespace would wait for the next run's stale-namespace sweep)."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     cmd: list[str] = args.cmd
     if cmd and cmd[0] == "--":
@@ -115,7 +104,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("vm run needs a command: fsoracle vm run [options] -- CMD...")
     line: str | list[str] = cmd[0] if len(cmd) == 1 else cmd
     config = _config(args)
-    _exit_on_sigterm()
     with vm_errors(), Machine(config) as m:
         if args.json:
             r = m.run(line)
@@ -144,7 +132,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     config = _config(args)
-    _exit_on_sigterm()
     with vm_errors(), Machine(config) as m:
         return m.interactive_shell()
 

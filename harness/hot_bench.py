@@ -40,6 +40,7 @@ from typing import Any
 from harness import hot_sim
 from harness.errors import UserError
 from harness.hot_trace import GROUP, PROBES_BTF, Guest, build_trace, check_kernel, load_variant
+from harness.safeio import output_dir, save_figure, write_atomic
 from model.hotdata.trace import HotEvent, format_trace
 
 MiB = 2**20
@@ -105,7 +106,7 @@ def run_bench(preset: str, kernel: str, out: Path, say: Any = print) -> BenchRes
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"preset {preset!r}: bad or missing value ({e!r})") from None
     k = check_kernel(kernel)
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     work = Path(tempfile.mkdtemp(prefix="images-", dir=out))
     slow_img = work / "hdd.img"
     fast_img = work / "ssd.img"
@@ -192,9 +193,10 @@ def run_bench(preset: str, kernel: str, out: Path, say: Any = print) -> BenchRes
             trace, dec = build_trace(
                 raw_text, sdev, on, files, f"guest {release} hot bench phase 1"
             )
-            (out / "phase1.jsonl").write_text("\n".join(format_trace(trace)) + "\n")
-            (out / "phase1-driver.log").write_text(
-                "".join(f"{e.op} {e.name} {e.inode} {e.offset} {e.length}\n" for e in log)
+            write_atomic(out / "phase1.jsonl", "\n".join(format_trace(trace)) + "\n")
+            write_atomic(
+                (out / "phase1-driver.log"),
+                "".join(f"{e.op} {e.name} {e.inode} {e.offset} {e.length}\n" for e in log),
             )
             problems = check_reads(trace, log)
             inode_of = {f["name"]: int(f["inode"]) for f in files}
@@ -287,9 +289,9 @@ def run_bench(preset: str, kernel: str, out: Path, say: Any = print) -> BenchRes
         seconds=t,
         notes=[f"trace decode: {asdict(dec) | {'events': len(dec.events)}}"],
     )
-    (out / "result.json").write_text(json.dumps(asdict(res), indent=1, default=str) + "\n")
+    write_atomic(out / "result.json", json.dumps(asdict(res), indent=1, default=str) + "\n")
     png = plot(res, out / "hot-bench.png")
-    (out / "report.md").write_text(render(res, png))
+    write_atomic(out / "report.md", render(res, png))
     return res
 
 
@@ -357,7 +359,7 @@ def plot(r: BenchResult, path: Path) -> Path:
     fig.suptitle(f"hot data relocation, {r.release} ({r.accel}), {r.preset}", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 

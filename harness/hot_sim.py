@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from harness.errors import UserError
+from harness.safeio import read_text_input, save_figure
 from model.hotdata import constants as C
 from model.hotdata.freq import hot_temp_bucket
 from model.hotdata.replay import ReplayConfig, replay
@@ -59,7 +60,7 @@ def load_preset(name: str) -> dict[str, Any]:
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
         raise UserError(f"preset {name!r} not found (known: {known})")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text_input(path, "preset"))
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -519,6 +520,6 @@ def plot(r: SimReport, path: Path) -> Path:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.safeio import write_atomic
 from model.hotdata.trace import FileRecord, HotEvent, Trace, TraceHeader, format_trace
 
 GROUP = "fsohot"
@@ -392,9 +393,8 @@ def record(
     return Recorded(trace, dec, log, raw, info)
 
 
-def write_trace(trace: Trace, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(format_trace(trace)) + "\n")
+def write_trace(trace: Trace, out: Path, *, force: bool = True) -> None:
+    write_atomic(out, "\n".join(format_trace(trace)) + "\n", force=force)
 
 
 # ---- presets with variants -------------------------------------------------------------

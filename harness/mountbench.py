@@ -61,6 +61,7 @@ import yaml
 
 from harness.errors import UserError
 from harness.mounttrace import MountTrace, TraceError, analyse_mount
+from harness.safeio import output_dir, save_figure, write_atomic
 from harness.sizes import parse_size
 from model.blocksource import FileSink, FileSource
 from model.btrfs.mkfs import MkfsConfig, MkfsError, plan_filesystem, write_filesystem
@@ -199,7 +200,7 @@ def write_images(
 ) -> dict[str, LayoutImage]:
     """Plan the filesystem once and write it in each layout (``seedtable`` does the same in
     memory); predict each image's reads from the image file itself."""
-    where.mkdir(parents=True, exist_ok=True)
+    output_dir(where)
     t0 = time.monotonic()
     try:
         spec = plan_filesystem(cfg.mkfs())
@@ -420,7 +421,7 @@ def run_sample(
     rc, s.block_io, s.dmesg, stderr = parse_script_output(r.out)
     trace = m.read_trace("trace")
     tf = traces / f"{image.layout}-{device}-{rep}.trace"
-    tf.write_text(trace)
+    write_atomic(tf, trace)
     s.trace_file = str(tf.relative_to(traces.parent))
     if rc != 0:
         why = [ln for ln in s.dmesg if UNSUPPORTED.search(ln)]
@@ -468,7 +469,7 @@ def run_bench(
     say = note or (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
     t_start = time.monotonic()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     traces = out / "traces"
     traces.mkdir(exist_ok=True)
     images_at = image_dir or out / "images"
@@ -563,8 +564,8 @@ def run_bench(
         "seed": seed_claims(),
         "samples": [dataclasses.asdict(s) for s in samples],
     }
-    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "report.md").write_text(render_report(result))
+    write_atomic(out / "result.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(out / "report.md", render_report(result))
     plot(result, out / "mount.png")
     return result
 
@@ -854,5 +855,5 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"{c['nodesize']}, {c['repeat']} cold mounts each"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

@@ -7,8 +7,10 @@ raises :class:`FormatError`, so a truncated image is a format error and not an I
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 from typing import BinaryIO, Protocol
 
 from model.errors import FormatError
@@ -41,15 +43,52 @@ class BytesSource:
         return bytes(self._data[offset : offset + length])
 
 
+def open_image_fd(path: str | os.PathLike[str]) -> int:
+    """Open ``path`` read-only if it is a regular file or a block device.
+
+    ``O_NONBLOCK`` keeps a FIFO from blocking the open; the type is checked on the open
+    file. Anything else raises ``OSError(EINVAL)`` saying what it is."""
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        _refuse_kind(os.stat(path).st_mode)  # a socket cannot be opened (ENXIO): say why
+        raise
+    try:
+        _refuse_kind(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _refuse_kind(mode: int) -> None:
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+        return
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a character device"
+        if stat.S_ISCHR(mode)
+        else "not a regular file"
+    )
+    raise OSError(errno.EINVAL, f"it is {kind}, not an image file or a block device")
+
+
 class FileSource:
     """A read-only view of an image file or block device (mmap where possible).
 
-    The file is opened ``O_RDONLY``: reading an image can never modify it.
+    The file is opened ``O_RDONLY``: reading an image can never modify it. Only a regular
+    file or a block device is accepted (:func:`open_image_fd`).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._fh: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        self._fh: BinaryIO = os.fdopen(open_image_fd(self.path), "rb")
         self._fh.seek(0, os.SEEK_END)
         self._size = self._fh.tell()
         self._map: mmap.mmap | None = None
@@ -107,20 +146,35 @@ class BytesSink:
 
 class FileSink:
     """A sparse image file: only the bytes written are allocated. ``existing=True`` writes
-    into a file that is already there (keeping its other bytes) instead of starting empty."""
+    into a file that is already there (keeping its other bytes) instead of starting empty.
 
-    def __init__(self, path: str | os.PathLike[str], size: int, *, existing: bool = False) -> None:
-        self.path = os.fspath(path)
-        flags = os.O_RDWR | (0 if existing else os.O_CREAT | os.O_TRUNC)
-        self._fd = os.open(self.path, flags, 0o644)
+    ``path`` may be an open file descriptor (an ``O_EXCL`` temporary the caller made): the
+    sink writes through it and leaves closing it to the caller."""
+
+    def __init__(
+        self, path: str | os.PathLike[str] | int, size: int, *, existing: bool = False
+    ) -> None:
+        self._owned = not isinstance(path, int)
+        if isinstance(path, int):
+            self.path = f"fd {path}"
+            self._fd = path
+        else:
+            self.path = os.fspath(path)
+            flags = os.O_RDWR | (0 if existing else os.O_CREAT | os.O_TRUNC)
+            self._fd = os.open(self.path, flags, 0o644)
         if os.fstat(self._fd).st_size < size:
             os.ftruncate(self._fd, size)
 
     def write(self, offset: int, data: bytes) -> None:
-        os.pwrite(self._fd, data, offset)
+        view = memoryview(data)
+        while view:  # pwrite may write less than asked
+            n = os.pwrite(self._fd, view, offset)
+            view = view[n:]
+            offset += n
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._owned:
+            os.close(self._fd)
 
     def __enter__(self) -> FileSink:
         return self

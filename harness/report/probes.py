@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.argtypes import int_range
 from harness.sizes import parse_size
 
 
@@ -143,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--kernel", default="6.12", choices=["6.1", "6.12"])
     w.add_argument("--size", default="128K")
     w.add_argument("--data", default="text", choices=["zeros", "text", "random"])
-    w.add_argument("--bio-folios", type=int, default=16)
+    w.add_argument("--bio-folios", type=int_range(1, 1 << 16), default=16)
     w.set_defaults(func=probe_writeback_split)
     e = sub.add_parser("ext4-fresh-memory")
     e.add_argument("--size", default="100G")
-    e.add_argument("--level", type=int, default=1, choices=[0, 1, 2, 3])
+    e.add_argument("--level", type=int_range(0, 3), default=1, choices=[0, 1, 2, 3])
     e.add_argument("--write", default="10M")
     e.set_defaults(func=probe_ext4_fresh_memory)
     args = ap.parse_args(argv)

@@ -15,6 +15,7 @@ from harness.report.extract import describe
 from harness.report.runner import Outcome
 from harness.report.seedtext import default_token
 from harness.report.series import FunctionRef
+from harness.safeio import write_atomic
 
 
 @dataclass
@@ -434,11 +435,11 @@ def write_report(rep: Report, out_dir: Path) -> tuple[Path, Path]:
     if images:
         plot_dir.mkdir(parents=True, exist_ok=True)
         for img in images:
-            (plot_dir / img.name).write_bytes(img.png)
+            write_atomic(plot_dir / img.name, img.png)
     md = out_dir / f"{name}.md"
-    md.write_text(to_markdown(blocks, f"{name}/plots"))
+    write_atomic(md, to_markdown(blocks, f"{name}/plots"))
     page = out_dir / f"{name}.html"
-    page.write_text(to_html(blocks, f"fsoracle report: {rep.series.title}"))
+    write_atomic(page, to_html(blocks, f"fsoracle report: {rep.series.title}"))
     return md, page
 
 
@@ -463,7 +464,7 @@ def index_blocks(reports: list[tuple[Report, Path, Path]]) -> list[Block]:
 
 def write_index(reports: list[tuple[Report, Path, Path]], out_dir: Path) -> Path:
     blocks = index_blocks(reports)
-    (out_dir / "index.md").write_text(to_markdown(blocks, "."))
+    write_atomic(out_dir / "index.md", to_markdown(blocks, "."))
     page = out_dir / "index.html"
-    page.write_text(to_html(blocks, "fsoracle reports"))
+    write_atomic(page, to_html(blocks, "fsoracle reports"))
     return page

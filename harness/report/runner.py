@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.series import ROOT, Experiment
+from harness.safeio import output_dir, write_atomic
 
 REUSED = "reused"
 RAN = "ran"
@@ -202,7 +203,7 @@ class Runner:
         return ""
 
     def execute(self, exp: Experiment) -> Outcome:
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        output_dir(self.results_dir)
         out_json = self.results_dir / f"{exp.id}.json"
         log_path = self.results_dir / f"{exp.id}.log"
         exp_dir = self.results_dir / exp.id
@@ -237,8 +238,9 @@ class Runner:
                         if not junit.exists():
                             status, reason = FAILED, f"pytest wrote no report (exit {rc})"
                         else:
-                            out_json.write_text(
-                                json.dumps(pytest_json(junit, exp.pytest, rc), indent=1) + "\n"
+                            write_atomic(
+                                out_json,
+                                json.dumps(pytest_json(junit, exp.pytest, rc), indent=1) + "\n",
                             )
                     else:
                         for i, step in enumerate(exp.steps):
@@ -278,7 +280,7 @@ class Runner:
             "commit": git_commit(),
             "kernel": self.kernel if any("{kernel}" in w for s in exp.steps for w in s) else None,
         }
-        (self.results_dir / f"{exp.id}.meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        write_atomic(self.results_dir / f"{exp.id}.meta.json", json.dumps(meta, indent=1) + "\n")
         if status == FAILED:
             self.log(f"report {self.series}: {exp.id} failed: {reason}")
             return Outcome(exp, FAILED, reason, out_json if out_json.exists() else None, meta=meta)

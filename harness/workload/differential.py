@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.safeio import output_dir, write_atomic
 from harness.workload.hostmount import FsSpec, host_kernel, loop_mount, make_image, run_checkers
 from harness.workload.session import DriverSession
 from model.fsstate.compare import CheckResult, Difference, check_log
@@ -287,7 +288,7 @@ def save_minimal(
     """Save the minimal log (and its walk) under ``results``; return its path and the
     one-line command that replays it (``replay_args``: e.g. ``--target vm --kernel ...``
     when it was found in a guest)."""
-    results.mkdir(parents=True, exist_ok=True)
+    output_dir(results)
     tag = faults.spec().replace(",", "+") or "nofault"
     path = results / f"differential-{fs}-{tag}-seed{seed}.log"
     header = {
@@ -305,9 +306,9 @@ def save_minimal(
     lines = text.splitlines()
     lines.insert(2, f"# replay with: {cmd}")
     lines += [f"# difference: {d}" for d in ex.result.differences]
-    path.write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
     walk = path.with_suffix(".walk.jsonl")
-    walk.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in ex.walk))
+    write_atomic(walk, "".join(json.dumps(r, sort_keys=True) + "\n" for r in ex.walk))
     return path, cmd
 
 

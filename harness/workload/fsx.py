@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.safeio import output_dir
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
@@ -53,7 +54,7 @@ class FsxReport:
 
 def run_host_fsx(spec: FsSpec, out: Path, *, seed: int = 1, ops: int = 2000) -> FsxReport:
     t0 = time.monotonic()
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     image, mnt = out / "fs.img", out / "mnt"
     log, walk = out / "fsx.log", out / "fsx.walk.jsonl"
     for p in (log, walk):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.safeio import output_dir, read_text_input
 from harness.workload import driver as drv
 from harness.workload.hostmount import (
     CheckerResult,
@@ -60,10 +61,9 @@ class ReplayOutcome:
 
 
 def load_log(path: Path) -> OpLog:
+    text = read_text_input(path, "op log")
     try:
-        return parse_log(path.read_text())
-    except OSError as e:
-        raise UserError(f"{path}: {e.strerror}") from None
+        return parse_log(text)
     except LogError as e:
         raise UserError(f"{path}: not an op log: {e}") from None
 
@@ -117,7 +117,7 @@ def replay(
         tmp = tempfile.TemporaryDirectory(prefix="fsoracle-replay-")
         out = Path(tmp.name)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        output_dir(out)
         image, mnt = out / "fs.img", out / "mnt"
         make_image(image, spec)
         new_log, walk_out = out / "replay.log", out / "replay.walk.jsonl"

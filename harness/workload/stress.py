@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.safeio import output_dir, write_atomic
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
@@ -235,7 +236,7 @@ def run_host_stress(cfg: StressConfig) -> StressReport:
     spec = cfg.spec
     spec.validate()
     out = cfg.out
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     image, mnt = out / "fs.img", out / "mnt"
     log_path, walk_path = out / "ops.log", out / "walk.jsonl"
     for p in (log_path, walk_path):
@@ -275,8 +276,8 @@ def run_host_stress(cfg: StressConfig) -> StressReport:
         if r.returncode != 0:
             raise UserError(f"the driver failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
     finish_run(rep, spec.fs, image, log_path, walk_path)
-    (out / "report.json").write_text(json.dumps(rep.to_json(), indent=1) + "\n")
-    (out / "report.txt").write_text("\n".join(rep.lines(limit=1000)) + "\n")
+    write_atomic(out / "report.json", json.dumps(rep.to_json(), indent=1) + "\n")
+    write_atomic(out / "report.txt", "\n".join(rep.lines(limit=1000)) + "\n")
     if not cfg.keep_image:
         image.unlink()
     return rep

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.safeio import output_dir, write_atomic
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
@@ -276,7 +277,7 @@ def crash_boot(target: VmTarget, job: CrashJob) -> CrashReport:
     """Steps 1 and 2: make and copy the image, boot, run the driver with its log on the
     port, and cut the power when op line ``job.crash_at`` has arrived."""
     out = job.out
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     for p in ("ops.log", "oplog.port", "walk.jsonl", "report.json", "report.txt", "fs.img"):
         with contextlib.suppress(FileNotFoundError):
             (out / p).unlink()
@@ -355,7 +356,7 @@ def crash_boot(target: VmTarget, job: CrashJob) -> CrashReport:
         rep.kernel_faults = faults_text(m)
     text, _n, finished = read_port_log(port)
     rep.driver_finished = rep.driver_finished or finished
-    (out / "ops.log").write_text(text)
+    write_atomic(out / "ops.log", text)
     return rep
 
 
@@ -451,8 +452,8 @@ def analyse_crash(job: CrashJob, rep: CrashReport) -> CrashReport:
                 rep.view_tool = view.tool
                 rep.view_findings = view.findings
                 rep.view_differences = compare_outside_view(walk, view, job.spec.fs)
-    (job.out / "report.json").write_text(json.dumps(rep.to_json(), indent=1) + "\n")
-    (job.out / "report.txt").write_text("\n".join(rep.lines(limit=1000)) + "\n")
+    write_atomic(job.out / "report.json", json.dumps(rep.to_json(), indent=1) + "\n")
+    write_atomic(job.out / "report.txt", "\n".join(rep.lines(limit=1000)) + "\n")
     if rep.ok and not job.keep_image:
         for p in ("fs.img", "base.img"):
             with contextlib.suppress(FileNotFoundError):

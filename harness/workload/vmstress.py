@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from harness.errors import UserError
+from harness.safeio import output_dir, write_atomic
 from harness.workload.hostmount import CheckerResult, FsSpec, make_image, run_checkers
 from harness.workload.session import DriverSession, SessionError
 from harness.workload.stress import DRIVER, RUN_DIR, StressReport, finish_run
@@ -309,7 +310,7 @@ def run_vm_stress(
     """One boot, one run per job (each on its own image and disk, one after the other),
     then on the host ``finish_run`` for each: model vs kernel, checkers, outside view."""
     for j in jobs:
-        j.out.mkdir(parents=True, exist_ok=True)
+        output_dir(j.out)
         for p in ("ops.log", "walk.jsonl", "report.json", "report.txt"):
             with contextlib.suppress(FileNotFoundError):
                 (j.out / p).unlink()
@@ -362,8 +363,8 @@ def run_vm_stress(
         rep.kernel_faults = gfs.faults
         rep.console_log = str(gfs.machine.console_log or "")
         finish_run(rep, j.spec.fs, j.out / "fs.img", j.out / "ops.log", j.out / "walk.jsonl")
-        (j.out / "report.json").write_text(json.dumps(rep.to_json(), indent=1) + "\n")
-        (j.out / "report.txt").write_text("\n".join(rep.lines(limit=1000)) + "\n")
+        write_atomic(j.out / "report.json", json.dumps(rep.to_json(), indent=1) + "\n")
+        write_atomic(j.out / "report.txt", "\n".join(rep.lines(limit=1000)) + "\n")
         if not keep_image:
             (j.out / "fs.img").unlink()
     return reports
@@ -460,7 +461,7 @@ def replay_in_vm(
         tmp = tempfile.TemporaryDirectory(prefix="fsoracle-vmreplay-")
         out = Path(tmp.name)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        output_dir(out)
         new_log, walk_out = out / "replay.log", out / "replay.walk.jsonl"
         with GuestFilesystems(target, [(spec, out / "fs.img")], name="replay", check=True) as gfs:
             g = gfs.fss[0]

@@ -128,6 +128,8 @@ class MkfsConfig:
             raise MkfsError("nodesize must be at least sectorsize")
         if self.size < 256 * SZ_1M:
             raise MkfsError(f"size {self.size} is below the 256 MiB this writer needs")
+        if self.size > MAX_FILE_SIZE:
+            raise MkfsError(f"size {self.size} is above {MAX_FILE_SIZE}, the largest file size")
         if self.extent_size <= 0 or self.extent_size % self.sectorsize:
             raise MkfsError("extent size must be a positive multiple of sectorsize")
         if self.extent_size > BTRFS_MAX_EXTENT_SIZE:
@@ -148,6 +150,10 @@ class MkfsConfig:
     @property
     def n_files(self) -> int:
         return self.n_extents if self.files is None else self.files
+
+
+# the largest size of a file (off_t is signed 64-bit; btrfs' own limit, total_bytes, is u64)
+MAX_FILE_SIZE = (1 << 63) - 1
 
 
 def _uuid(seed: int, what: str) -> bytes:
