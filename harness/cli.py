@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import signal
 import sys
@@ -70,8 +71,15 @@ def _signals_exit() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+@functools.lru_cache(maxsize=1)
+def _parser() -> argparse.ArgumentParser:
+    """Built once per process (argparse parsers keep no state between ``parse_args``
+    calls): the batch fuzzer calls :func:`main` thousands of times in one process."""
+    return build_parser()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = _parser()
     args = parser.parse_args(argv)
     func: Command = args.func
     try:

@@ -19,7 +19,11 @@ and restored after each example. Runs are reproducible: ``derandomize=True``, no
 from __future__ import annotations
 
 import bisect
+import os
+import random
+import time
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,7 @@ from model.btrfs.treeblock import TreeBlock
 from model.errors import FormatError
 from tests.btrfs.images import make_image
 from tests.btrfs.imgedit import load_sparse
+from tests.fuzzcli import FAILURES, Mutant, Outcome, content_hash, init_worker, run_batch
 from tests.tools import require_root, require_tool
 
 FUZZ_SIZE = 256 << 20
@@ -700,3 +705,359 @@ def test_fuzz_more_images(image_map: ImageMap, data: st.DataObject) -> None:
     ops = data.draw(st.lists(op, min_size=1, max_size=3), label="ops")
     cut = data.draw(st.none() | truncations(m), label="truncate_at")
     run_mutated(m, ops, cut)
+
+
+# ---- the CLI in batches: what a user runs, on thousands of mutated images -----------------
+#
+# The mutants are made here (deterministically, from FUZZ_SEED) and run by a few worker
+# processes (tests/fuzzcli.py) that call harness.cli.main(argv) in-process, with an alarm
+# per command and RLIMIT_AS. Families: superblock fields, tree block header fields, item
+# headers and bodies, truncation, pointer cycles (a node pointing at itself, an ancestor or a
+# sibling's child), zeroed blocks; ext4 images get their superblock, group descriptor,
+# bitmap, truncation and zeroed-block families (tests/ext4/ext4fuzz.py). Each btrfs mutant
+# runs `btrfs check` and one more command in rotation (dump, dump --tree all, predict-mount
+# --what-if, convert, check --check-data-csum, dump --json); each ext4 mutant `ext4 check`
+# and `ext4 dump`.
+
+CLI_BTRFS_IMAGES = ["rootdir", "rootdir-4k", "default"]
+BTRFS_FAMILIES = ["superblock", "header", "items", "truncation", "pointers", "zeroed"]
+BTRFS_SECOND = [
+    ("btrfs", "dump", "{img}"),
+    ("btrfs", "dump", "{img}", "--tree", "all"),
+    ("btrfs", "predict-mount", "{img}", "--what-if", "bg-tree"),
+    ("btrfs", "convert", "{img}", "{out}", "--layout", "bg-tree"),
+    ("btrfs", "check", "{img}", "--check-data-csum"),
+    ("btrfs", "dump", "{img}", "--json"),
+]
+FUZZ_SEED = int(os.environ.get("FSORACLE_FUZZ_SEED", "17"))
+N_BTRFS = int(os.environ.get("FSORACLE_FUZZ_BTRFS", "2100"))
+N_EXT4 = int(os.environ.get("FSORACLE_FUZZ_EXT4", "900"))
+WORKERS = 2
+
+# struct btrfs_super_block fields the CLI fuzz sets (include/uapi/linux/btrfs_tree.h offsets)
+SUPER_FIELDS_CLI = [
+    *SUPER_FIELDS,
+    (56, "Q", "flags"),
+    (64, "Q", "magic"),
+    (120, "Q", "bytes_used"),
+    (128, "Q", "root_dir_objectid"),
+    (152, "I", "leafsize"),
+    (156, "I", "stripesize"),
+    (172, "Q", "compat_flags"),
+    (201 + 8, "Q", "dev_item.total_bytes"),
+    (201 + 16, "Q", "dev_item.bytes_used"),
+    (201 + 32, "I", "dev_item.sector_size"),
+    (201 + 44, "Q", "dev_item.generation"),
+    (555, "Q", "cache_generation"),
+    (563, "Q", "uuid_tree_generation"),
+    (587, "Q", "nr_global_roots"),
+]
+SUPER_UUIDS = [(32, "fsid"), (201 + 66, "dev_item.uuid"), (201 + 82, "dev_item.fsid")]
+HEADER_FIELDS = [
+    (48, "Q", "bytenr"),
+    (56, "Q", "flags"),
+    (80, "Q", "generation"),
+    (88, "Q", "owner"),
+    (96, "I", "nritems"),
+    (100, "B", "level"),
+]
+HEADER_UUIDS = [(32, "fsid"), (64, "chunk_tree_uuid")]
+
+
+@dataclass
+class CliMap:
+    """An :class:`ImageMap` plus, for each tree block copy, the starts of all its copies."""
+
+    m: ImageMap
+    copies: dict[int, list[int]]
+    path: Path
+
+
+def cli_map(name: str, path: Path) -> CliMap:
+    m = map_image(name, load_sparse(path))
+    img = BtrfsImage.open(BytesSource(m.buf))
+    copies: dict[int, list[int]] = {}
+    for logical in m.logicals:
+        phys = sorted(set(img.chunk_map.map_read(logical, m.nodesize)))
+        for p in phys:
+            copies[p] = phys
+    return CliMap(m, copies, path)
+
+
+def _absurd_value(rng: random.Random, m: ImageMap, fmt: str) -> int:
+    top = (1 << (8 * WIDTH[fmt])) - 1
+    pick = rng.randrange(5)
+    if pick == 0:
+        return rng.choice([0, 1, 2, 3, top, top - 1, top >> 1, (top >> 1) + 1])
+    if pick == 1:
+        return rng.choice([255, 256, 300, 4095, 4096, 65535, 65536])
+    if pick == 2:
+        return rng.choice([m.nodesize - 1, m.nodesize, m.nodesize + 1, m.nodesize * 2])
+    if pick == 3 and m.logicals:
+        return rng.choice(m.logicals) & top
+    return rng.randrange(top + 1)
+
+
+def _targets(cm: CliMap, off: int, all_copies: bool) -> list[int]:
+    """``off`` and, with ``all_copies``, the same byte in the block's other copies."""
+    start = cm.m.csum_target(off)
+    if not all_copies or start is None or start not in cm.copies:
+        return [off]
+    return [c + (off - start) for c in cm.copies[start]]
+
+
+def btrfs_mutant(cm: CliMap, family: str, rng: random.Random) -> tuple[Editor, int | None, str]:
+    """Apply one family's mutation to the shared buffer (undone by ``Editor.restore``)."""
+    m = cm.m
+    ed = Editor(m)
+    csum = rng.random() < 0.85
+    every = rng.random() < 0.7
+    cut: int | None = None
+    note = ""
+
+    def set_at(off: int, fmt: str, value: int, what: str) -> None:
+        for t in _targets(cm, off, every):
+            ed.set_field(Field(t, fmt, what), value)
+            if csum:
+                ed.want_csum(t)
+
+    def flip_at(off: int) -> None:
+        mask = rng.randrange(1, 256)
+        for t in _targets(cm, off, every):
+            ed.xor(t, mask)
+            if csum:
+                ed.want_csum(t)
+
+    if family == "superblock":
+        if rng.random() < 0.85:
+            off, fmt, what = rng.choice(SUPER_FIELDS_CLI)
+            value = _absurd_value(rng, m, fmt)
+            set_at(C.SUPER_INFO_OFFSET + off, fmt, value, what)
+            note = f"superblock.{what} = {value}"
+        else:
+            off, what = rng.choice(SUPER_UUIDS)
+            flip_at(C.SUPER_INFO_OFFSET + off + rng.randrange(16))
+            note = f"superblock.{what} byte flipped"
+    elif family == "header":
+        start = rng.choice(m.block_starts)
+        if rng.random() < 0.8:
+            off, fmt, what = rng.choice(HEADER_FIELDS)
+            value = _absurd_value(rng, m, fmt)
+            set_at(start + off, fmt, value, what)
+            note = f"header.{what} of block at {start} = {value}"
+        else:
+            off, what = rng.choice(HEADER_UUIDS)
+            flip_at(start + off + rng.randrange(16))
+            note = f"header.{what} of block at {start} flipped"
+    elif family == "items":
+        item_fields = [f for f in m.fields if not f.what.startswith(("superblock", "header"))]
+        for _ in range(rng.choice([1, 1, 1, 2])):
+            if rng.random() < 0.7:
+                f = rng.choice(item_fields)
+                value = _absurd_value(rng, m, f.fmt)
+                set_at(f.off, f.fmt, value, f.what)
+                note += f"{f.what} at {f.off} = {value}; "
+            else:
+                start, length = rng.choice(m.regions["item-bodies"])
+                off = start + rng.randrange(length)
+                flip_at(off)
+                note += f"item body byte at {off} flipped; "
+    elif family == "pointers":
+        f, holder = rng.choice(m.pointer_fields)
+        kind = rng.choice(["self", "ancestor", "sibling", "other"])
+        if kind == "self" and holder:
+            target = holder
+        elif kind == "ancestor" and m.ancestors.get(holder):
+            target = rng.choice(m.ancestors[holder])
+        elif kind == "sibling" and m.children.get(holder):
+            target = rng.choice(m.children[holder])
+        else:
+            target = rng.choice(m.logicals)
+        target += rng.choice([0, 0, 0, 0, m.nodesize, -m.nodesize, m.sb.sectorsize, 1])
+        set_at(f.off, f.fmt, target & ((1 << 64) - 1), f.what)
+        note = f"{f.what} at {f.off} ({kind}) = {target}"
+    elif family == "truncation":
+        near = rng.choice(["anywhere", "superblock", "block", "block", "block"])
+        if near == "anywhere":
+            cut = rng.randrange(len(m.buf) + 1)
+        elif near == "superblock":
+            cut = C.SUPER_INFO_OFFSET + rng.randrange(-1, C.SUPER_INFO_SIZE + 1)
+        else:
+            cut = rng.choice(m.block_starts) + rng.choice(
+                [0, 1, C.BTRFS_HEADER_SIZE, m.nodesize - 1, m.nodesize]
+            )
+        note = f"truncated to {cut}"
+    elif family == "zeroed":
+        pick = rng.randrange(4)
+        if pick <= 1:
+            start = rng.choice(m.block_starts)
+            for t in _targets(cm, start, every or pick == 1):
+                ed.write(t, bytes(m.nodesize))
+            note = f"tree block at {start} zeroed ({'every copy' if every else 'one copy'})"
+        elif pick == 2:
+            base = C.SUPER_INFO_OFFSET + 811
+            ed.write(base, bytes(m.sb.sys_chunk_array_size))
+            if csum:
+                ed.want_csum(C.SUPER_INFO_OFFSET)
+            note = "sys_chunk_array zeroed"
+        else:
+            start = rng.choice(m.block_starts)
+            n = rng.choice([512, 4096])
+            off = start + rng.randrange(0, m.nodesize, 512)
+            for t in _targets(cm, off, every):
+                ed.write(t, bytes(n))
+            note = f"{n} bytes zeroed at {off}"
+    else:
+        raise KeyError(family)
+    ed.fix_csums()
+    return ed, cut, note
+
+
+def btrfs_mutants(maps: list[CliMap], n: int, seed: int, first_id: int) -> list[Mutant]:
+    rng = random.Random(seed)
+    out: list[Mutant] = []
+    for i in range(n):
+        cm = maps[i % len(maps)]
+        family = BTRFS_FAMILIES[(i // len(maps)) % len(BTRFS_FAMILIES)]
+        ed, cut, note = btrfs_mutant(cm, family, rng)
+        try:
+            patches = tuple((off, bytes(cm.m.buf[off : off + len(d)])) for off, d in ed.saved)
+        finally:
+            ed.restore()
+        ident = first_id + i
+        out.append(
+            Mutant(
+                ident,
+                "btrfs",
+                cm.m.name,
+                family,
+                patches,
+                cut,
+                (("btrfs", "check", "{img}"), BTRFS_SECOND[ident % len(BTRFS_SECOND)]),
+                note,
+            )
+        )
+    return out
+
+
+def run_cli_fuzz(
+    mutants: list[Mutant], clean: dict[str, Path], workdir: Path
+) -> tuple[list[Outcome], float]:
+    """The mutants in batches on ``WORKERS`` spawned processes; (outcomes, seconds). A
+    worker that cannot start breaks the pool (an error here), it is not restarted."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    batches = [mutants[i : i + 25] for i in range(0, len(mutants), 25)]
+    t0 = time.monotonic()
+    outcomes: list[Outcome] = []
+    with ProcessPoolExecutor(
+        WORKERS,
+        mp_context=mp.get_context("spawn"),
+        initializer=init_worker,
+        initargs=(str(workdir), {k: str(v) for k, v in clean.items()}),
+    ) as pool:
+        for res in pool.map(run_batch, batches):
+            outcomes += res
+    return outcomes, time.monotonic() - t0
+
+
+def histogram(outcomes: list[Outcome]) -> str:
+    """Family x status table (one row per fs/family/command kind)."""
+    statuses = ["0", "1", "2", *FAILURES]
+    rows: dict[tuple[str, str, str], Counter[str]] = {}
+    for o in outcomes:
+        kind = o.command.split()[1] if o.command.split()[1] != "check" else o.command
+        rows.setdefault((o.fs, o.family, kind), Counter())[str(o.status)] += 1
+    lines = ["| fs | family | command | " + " | ".join(statuses) + " |"]
+    lines.append("|---|---|---|" + "---:|" * len(statuses))
+    for (fs, fam, kind), c in sorted(rows.items()):
+        lines.append(f"| {fs} | {fam} | {kind} | " + " | ".join(str(c[s]) for s in statuses) + " |")
+    return "\n".join(lines)
+
+
+def describe(o: Outcome, m: Mutant) -> str:
+    return (
+        f"mutant {m.ident} ({m.fs} {m.image}, {m.family}: {m.note.strip()}) `{o.command}`:"
+        f" {o.status}: {o.detail.strip()[-600:]}"
+    )
+
+
+CHECKS = ("btrfs check", "ext4 check")
+
+
+def test_cli_fuzz_batch(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Thousands of mutated btrfs and ext4 images through the CLI: exit status only 0, 1 or
+    2, no traceback, no hang, bounded memory, inputs unchanged; at least a quarter of the
+    images end in a finding (exit 1), and every family reaches the checker."""
+    require_tool("mkfs.btrfs")
+    d = tmp_path_factory.mktemp("cli-fuzz")
+    clean = {n: make_image(n, d / f"{n}.img", size=FUZZ_SIZE) for n in CLI_BTRFS_IMAGES}
+    mutants = btrfs_mutants([cli_map(n, p) for n, p in clean.items()], N_BTRFS, FUZZ_SEED, 0)
+    hashes = {k: content_hash(p) for k, p in clean.items()}
+    outcomes, secs = run_cli_fuzz(mutants, clean, d / "work")
+    by_id = {m.ident: m for m in mutants}
+    print(f"\n{len(mutants)} mutated images, {len(outcomes)} commands in {secs:.0f} s")
+    print(histogram(outcomes))
+    per: dict[str, list[float]] = {}
+    for o in outcomes:
+        per.setdefault(o.command, []).append(o.seconds)
+    for cmd, ts in sorted(per.items()):
+        print(
+            f"  {cmd}: {len(ts)} runs, mean {1000 * sum(ts) / len(ts):.0f} ms, max {max(ts):.1f} s"
+        )
+    assert {k: content_hash(p) for k, p in clean.items()} == hashes
+    bad = [o for o in outcomes if o.status not in (0, 1, 2)]
+    assert not bad, f"{len(bad)} failures:\n" + "\n".join(
+        describe(o, by_id[o.ident]) for o in bad[:12]
+    )
+    assert len({o.ident for o in outcomes}) == len(mutants)
+    found = {o.ident for o in outcomes if o.command in CHECKS and o.status == 1}
+    assert len(found) >= 0.25 * len(mutants), f"only {len(found)} of {len(mutants)} found"
+    for fs, families in (("btrfs", BTRFS_FAMILIES),):
+        for fam in families:
+            reached = [
+                o
+                for o in outcomes
+                if o.fs == fs and o.family == fam and o.command in CHECKS and o.status in (0, 1)
+            ]
+            assert reached, f"no {fs} {fam} mutant reached the checker"
+
+
+def test_planted_internal_bug_is_a_traceback(
+    btrfs_image: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The no-traceback rule can fail: an internal bug (planted here, test-only: the checker
+    indexes an empty list) is not turned into a one-line error. The fuzz worker classifies
+    it as ``traceback``, and the CLI run as a program prints the traceback and exits 1;
+    a user-caused error on the same command stays one line."""
+    import signal
+    import subprocess
+    import sys
+
+    import model.btrfs.check as check_mod
+    from tests.fuzzcli import _on_alarm, run_main
+
+    img = str(btrfs_image("default"))
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        with monkeypatch.context() as mp:
+            mp.setattr(check_mod, "btrfs_check", lambda *a, **k: [][0])
+            status, detail, _ = run_main(["btrfs", "check", img])
+        assert status == "traceback" and "IndexError" in detail
+        status, detail, _ = run_main(["btrfs", "check", img + ".missing"])
+        assert status == 2 and "no such file" in detail
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    planted = (
+        "import sys, model.btrfs.check as c\n"
+        "c.btrfs_check = lambda *a, **k: [][0]\n"
+        "from harness.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", planted, "btrfs", "check", img], capture_output=True, text=True
+    )
+    assert r.returncode == 1
+    assert "Traceback (most recent call last)" in r.stderr and "IndexError" in r.stderr
