@@ -85,8 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _signals_exit():
             return func(args)
-    except (UserError, FormatError) as e:
+    except UserError as e:
         print(f"fsoracle: {e}", file=sys.stderr)
+        return 2
+    except FormatError as e:
+        # raised while reading past the opening (a walk, a dump): name the image
+        image = getattr(args, "image", None)
+        where = f"{image}: " if isinstance(image, str) and not str(e).startswith(image) else ""
+        print(f"fsoracle: {where}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fsoracle: interrupted", file=sys.stderr)

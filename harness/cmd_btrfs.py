@@ -296,8 +296,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if res.ok else 1
 
 
-def what_if(img: BtrfsImage, layout: str) -> Any:
-    """The prediction for the same image re-laid out in ``layout`` (in memory)."""
+def what_if(img: BtrfsImage, layout: str, name: str = "the image") -> Any:
+    """The prediction for the same image re-laid out in ``layout`` (in memory); ``name``
+    (the image's path) goes into the error message."""
     from model.blocksource import NullSink
     from model.btrfs.convert import spec_from_image
     from model.btrfs.mkfs import MkfsError, write_filesystem
@@ -306,7 +307,7 @@ def what_if(img: BtrfsImage, layout: str) -> Any:
     try:
         spec = spec_from_image(img, layout)
     except MkfsError as e:
-        raise UserError(f"cannot lay this image out as {layout}: {e}") from None
+        raise UserError(f"{name}: cannot lay this image out as {layout}: {e}") from None
     return predict_built(write_filesystem(spec, NullSink()), layout)
 
 
@@ -333,7 +334,7 @@ def cmd_predict_mount(args: argparse.Namespace) -> int:
     img = open_image(args.image, args.super)
     costs = [predict_mount(img)]
     for layout in args.what_if or []:
-        costs.append(what_if(img, layout))
+        costs.append(what_if(img, layout, args.image))
     if args.json:
         sys.stdout.write(dumps({"image": args.image, "predictions": costs}, pretty=True) + "\n")
         return 0

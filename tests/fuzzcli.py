@@ -10,7 +10,8 @@ the copy. No subprocess per image: the cost per image is the commands themselves
 The outcome of one command is its exit status (0, 1, 2: the only ones allowed) or one of the
 failures: ``traceback`` (an exception escaped ``main``, or stderr holds a traceback),
 ``hang`` (the alarm fired), ``memory`` (MemoryError under the limit), ``multi-line`` (an
-exit-2 error of more than one line), ``changed`` (the input's bytes changed).
+exit-2 error of more than one line), ``unnamed`` (an exit-2 error that does not name the
+image), ``changed`` (the input was written).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 ALARM_S = 20  # per command; a clean small image takes well under a second
 AS_LIMIT = 3 << 30  # bytes of address space per worker (the images are mmapped)
-FAILURES = ("traceback", "hang", "memory", "multi-line", "changed")
+FAILURES = ("traceback", "hang", "memory", "multi-line", "unnamed", "changed")
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,8 @@ def run_mutant(m: Mutant) -> list[Outcome]:
             dt = time.perf_counter() - t0
             if status not in FAILURES and _stamp(path) != before:
                 status, detail = "changed", "the input image was written (mtime, ctime or size)"
+            elif status == 2 and str(path) not in detail:
+                status = "unnamed"  # a one-line error must say which image it is about
             outs.append(Outcome(m.ident, m.fs, m.family, name, status, detail, tail, dt))
             with contextlib.suppress(FileNotFoundError):
                 out.unlink()
