@@ -62,6 +62,7 @@ SB_CASES = [
     ("s_inode_size", 192, "unsupported inode size: 192"),
     ("s_inodes_per_group", 0xFFFFFFFF, "invalid inodes per group: 4294967295"),
     ("s_inodes_per_group", 0, "invalid inodes per group: 0"),
+    ("s_inodes_per_group", 8 * 1024 + 8, "invalid inodes per group: 8200"),
     ("s_blocks_per_group", 0, "Can't find ext4 filesystem"),
     ("s_blocks_per_group", 8 * 1024 + 8, "#blocks per group too big: 8200"),
     ("s_clusters_per_group", 8184, "blocks per group (8192) and clusters per group (8184)"),
