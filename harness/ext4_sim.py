@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from harness.argtypes import float_range, int_range
+from harness.argtypes import seed as seed_type
 from harness.errors import UserError
 from harness.jsonout import dumps
 from harness.sizes import parse_size
@@ -84,6 +86,8 @@ def _mk(name: str, src: Any, kernel: str, cm: CostModel, exact: bool) -> Any:
             src, kernel, optimize_scan=True, rotational=cm.rotational, fast_skip=not exact
         )
     if base.startswith("frsp") and base[4:].isdigit():
+        if not 0 <= int(base[4:]) <= 3:
+            raise UserError(f"unknown allocator {name!r}: the frsp cache levels are 0..3")
         limit = parse_size(lim) if lim else 0  # the seed ran levels 0..3 with the limit off
         return FrspAllocator(
             src, int(base[4:]), mem_limit=limit, clock=cm.seconds, hz=cm.hz, array_trees=not exact
@@ -95,6 +99,13 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     cm = load_cost_model(args.cost_model)
     if args.flex & (args.flex - 1) or not 2 <= args.flex <= 1 << 16:
         raise UserError("--flex must be a power of two >= 2")
+    # the generator's open ends (argparse already holds them to [0, 1])
+    if args.fragmentation <= 0:
+        raise UserError("--fragmentation must be above 0 (at most 1)")
+    if not 0 < args.free_fraction < 1:
+        raise UserError("--free-fraction must be strictly between 0 and 1")
+    if args.mem_limit:
+        parse_size(args.mem_limit)  # a bad size fails before any allocator runs
     spec = FragSpec(
         ngroups=args.groups,
         fragmentation=args.fragmentation,
@@ -110,6 +121,16 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--exact writes every bitmap: use it with at most 4096 groups")
     t0 = time.monotonic()
     src: Any = MaterialisedGroups(spec) if args.exact else GeneratedGroups(spec)
+    if isinstance(src, GeneratedGroups):
+        free = int(src.free.sum())
+    else:
+        free = sum(src.desc_free(g) for g in range(spec.ngroups))
+    want = sum((w + (1 << spec.blocksize_bits) - 1) >> spec.blocksize_bits for w in writes)
+    if want > free:
+        raise UserError(
+            f"--writes {args.writes}: {want} blocks in all, but the generated filesystem has "
+            f"{free} free blocks"
+        )
     rows = []
     for name in names:
         t = time.monotonic()
@@ -302,8 +323,6 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
 
 def cmd_alloc_sim(args: argparse.Namespace) -> int:
-    if args.groups < 1:
-        raise UserError("--groups must be at least 1")
     data = run_study(args)
     md = table_markdown(data)
     if args.out:
@@ -320,23 +339,43 @@ def cmd_alloc_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+# the largest --groups: the generator keeps a few arrays per group (~70 bytes each; 4 M
+# groups ~ 280 MiB before any allocator), 8.5 times the seed's 491 520 groups
+MAX_GROUPS = 1 << 22
+
+
 def register(fam: Any) -> None:
     p = fam.add_parser("alloc-sim", help="allocators over a generated fragmented filesystem")
-    p.add_argument("--groups", type=int, required=True)
-    p.add_argument("--flex", type=int, default=16)
+    p.add_argument(
+        "--groups",
+        type=int_range(1, MAX_GROUPS),
+        required=True,
+        help=f"block groups of 128 MiB (1..{MAX_GROUPS})",
+    )
+    p.add_argument(
+        "--flex",
+        type=int_range(2, 1 << 16),
+        default=16,
+        help="groups per flex-bg, a power of two (default 16)",
+    )
     p.add_argument(
         "--fragmentation",
-        type=float,
+        type=float_range(0.0, 1.0),
         default=0.0151,
-        help="mean free extents per group / (blocks_per_group / 2)",
+        help="mean free extents per group / (blocks_per_group / 2), in (0, 1] (default 0.0151)",
     )
-    p.add_argument("--free-fraction", type=float, default=0.5)
-    p.add_argument("--writes", default="10M,100M")
+    p.add_argument(
+        "--free-fraction",
+        type=float_range(0.0, 1.0),
+        default=0.5,
+        help="mean free fraction of a group, in (0, 1) (default 0.5)",
+    )
+    p.add_argument("--writes", default="10M,100M", help="file sizes written in turn")
     p.add_argument("--allocators", default="buddy,optimize-scan,frsp0,frsp1,frsp2,frsp3")
     p.add_argument("--mem-limit", default=None, help="adds a frsp3 row with this limit")
     p.add_argument("--kernel", choices=["6.1", "6.12"], default="6.12")
     p.add_argument("--cost-model", default=None)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=seed_type, default=1, help="generator seed (default 1)")
     p.add_argument("--exact", action="store_true", help="per-block bitmaps (<= 4096 groups)")
     p.add_argument("--out", default=None, help="write .md, .json and .png here")
     p.add_argument("--json", action="store_true")

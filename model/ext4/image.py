@@ -1,17 +1,28 @@
 """Reading free space from a real ext4 image: superblock, group descriptors, block bitmaps.
 
-Sources: ``fs/ext4/super.c`` (``__ext4_fill_super``: geometry checks, ``s_desc_size``,
-``descriptor_loc``), ``fs/ext4/balloc.c`` (``ext4_bg_has_super``, ``ext4_bg_num_gdb``,
-``ext4_num_base_meta_blocks``, ``ext4_num_overhead_clusters``,
+Sources (Debian's 6.12): ``fs/ext4/super.c`` (``__ext4_fill_super`` and the functions it
+calls before ``ext4_check_descriptors``, each mirrored here by name with the kernel's
+refusal messages; ``descriptor_loc``), ``fs/ext4/balloc.c`` (``ext4_bg_has_super``,
+``ext4_bg_num_gdb``, ``ext4_num_base_meta_blocks``, ``ext4_num_overhead_clusters``,
 ``ext4_free_clusters_after_init``, ``ext4_init_block_bitmap``,
 ``ext4_read_block_bitmap_nowait``), ``fs/ext4/ext4.h`` (the structures). The only I/O is
 through :class:`model.blocksource.BlockSource`.
+
+Hostile images: every malformed field the reader depends on is a :class:`FormatError`
+before it can drive a loop, a division or an allocation. The block count may not exceed the
+image (as the kernel refuses a count beyond the device), so the groups, their descriptors
+and their bitmaps are bounded by the bytes the image holds; descriptors are decoded per
+access and bitmaps read per group, so memory does not follow what the superblock claims.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import overload
+
+import numpy as np
 
 from model.blocksource import BlockSource
 from model.errors import FormatError
@@ -58,6 +69,7 @@ class Ext4Superblock:
     log_groups_per_flex: int
     backup_bgs: tuple[int, int]
     inode_size: int
+    first_ino: int
 
     @property
     def blocksize(self) -> int:
@@ -77,11 +89,15 @@ class Ext4Superblock:
         return bool(self.feature_compat & f)
 
     @property
+    def inodes_per_block(self) -> int:
+        """``s_inodes_per_block``: blocksize / ``EXT4_INODE_SIZE`` (128 for revision 0)."""
+        isz = self.inode_size if self.rev_level else C.EXT4_GOOD_OLD_INODE_SIZE
+        return self.blocksize // isz if isz else 0
+
+    @property
     def itb_per_group(self) -> int:
-        """``s_itb_per_group``: inode table blocks per group (``EXT4_INODE_SIZE`` is 128
-        for revision 0)."""
-        isz = self.inode_size if self.rev_level else 128
-        return self.inodes_per_group // (self.blocksize // isz)
+        """``s_itb_per_group``: inode table blocks per group."""
+        return self.inodes_per_group // self.inodes_per_block
 
     @property
     def desc_size(self) -> int:
@@ -122,16 +138,22 @@ class Ext4Superblock:
         )
 
 
-def parse_superblock(raw: bytes) -> Ext4Superblock:
-    """Decode and check the superblock (the checks ``__ext4_fill_super`` makes that matter
-    here). Bigalloc is refused: the model counts blocks, not clusters."""
+def _sb_error(field: int, message: str) -> FormatError:
+    return FormatError("ext4 superblock", C.SUPERBLOCK_OFFSET + field, message)
+
+
+def parse_superblock(raw: bytes, device_bytes: int | None = None) -> Ext4Superblock:
+    """Decode the superblock and refuse what ``__ext4_fill_super`` (6.12) refuses before it
+    reads the descriptors, in its order and with its messages: :func:`ext4_load_super`,
+    :func:`ext4_inode_info_init`, :func:`ext4_block_group_meta_init`,
+    :func:`ext4_handle_clustersize`, :func:`ext4_check_geometry` (the block count against
+    ``device_bytes``, the size of the image, when given). Bigalloc is refused too: the model
+    counts blocks, not clusters. Every value the reader later loops, divides or allocates
+    over is bounded once this returns. The superblock checksum is not verified here (a
+    finding of ``fsoracle ext4 check``, not a reason to stop reading)."""
     if len(raw) < C.SUPERBLOCK_SIZE:
         raise FormatError("ext4 superblock", C.SUPERBLOCK_OFFSET, "image too small")
-    magic = _u16(raw, C.S_MAGIC)
-    if magic != C.EXT4_SUPER_MAGIC:
-        raise FormatError(
-            "ext4 superblock", C.SUPERBLOCK_OFFSET + C.S_MAGIC, f"bad magic 0x{magic:04x}"
-        )
+    ext4_load_super(raw)
     incompat = _u32(raw, C.S_FEATURE_INCOMPAT)
     ro_compat = _u32(raw, C.S_FEATURE_RO_COMPAT)
     blocks = _u32(raw, C.S_BLOCKS_COUNT_LO)
@@ -159,39 +181,130 @@ def parse_superblock(raw: bytes) -> Ext4Superblock:
         log_groups_per_flex=raw[C.S_LOG_GROUPS_PER_FLEX],
         backup_bgs=(_u32(raw, C.S_BACKUP_BGS), _u32(raw, C.S_BACKUP_BGS + 4)),
         inode_size=_u16(raw, C.S_INODE_SIZE),
+        first_ino=_u32(raw, C.S_FIRST_INO),
     )
-    off = C.SUPERBLOCK_OFFSET
     if ro_compat & C.RO_COMPAT_BIGALLOC:
-        raise FormatError(
-            "ext4 superblock",
-            off + C.S_FEATURE_RO_COMPAT,
-            "bigalloc (cluster size "
-            f"{1 << (sb.log_cluster_size + 10)} bytes) is not supported: the model "
-            "allocates blocks, not clusters",
+        raise _sb_error(
+            C.S_FEATURE_RO_COMPAT,
+            f"bigalloc (cluster size {1 << (sb.log_cluster_size + 10)} bytes) is not "
+            "supported: the model allocates blocks, not clusters",
         )
-    if sb.log_block_size > 6:
-        raise FormatError("ext4 superblock", off + C.S_LOG_BLOCK_SIZE, "block size > 64 KiB")
-    if sb.blocks_per_group == 0 or sb.blocks_per_group > 8 * sb.blocksize:
-        raise FormatError(
-            "ext4 superblock",
-            off + C.S_BLOCKS_PER_GROUP,
-            f"blocks per group {sb.blocks_per_group} not in 1..{8 * sb.blocksize}",
+    ext4_inode_info_init(sb)
+    ext4_block_group_meta_init(sb)
+    ext4_handle_clustersize(sb)
+    ext4_check_geometry(sb, None if device_bytes is None else device_bytes >> sb.blocksize_bits)
+    return sb
+
+
+def ext4_load_super(raw: bytes) -> None:
+    """super.c ``ext4_load_super``: the magic, then ``s_log_block_size`` and
+    ``s_log_cluster_size`` against ``EXT4_MAX_BLOCK_LOG_SIZE`` (64 KiB blocks) and
+    ``EXT4_MAX_CLUSTER_LOG_SIZE``."""
+    magic = _u16(raw, C.S_MAGIC)
+    if magic != C.EXT4_SUPER_MAGIC:
+        raise _sb_error(C.S_MAGIC, f"bad magic 0x{magic:04x} (VFS: Can't find ext4 filesystem)")
+    v = _u32(raw, C.S_LOG_BLOCK_SIZE)
+    if v > C.EXT4_MAX_BLOCK_LOG_SIZE - C.EXT4_MIN_BLOCK_LOG_SIZE:
+        raise _sb_error(C.S_LOG_BLOCK_SIZE, f"Invalid log block size: {v}")
+    v = _u32(raw, C.S_LOG_CLUSTER_SIZE)
+    if v > C.EXT4_MAX_CLUSTER_LOG_SIZE - C.EXT4_MIN_BLOCK_LOG_SIZE:
+        raise _sb_error(C.S_LOG_CLUSTER_SIZE, f"Invalid log cluster size: {v}")
+
+
+def ext4_inode_info_init(sb: Ext4Superblock) -> None:
+    """super.c ``ext4_inode_info_init``: for revision 1 and later, ``s_first_ino`` at least
+    ``EXT4_GOOD_OLD_FIRST_INO`` and ``s_inode_size`` a power of two in [128, blocksize]
+    (revision 0 has 128-byte inodes). The ``s_want_extra_isize`` checks are not made."""
+    if sb.rev_level == C.EXT4_GOOD_OLD_REV:
+        return
+    if sb.first_ino < C.EXT4_GOOD_OLD_FIRST_INO:
+        raise _sb_error(C.S_FIRST_INO, f"invalid first ino: {sb.first_ino}")
+    isz = sb.inode_size
+    if isz < C.EXT4_GOOD_OLD_INODE_SIZE or isz & (isz - 1) or isz > sb.blocksize:
+        raise _sb_error(
+            C.S_INODE_SIZE, f"unsupported inode size: {isz} (blocksize: {sb.blocksize})"
+        )
+
+
+def ext4_block_group_meta_init(sb: Ext4Superblock) -> None:
+    """super.c ``ext4_block_group_meta_init``: ``s_desc_size`` with 64bit a power of two in
+    [64, ``EXT4_MAX_DESC_SIZE``]; ``s_blocks_per_group`` not 0; ``s_inodes_per_group`` in
+    [inodes per block, 8 * blocksize] and a multiple of 8."""
+    if sb.has_incompat(C.INCOMPAT_64BIT):
+        ds = sb.desc_size_raw
+        if ds < C.EXT4_MIN_DESC_SIZE_64BIT or ds > C.EXT4_MAX_DESC_SIZE or ds & (ds - 1):
+            raise _sb_error(C.S_DESC_SIZE, f"unsupported descriptor size {ds}")
+    if sb.blocks_per_group == 0:
+        raise _sb_error(
+            C.S_BLOCKS_PER_GROUP, "VFS: Can't find ext4 filesystem (s_blocks_per_group is 0)"
+        )
+    ipg = sb.inodes_per_group
+    if ipg < sb.inodes_per_block or ipg > sb.blocksize * 8 or ipg & 7:
+        raise _sb_error(C.S_INODES_PER_GROUP, f"invalid inodes per group: {ipg}")
+
+
+def ext4_handle_clustersize(sb: Ext4Superblock) -> None:
+    """super.c ``ext4_handle_clustersize`` without bigalloc: the cluster size equal to the
+    block size, ``s_blocks_per_group`` at most 8 * blocksize, ``s_clusters_per_group`` at
+    most 8 * blocksize, a multiple of 8 and equal to ``s_blocks_per_group``."""
+    clustersize = 1024 << sb.log_cluster_size
+    if clustersize != sb.blocksize:
+        raise _sb_error(
+            C.S_LOG_CLUSTER_SIZE,
+            f"fragment/cluster size ({clustersize}) != block size ({sb.blocksize})",
+        )
+    if sb.blocks_per_group > sb.blocksize * 8:
+        raise _sb_error(C.S_BLOCKS_PER_GROUP, f"#blocks per group too big: {sb.blocks_per_group}")
+    cpg = sb.clusters_per_group
+    if cpg > sb.blocksize * 8 or cpg & 7:
+        raise _sb_error(C.S_CLUSTERS_PER_GROUP, f"invalid #clusters per group: {cpg}")
+    if sb.blocks_per_group != cpg:
+        raise _sb_error(
+            C.S_CLUSTERS_PER_GROUP,
+            f"blocks per group ({sb.blocks_per_group}) and clusters per group ({cpg}) inconsistent",
+        )
+
+
+def ext4_check_geometry(sb: Ext4Superblock, device_blocks: int | None) -> None:
+    """super.c ``ext4_check_geometry``: reserved GDT blocks at most blocksize / 4; the block
+    count not beyond the device (here: the image, ``device_blocks`` whole blocks); the first
+    data block inside the filesystem and not 0 with 1 KiB blocks; the group count below
+    2^32 - descriptors per block; ``s_inodes_count`` = groups * inodes per group.
+    (``generic_check_addressable`` cannot fail once the block count fits the image.)"""
+    if sb.reserved_gdt_blocks > sb.blocksize // 4:
+        raise _sb_error(
+            C.S_RESERVED_GDT_BLOCKS,
+            f"Number of reserved GDT blocks insanely large: {sb.reserved_gdt_blocks}",
+        )
+    if device_blocks and sb.blocks_count > device_blocks:
+        raise _sb_error(
+            C.S_BLOCKS_COUNT_LO,
+            f"bad geometry: block count {sb.blocks_count} exceeds size of device "
+            f"({device_blocks} blocks)",
         )
     if sb.first_data_block >= sb.blocks_count:
-        raise FormatError(
-            "ext4 superblock", off + C.S_FIRST_DATA_BLOCK, "first data block past the end"
+        raise _sb_error(
+            C.S_FIRST_DATA_BLOCK,
+            f"bad geometry: first data block {sb.first_data_block} is beyond end of "
+            f"filesystem ({sb.blocks_count})",
         )
-    if incompat & C.INCOMPAT_64BIT and (
-        sb.desc_size_raw < C.EXT4_MIN_DESC_SIZE_64BIT
-        or sb.desc_size_raw > 1024
-        or sb.desc_size_raw & (sb.desc_size_raw - 1)
-    ):
-        raise FormatError(
-            "ext4 superblock",
-            off + C.S_DESC_SIZE,
-            f"unsupported descriptor size {sb.desc_size_raw}",
+    if sb.first_data_block == 0 and sb.log_block_size == 0:
+        raise _sb_error(
+            C.S_FIRST_DATA_BLOCK,
+            "bad geometry: first data block is 0 with a 1k block and cluster size",
         )
-    return sb
+    groups = sb.groups_count
+    if groups > (1 << 32) - sb.desc_per_block:
+        raise _sb_error(
+            C.S_BLOCKS_COUNT_LO,
+            f"groups count too large: {groups} (block count {sb.blocks_count}, first data "
+            f"block {sb.first_data_block}, blocks per group {sb.blocks_per_group})",
+        )
+    if groups * sb.inodes_per_group != sb.inodes_count:
+        raise _sb_error(
+            C.S_INODES_COUNT,
+            f"inodes count not valid: {sb.inodes_count} vs {groups * sb.inodes_per_group}",
+        )
 
 
 @dataclass(frozen=True)
@@ -204,15 +317,19 @@ class GroupDesc:
     inode_table: int
     free_blocks_count: int
     flags: int
+    offset: int = 0  # byte offset of the descriptor in the image
 
     @property
     def block_uninit(self) -> bool:
         return bool(self.flags & C.EXT4_BG_BLOCK_UNINIT)
 
 
-def parse_group_desc(raw: bytes, off: int, group: int, desc_size: int) -> GroupDesc:
+def parse_group_desc(
+    raw: bytes, off: int, group: int, desc_size: int, image_offset: int = 0
+) -> GroupDesc:
     """Decode one descriptor; the _hi halves count only when ``EXT4_DESC_SIZE >= 64``
-    (``ext4_block_bitmap``, ``ext4_free_group_clusters`` in super.c)."""
+    (``ext4_block_bitmap``, ``ext4_free_group_clusters`` in super.c). ``image_offset`` is
+    where the descriptor lies in the image (for messages)."""
     wide = desc_size >= C.EXT4_MIN_DESC_SIZE_64BIT
     bb = _u32(raw, off + C.BG_BLOCK_BITMAP_LO)
     ib = _u32(raw, off + C.BG_INODE_BITMAP_LO)
@@ -223,7 +340,7 @@ def parse_group_desc(raw: bytes, off: int, group: int, desc_size: int) -> GroupD
         ib |= _u32(raw, off + C.BG_INODE_BITMAP_HI) << 32
         it |= _u32(raw, off + C.BG_INODE_TABLE_HI) << 32
         fb |= _u16(raw, off + C.BG_FREE_BLOCKS_COUNT_HI) << 16
-    return GroupDesc(group, bb, ib, it, fb, _u16(raw, off + C.BG_FLAGS))
+    return GroupDesc(group, bb, ib, it, fb, _u16(raw, off + C.BG_FLAGS), image_offset)
 
 
 def _test_root(a: int, b: int) -> bool:
@@ -265,6 +382,14 @@ def ext4_bg_num_gdb_nometa(sb: Ext4Superblock, group: int) -> int:
     return sb.gdb_count
 
 
+def ext4_bg_num_gdb(sb: Ext4Superblock, group: int) -> int:
+    """balloc.c ``ext4_bg_num_gdb``: descriptor blocks (not the reserved ones) in ``group``."""
+    metagroup = group // sb.desc_per_block
+    if not sb.has_incompat(C.INCOMPAT_META_BG) or metagroup < sb.first_meta_bg:
+        return ext4_bg_num_gdb_nometa(sb, group)
+    return ext4_bg_num_gdb_meta(sb, group)
+
+
 def ext4_num_base_meta_blocks(sb: Ext4Superblock, group: int) -> int:
     """balloc.c ``ext4_num_base_meta_blocks``: superblock + descriptors + reserved GDT."""
     num = 1 if ext4_bg_has_super(sb, group) else 0
@@ -302,40 +427,90 @@ def num_clusters_in_group(sb: Ext4Superblock, group: int) -> int:
     return sb.blocks_per_group
 
 
+class GroupDescs(Sequence[GroupDesc]):
+    """The group descriptors, decoded from the image on each access (``ext4_get_group_desc``)
+    so that memory does not follow the group count the superblock claims."""
+
+    def __init__(self, src: BlockSource, sb: Ext4Superblock):
+        self.src = src
+        self.sb = sb
+        self._n = sb.groups_count
+
+    def __len__(self) -> int:
+        return self._n
+
+    def offset(self, group: int) -> int:
+        """Byte offset of group ``group``'s descriptor: block ``descriptor_loc(group /
+        EXT4_DESC_PER_BLOCK)``, slot ``group % EXT4_DESC_PER_BLOCK``."""
+        sb = self.sb
+        nr, i = divmod(group, sb.desc_per_block)
+        return descriptor_loc(sb, nr) * sb.blocksize + i * sb.desc_size
+
+    def raw(self, group: int) -> bytes:
+        """The descriptor's ``EXT4_DESC_SIZE`` bytes."""
+        return self.src.read(
+            self.offset(group), self.sb.desc_size, f"group descriptor of group {group}"
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> GroupDesc: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[GroupDesc]: ...
+
+    def __getitem__(self, index: int | slice) -> GroupDesc | list[GroupDesc]:
+        if isinstance(index, slice):
+            return [self[g] for g in range(*index.indices(self._n))]
+        g = index + self._n if index < 0 else index
+        if not 0 <= g < self._n:
+            raise IndexError(f"group {index} of {self._n}")
+        off = self.offset(g)
+        return parse_group_desc(self.raw(g), 0, g, self.sb.desc_size, off)
+
+
+def ext4_group_desc_init(src: BlockSource, sb: Ext4Superblock) -> GroupDescs:
+    """super.c ``ext4_group_desc_init`` up to (not including) ``ext4_check_descriptors``:
+    ``s_first_meta_bg`` not past the descriptor blocks, and every descriptor block
+    (``descriptor_loc``) inside the image ("can't read group descriptor %d")."""
+    db_count = sb.gdb_count
+    if sb.has_incompat(C.INCOMPAT_META_BG) and sb.first_meta_bg > db_count:
+        raise _sb_error(
+            C.S_FIRST_META_BG,
+            f"first meta block group too large: {sb.first_meta_bg} (group descriptor block "
+            f"count {db_count})",
+        )
+    last = src.size // sb.blocksize
+    for nr in range(db_count):
+        blk = descriptor_loc(sb, nr)
+        if blk >= last:
+            raise FormatError(
+                f"group descriptor block {nr}",
+                blk * sb.blocksize,
+                f"can't read group descriptor {nr} (block {blk} is past the end of the "
+                f"image, {last} blocks)",
+            )
+    return GroupDescs(src, sb)
+
+
 @dataclass
 class Ext4Image:
     """An opened image: superblock and descriptors; bitmaps read on demand."""
 
     src: BlockSource
     sb: Ext4Superblock
-    descs: list[GroupDesc]
+    descs: GroupDescs
     bitmaps_read: int = 0
     bitmaps_synthesised: int = 0
     _runs: dict[int, Runs] = field(default_factory=dict)
 
     @classmethod
     def open(cls, src: BlockSource) -> Ext4Image:
+        """Read and check the superblock against the image's size (:func:`parse_superblock`)
+        and locate the descriptors (:func:`ext4_group_desc_init`); nothing per group is
+        read or held until asked for."""
         raw = src.read(C.SUPERBLOCK_OFFSET, C.SUPERBLOCK_SIZE, "ext4 superblock")
-        sb = parse_superblock(raw)
-        ngroups = sb.groups_count
-        if sb.blocks_count * sb.blocksize > src.size:
-            raise FormatError(
-                "ext4 superblock",
-                C.SUPERBLOCK_OFFSET + C.S_BLOCKS_COUNT_LO,
-                f"{sb.blocks_count} blocks of {sb.blocksize} bytes but the image has "
-                f"{src.size} bytes",
-            )
-        descs: list[GroupDesc] = []
-        dpb = sb.desc_per_block
-        for nr in range(sb.gdb_count):
-            blk = descriptor_loc(sb, nr)
-            data = src.read(blk * sb.blocksize, sb.blocksize, f"group descriptor block {nr}")
-            for i in range(dpb):
-                g = nr * dpb + i
-                if g >= ngroups:
-                    break
-                descs.append(parse_group_desc(data, i * sb.desc_size, g, sb.desc_size))
-        return cls(src, sb, descs)
+        sb = parse_superblock(raw, src.size)
+        return cls(src, sb, ext4_group_desc_init(src, sb))
 
     @property
     def groups_count(self) -> int:
@@ -380,40 +555,40 @@ class Ext4Image:
     def ext4_init_block_bitmap(self, group: int) -> Runs:
         """balloc.c ``ext4_init_block_bitmap``: the bitmap of a BLOCK_UNINIT group, as free
         runs (base metadata, the group's own bitmaps and inode table in use; bits past the
-        group's last block set by ``ext4_mark_bitmap_end``)."""
+        group's last block set by ``ext4_mark_bitmap_end``). Base metadata that does not fit
+        the bitmap is corruption (``-EFSCORRUPTED``), as in the kernel. The descriptor
+        checksum the kernel verifies first is left to ``fsoracle ext4 check``."""
         sb = self.sb
         gdp = self.descs[group]
         nbits = sb.blocksize * 8
-        used = bytearray(nbits)
-        for b in range(min(ext4_num_base_meta_blocks(sb, group), nbits)):
-            used[b] = 1
+        bit_max = ext4_num_base_meta_blocks(sb, group)
+        if bit_max >> 3 >= sb.blocksize:
+            raise FormatError(
+                f"group descriptor of group {group}",
+                gdp.offset,
+                f"Failed to init block bitmap for group {group}: {bit_max} base metadata "
+                f"blocks do not fit a {sb.blocksize}-byte bitmap",
+            )
+        used = np.zeros(nbits, dtype=np.bool_)
+        used[:bit_max] = True
         start = group_first_block_no(sb, group)
         for blk in (gdp.block_bitmap, gdp.inode_bitmap):
             if self.block_in_group(blk, group):
-                used[blk - start] = 1
-        itb_per_group = sb.itb_per_group
-        for blk in range(gdp.inode_table, gdp.inode_table + itb_per_group):
-            if self.block_in_group(blk, group):
-                used[blk - start] = 1
-        for b in range(num_clusters_in_group(sb, group), nbits):
-            used[b] = 1
-        runs: Runs = []
-        i = 0
-        while i < nbits:
-            if used[i]:
-                i += 1
-                continue
-            j = i
-            while j < nbits and not used[j]:
-                j += 1
-            runs.append((i, j - i))
-            i = j
-        return runs
+                used[blk - start] = True
+        # the inode table blocks that fall in this group (bounded: at most a group's bits)
+        lo = max(gdp.inode_table, start)
+        hi = min(gdp.inode_table + sb.itb_per_group, start + sb.blocks_per_group)
+        if lo < hi:
+            used[lo - start : hi - start] = True
+        used[num_clusters_in_group(sb, group) :] = True
+        return free_runs(np.packbits(used, bitorder="little").tobytes(), nbits)
 
     def ext4_read_block_bitmap(self, group: int) -> Runs:
         """balloc.c ``ext4_read_block_bitmap_nowait`` + wait: the group's free runs
         (group-relative block numbers). BLOCK_UNINIT is honoured only with a descriptor
-        checksum feature; group 0 marked uninit is corruption, as in the kernel."""
+        checksum feature; group 0 marked uninit, and a bitmap block at or before the first
+        data block or past the last block, are corruption, with the kernel's messages.
+        (``ext4_validate_block_bitmap``'s checks are ``fsoracle ext4 check``'s.)"""
         cached = self._runs.get(group)
         if cached is not None:
             return cached
@@ -422,23 +597,32 @@ class Ext4Image:
         if sb.has_group_desc_csum and gdp.block_uninit:
             if group == 0:
                 raise FormatError(
-                    "group descriptor", group, "block bitmap for group 0 marked uninitialized"
+                    "group descriptor of group 0",
+                    gdp.offset,
+                    "Block bitmap for bg 0 marked uninitialized",
                 )
             runs = self.ext4_init_block_bitmap(group)
             self.bitmaps_synthesised += 1
         else:
-            blk = gdp.block_bitmap
-            if blk <= sb.first_data_block or blk >= sb.blocks_count:
-                raise FormatError(
-                    "group descriptor",
-                    group,
-                    f"invalid block bitmap block {blk} in group {group}",
-                )
-            data = self.src.read(blk * sb.blocksize, sb.blocksize, f"block bitmap of group {group}")
+            data = self.read_block_bitmap_block(group)
             self.bitmaps_read += 1
             runs = free_runs(data, num_clusters_in_group(sb, group))
         self._runs[group] = runs
         return runs
+
+    def read_block_bitmap_block(self, group: int) -> bytes:
+        """The on-disk block bitmap of ``group`` (``ext4_read_block_bitmap_nowait``'s block
+        number check, then the read)."""
+        sb = self.sb
+        gdp = self.descs[group]
+        blk = gdp.block_bitmap
+        if blk <= sb.first_data_block or blk >= sb.blocks_count:
+            raise FormatError(
+                f"group descriptor of group {group}",
+                gdp.offset,
+                f"Invalid block bitmap block {blk} in block_group {group}",
+            )
+        return self.src.read(blk * sb.blocksize, sb.blocksize, f"block bitmap of group {group}")
 
     def group_free_extents(self, group: int) -> Runs:
         """Free extents of a group in absolute block numbers (start, length)."""

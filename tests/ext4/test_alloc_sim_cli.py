@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from harness.cli import main as cli_main
@@ -83,3 +84,41 @@ def test_seed_numbers_as_published() -> None:
     assert SEED["frsp0"]["first"]["trees"] == 201
     assert SEED["frsp0"]["second"]["trees"] == 226
     assert SEED["frsp3"]["first"]["trees"] == 30720 == 491520 // 16
+
+
+# option values out of range: argparse refuses them (exit 2, its one "error:" line) or the
+# command does (exit 2, one "fsoracle:" line); never a traceback
+BAD_OPTIONS = [
+    (["--fragmentation", "2"], "argument --fragmentation: 2 is out of range"),
+    (["--fragmentation", "-0.1"], "argument --fragmentation: -0.1 is out of range"),
+    (["--fragmentation", "nan"], "argument --fragmentation: nan is out of range"),
+    (["--fragmentation", "0"], "--fragmentation must be above 0"),
+    (["--free-fraction", "1.5"], "argument --free-fraction: 1.5 is out of range"),
+    (["--free-fraction", "0"], "--free-fraction must be strictly between 0 and 1"),
+    (["--free-fraction", "1"], "--free-fraction must be strictly between 0 and 1"),
+    (["--groups", "0"], "argument --groups: 0 is out of range"),
+    (["--groups", str((1 << 22) + 1)], "is out of range: give a number between 1 and 4194304"),
+    (["--groups", "many"], "argument --groups: 'many' is not an integer"),
+    (["--flex", "1"], "argument --flex: 1 is out of range"),
+    (["--flex", "3"], "--flex must be a power of two"),
+    (["--seed", "-1"], "argument --seed: -1 is out of range"),
+    (["--allocators", "frsp9"], "the frsp cache levels are 0..3"),
+    (["--writes", "1P"], "but the generated filesystem has"),
+    (["--mem-limit", "lots"], "bad size 'lots'"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_OPTIONS)
+def test_bad_option_values(capsys, extra: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
+    argv = ["ext4", "alloc-sim", "--groups", "8", "--writes", "1M", *extra]
+    try:
+        rc = cli_main(argv)
+    except SystemExit as e:  # argparse
+        rc = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert message in err and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(("fsoracle: ", "fsoracle ext4 alloc-sim: error: ")), err
+    if last.startswith("fsoracle: "):
+        assert err.count("\n") == 1, err
