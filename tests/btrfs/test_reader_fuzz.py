@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import os
 import random
+import struct
 import time
 import zlib
 from collections import Counter
@@ -940,6 +941,194 @@ def btrfs_mutants(maps: list[CliMap], n: int, seed: int, first_id: int) -> list[
     return out
 
 
+# ---- ext4 mutants ---------------------------------------------------------------------------
+
+EXT4_FAMILIES = ["superblock", "descriptors", "bitmaps", "pointers", "truncation", "zeroed"]
+# name -> (mke2fs options, size); populated from tests.btrfs.images.populate_tree
+CLI_EXT4_IMAGES: dict[str, tuple[list[str], int]] = {
+    "ext4-4k": (["-b", "4096"], 64 << 20),
+    "ext4-1k-crc16": (["-b", "1024", "-O", "^metadata_csum,uninit_bg"], 32 << 20),
+}
+EXT4_SECOND = [("ext4", "dump", "{img}"), ("ext4", "dump", "{img}", "--json")]
+
+
+def make_ext4(name: str, path: Path) -> Path:
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.btrfs.images import populate_tree
+
+    opts, size = CLI_EXT4_IMAGES[name]
+    src = Path(tempfile.mkdtemp(prefix="fsoracle-ext4-rootdir-"))
+    try:
+        populate_tree(src)
+        with open(path, "wb") as f:
+            f.truncate(size)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", *opts, "-d", str(src), str(path)],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        shutil.rmtree(src)
+    return path
+
+
+@dataclass
+class Ext4Map:
+    name: str
+    buf: bytearray
+    fields: list[tuple[int, str, str]]
+    bitmaps: list[tuple[int, int]]
+    blocksize: int
+    meta_blocks: list[int]  # offsets of blocks a descriptor points at, and of the GDT
+
+
+def ext4_map(name: str, path: Path) -> Ext4Map:
+    from tests.ext4.ext4fuzz import ext4_bitmap_blocks, ext4_fields
+
+    buf = load_sparse(path)
+    fields = ext4_fields(buf)
+    log = struct.unpack_from("<I", buf, 1024 + 24)[0]
+    bs = 1024 << log
+    metas = sorted({off for off, _ in ext4_bitmap_blocks(buf)})
+    desc = [off for off, _, n in fields if n.startswith("bg[")]
+    gdt = sorted({o - o % bs for o in desc})
+    return Ext4Map(name, buf, fields, ext4_bitmap_blocks(buf), bs, sorted(set(metas + gdt)))
+
+
+def ext4_mutant(
+    em: Ext4Map, family: str, rng: random.Random
+) -> tuple[list[tuple[int, bytes]], int | None, str]:
+    """(patches, truncation, note) for one mutation of ``em``'s clean bytes."""
+    from tests.ext4.ext4fuzz import fix_ext4_csums
+
+    buf = em.buf
+    saved: list[tuple[int, bytes]] = []
+
+    def write(off: int, data: bytes) -> None:
+        data = data[: max(0, len(buf) - off)]
+        saved.append((off, bytes(buf[off : off + len(data)])))
+        buf[off : off + len(data)] = data
+
+    def set_field(off: int, fmt: str, value: int) -> None:
+        w = WIDTH[fmt]
+        write(off, (value & ((1 << (8 * w)) - 1)).to_bytes(w, "little"))
+
+    sb_fields = [f for f in em.fields if not f[2].startswith("bg[")]
+    bg_fields = [f for f in em.fields if f[2].startswith("bg[")]
+    cut: int | None = None
+    note = ""
+    if family == "superblock":
+        off, fmt, name = rng.choice(sb_fields)
+        top = (1 << (8 * WIDTH[fmt])) - 1
+        old = int.from_bytes(buf[off : off + WIDTH[fmt]], "little")
+        value = rng.choice(
+            [
+                0,
+                1,
+                top,
+                top >> 1,
+                old + 1,
+                old - 1,
+                old * 2,
+                old ^ (1 << rng.randrange(8 * WIDTH[fmt])),
+                rng.randrange(top + 1),
+            ]
+        )
+        set_field(off, fmt, value)
+        note = f"{name} = {value & top}"
+    elif family == "descriptors":
+        off, fmt, name = rng.choice(bg_fields)
+        top = (1 << (8 * WIDTH[fmt])) - 1
+        old = int.from_bytes(buf[off : off + WIDTH[fmt]], "little")
+        value = rng.choice(
+            [
+                0,
+                1,
+                top,
+                old + 1,
+                old - 1,
+                old ^ (1 << rng.randrange(8 * WIDTH[fmt])),
+                rng.randrange(top + 1),
+            ]
+        )
+        set_field(off, fmt, value)
+        note = f"{name} = {value & top}"
+    elif family == "bitmaps":
+        off, length = rng.choice(em.bitmaps)
+        for _ in range(rng.choice([1, 1, 2, 8])):
+            at = off + rng.randrange(length)
+            write(at, bytes([buf[at] ^ (1 << rng.randrange(8))]))
+        note = f"bits flipped in the bitmap at {off}"
+    elif family == "pointers":
+        ptrs = [f for f in bg_fields if f[2].endswith(("_bitmap_lo", "_table_lo"))]
+        off, fmt, name = rng.choice(ptrs)
+        target = rng.choice(em.meta_blocks) // em.blocksize + rng.choice([0, 0, 1, -1])
+        set_field(off, fmt, target)
+        note = f"{name} = block {target}"
+    elif family == "truncation":
+        near = rng.choice(["anywhere", "meta", "meta", "superblock"])
+        if near == "anywhere":
+            cut = rng.randrange(len(buf) + 1)
+        elif near == "superblock":
+            cut = 1024 + rng.randrange(-1, 1025)
+        else:
+            cut = rng.choice(em.meta_blocks) + rng.choice([0, 1, em.blocksize - 1, em.blocksize])
+        note = f"truncated to {cut}"
+        if rng.random() < 0.5 and cut > 2048:
+            # and the superblock shrunk to match (a bad resize): the kernel's geometry check
+            # passes, the groups past the end are what is missing
+            blocks = cut // em.blocksize
+            off = next(o for o, _, n in em.fields if n == "s_blocks_count_lo")
+            set_field(off, "I", blocks)
+            note += f", s_blocks_count_lo = {blocks}"
+    elif family == "zeroed":
+        if rng.random() < 0.2:
+            write(1024, bytes(1024))
+            note = "superblock zeroed"
+        else:
+            at = rng.choice(em.meta_blocks)
+            write(at, bytes(em.blocksize))
+            note = f"block at {at} zeroed"
+    else:
+        raise KeyError(family)
+    fixed = rng.random() < 0.85
+    if fixed:
+        before = {o: bytes(buf[o : o + n]) for o, n in _csum_regions(em)}
+        fix_ext4_csums(buf, bitmaps=rng.random() < 0.7)
+        for o, old in before.items():
+            if bytes(buf[o : o + len(old)]) != old:
+                saved.append((o, old))
+        note += " (checksums fixed)"
+    try:
+        patches = [(o, bytes(buf[o : o + len(d)])) for o, d in saved]
+    finally:
+        for o, d in reversed(saved):
+            buf[o : o + len(d)] = d
+    return patches, cut, note
+
+
+def _csum_regions(em: Ext4Map) -> list[tuple[int, int]]:
+    """What fix_ext4_csums may write: the superblock and the descriptor blocks."""
+    gdt = sorted({o - o % em.blocksize for o, _, n in em.fields if n.startswith("bg[")})
+    return [(1024, 1024)] + [(o, em.blocksize) for o in gdt]
+
+
+def ext4_mutants(maps: list[Ext4Map], n: int, seed: int, first_id: int) -> list[Mutant]:
+    rng = random.Random(seed)
+    out: list[Mutant] = []
+    for i in range(n):
+        em = maps[i % len(maps)]
+        family = EXT4_FAMILIES[(i // len(maps)) % len(EXT4_FAMILIES)]
+        patches, cut, note = ext4_mutant(em, family, rng)
+        ident = first_id + i
+        cmds = (("ext4", "check", "{img}"), EXT4_SECOND[ident % len(EXT4_SECOND)])
+        out.append(Mutant(ident, "ext4", em.name, family, tuple(patches), cut, cmds, note))
+    return out
+
+
 def run_cli_fuzz(
     mutants: list[Mutant], clean: dict[str, Path], workdir: Path
 ) -> tuple[list[Outcome], float]:
@@ -992,9 +1181,15 @@ def test_cli_fuzz_batch(tmp_path_factory: pytest.TempPathFactory) -> None:
     2, no traceback, no hang, bounded memory, inputs unchanged; at least a quarter of the
     images end in a finding (exit 1), and every family reaches the checker."""
     require_tool("mkfs.btrfs")
+    require_tool("mkfs.ext4")
     d = tmp_path_factory.mktemp("cli-fuzz")
     clean = {n: make_image(n, d / f"{n}.img", size=FUZZ_SIZE) for n in CLI_BTRFS_IMAGES}
     mutants = btrfs_mutants([cli_map(n, p) for n, p in clean.items()], N_BTRFS, FUZZ_SEED, 0)
+    ext4 = {n: make_ext4(n, d / f"{n}.img") for n in CLI_EXT4_IMAGES}
+    mutants += ext4_mutants(
+        [ext4_map(n, p) for n, p in ext4.items()], N_EXT4, FUZZ_SEED + 1, len(mutants)
+    )
+    clean |= ext4
     hashes = {k: content_hash(p) for k, p in clean.items()}
     outcomes, secs = run_cli_fuzz(mutants, clean, d / "work")
     by_id = {m.ident: m for m in mutants}
@@ -1015,7 +1210,8 @@ def test_cli_fuzz_batch(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert len({o.ident for o in outcomes}) == len(mutants)
     found = {o.ident for o in outcomes if o.command in CHECKS and o.status == 1}
     assert len(found) >= 0.25 * len(mutants), f"only {len(found)} of {len(mutants)} found"
-    for fs, families in (("btrfs", BTRFS_FAMILIES),):
+    assert len(mutants) >= 3000 or (N_BTRFS, N_EXT4) != (2100, 900)
+    for fs, families in (("btrfs", BTRFS_FAMILIES), ("ext4", EXT4_FAMILIES)):
         for fam in families:
             reached = [
                 o
