@@ -43,6 +43,7 @@ from model.btrfs.check_chunks import (
     BgRecord,
     check_chunks,
     check_dev_extents,
+    check_device_sizes,
     check_devices,
     check_type_with_root,
 )
@@ -52,12 +53,18 @@ from model.btrfs.csum import btrfs_csum_data
 from model.btrfs.findings import Finding
 from model.btrfs.intervals import Interval, merge_intervals, subtract_intervals
 from model.btrfs.items import ChunkItem, DevExtent, DevItem, ExtentItem, Key, KeyedRef
-from model.btrfs.reader import BtrfsImage, TreeRoot
+from model.btrfs.reader import BtrfsImage, TreeRoot, super_finding, tree_name
+from model.btrfs.superblock import (
+    PROGS_CHECK_SUPER_RULES,
+    SuperFacts,
+    apply_super_rules,
+    device_list_add,
+)
 from model.btrfs.treeblock import TreeBlock
 from model.errors import FormatError
 
 # codes of reader findings that btrfs check does not count as errors
-WARNING_CODES = frozenset({"bad-copy"})
+WARNING_CODES = frozenset({"bad-copy", "super-warning"})
 
 _FILE_EXTENT_HEAD = struct.Struct("<QQBBHB")  # generation .. type (21 bytes)
 _FILE_EXTENT_BODY = struct.Struct("<4Q")  # disk_bytenr, disk_num_bytes, offset, num_bytes
@@ -456,6 +463,69 @@ class _Walk:
                 )
             )
 
+    # ---- before the walk -----------------------------------------------------------------
+
+    def check_super_progs(self) -> None:
+        """btrfs-progs' own superblock checks the kernel does not make
+        (:data:`~model.btrfs.superblock.PROGS_CHECK_SUPER_RULES`); the kernel's rules came
+        with the reader's findings."""
+        img = self.img
+        facts = SuperFacts(img.sb, img.mirror, device_list_add(img.sb))
+        for v in apply_super_rules(PROGS_CHECK_SUPER_RULES, facts):
+            f = super_finding(v, img.mirror)
+            (self.report if v.rule.severity == "error" else self.warn)(f)
+
+    def check_required_roots(self) -> None:
+        """The trees open_ctree cannot do without: the extent tree
+        (``btrfs_read_roots``: "failed to read root (objectid=%llu)"; btrfs check: "could
+        not setup extent tree") and, with compat_ro BLOCK_GROUP_TREE, the block group tree
+        (``load_global_roots``/``btrfs_read_roots``; btrfs check: "couldn't load block
+        group tree")."""
+        img = self.img
+        need = [C.EXTENT_TREE_OBJECTID]
+        if img.sb.compat_ro_flags & C.COMPAT_RO_BLOCK_GROUP_TREE:
+            need.append(C.BLOCK_GROUP_TREE_OBJECTID)
+        for oid in need:
+            if img.tree(oid) is None:
+                self.report(
+                    Finding(
+                        "root-missing",
+                        f"tree {oid} ({tree_name(oid)})",
+                        "the root tree has no ROOT_ITEM for it",
+                        None,
+                        C.ROOT_TREE_OBJECTID,
+                    )
+                )
+
+    def verify_root_transids(self) -> None:
+        """Every tree's root block against the generation its referrer records
+        (``verify_parent_transid`` as ``load_super_root`` and ``read_tree_root_path`` call
+        it): the root tree against the superblock's generation, the chunk tree against
+        chunk_root_generation, the log tree against generation + 1, every other tree
+        against its ROOT_ITEM's generation (0: not checked, as there). btrfs check prints
+        "parent transid verify failed on %llu wanted %llu found %llu" and fails; the
+        kernel refuses the mount. A root block that cannot be read is a read error (the
+        log tree, which is not walked, is read here only)."""
+        img = self.img
+        for root in img.trees():
+            try:
+                blk = img.read_tree_block(root.bytenr, level=root.level, owner_hint=root.objectid)
+            except FormatError as e:
+                self.report(read_error_finding(e, root.objectid))
+                continue
+            found = blk.header.generation
+            if root.generation and found != root.generation:
+                self.report(
+                    Finding(
+                        "parent-transid",
+                        f"tree block {root.bytenr} (root of tree {root.name})",
+                        f"parent transid verify failed on {root.bytenr} wanted "
+                        f"{root.generation} found {found}",
+                        root.bytenr,
+                        root.objectid,
+                    )
+                )
+
     # ---- after the walk ------------------------------------------------------------------
 
     def start_free_space_check(self) -> None:
@@ -530,6 +600,10 @@ def btrfs_check(img: BtrfsImage, *, verify_data_csums: bool = False) -> CheckRes
     sector (``--check-data-csum``; off by default, as in btrfs check)."""
     w = _Walk(img, verify_data_csums)
     w.take_reader_findings()
+    w.check_super_progs()
+    w.check_required_roots()
+    w.verify_root_transids()
+    w.take_reader_findings()
     order = w.walk_order()
     for root in order:
         if root.objectid == C.FREE_SPACE_TREE_OBJECTID and w.fst is None:
@@ -571,6 +645,7 @@ def btrfs_check(img: BtrfsImage, *, verify_data_csums: bool = False) -> CheckRes
         lambda start: tree_of.get(start, C.EXTENT_TREE_OBJECTID),
     )
     check_devices(w.devices, w.dev_extents, w.report)
+    check_device_sizes(sb, w.devices, img.source.size, w.report, w.warn)
     w.check_csums()
     w.take_reader_findings()
     return w.res
