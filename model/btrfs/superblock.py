@@ -495,6 +495,7 @@ VALIDATE_SUPER_RULES: tuple[SuperRule, ...] = (
         lambda f: f.sb.sys_chunk_array_size < C.BTRFS_DISK_KEY_SIZE + SIZEOF_BTRFS_CHUNK,
         "system chunk array too small %u < %zu",
         lambda f: (f.sb.sys_chunk_array_size, C.BTRFS_DISK_KEY_SIZE + SIZEOF_BTRFS_CHUNK),
+        fatal=True,  # without one SYSTEM chunk the chunk tree cannot be found
     ),
     SuperRule(
         "generation-chunk-root",
