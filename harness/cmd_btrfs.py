@@ -12,7 +12,7 @@ from typing import Any
 from harness.argtypes import int_range, seed
 from harness.errors import UserError
 from harness.jsonout import dumps, to_jsonable
-from harness.safeio import atomic_output, sparse_copy
+from harness.safeio import atomic_output, check_output, sparse_copy
 from model.blocksource import FileSource
 from model.btrfs import constants as C
 from model.btrfs.blockgroups import BG_KEY_TYPES, BlockGroup, block_group_from_item
@@ -272,7 +272,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from model.btrfs.check import btrfs_check
 
     img = open_image(args.image, args.super)
-    res = btrfs_check(img, verify_data_csums=args.check_data_csum)
+    try:
+        res = btrfs_check(img, verify_data_csums=args.check_data_csum)
+    except FormatError as e:  # a walk that cannot go on (the findings say what else)
+        raise UserError(f"{args.image}: cannot check: {e}") from None
     if args.json:
         sys.stdout.write(
             dumps(
@@ -332,9 +335,12 @@ def cmd_predict_mount(args: argparse.Namespace) -> int:
     from model.btrfs.mount import predict_mount
 
     img = open_image(args.image, args.super)
-    costs = [predict_mount(img)]
-    for layout in args.what_if or []:
-        costs.append(what_if(img, layout, args.image))
+    try:
+        costs = [predict_mount(img)]
+        for layout in args.what_if or []:
+            costs.append(what_if(img, layout, args.image))
+    except FormatError as e:
+        raise UserError(f"{args.image}: cannot predict the mount: {e}") from None
     if args.json:
         sys.stdout.write(dumps({"image": args.image, "predictions": costs}, pretty=True) + "\n")
         return 0
@@ -402,15 +408,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from model.btrfs.convert import spec_from_image
     from model.btrfs.mkfs import MkfsError, write_filesystem
 
+    check_output(args.out, force=args.force, inputs=[args.image])  # before the work
     img = open_image(args.image, 0)
-    if img.findings:
-        raise UserError(
-            f"{args.image}: {len(img.findings)} problem(s) found while reading (first:"
-            f" {img.findings[0]}); run `fsoracle btrfs check` and convert a clean image"
-        )
+    if not args.force_inconsistent:  # the checker first: convert only a consistent image
+        from model.btrfs.check import btrfs_check
+
+        try:
+            res = btrfs_check(img)
+        except FormatError as e:
+            raise UserError(f"{args.image}: cannot check it before converting: {e}") from None
+        if not res.ok:
+            raise UserError(
+                f"{args.image}: inconsistent, {len(res.findings)} error(s), first: "
+                f"{res.findings[0]}; run `fsoracle btrfs check {args.image}` (or convert "
+                "anyway with --force-inconsistent)"
+            )
     try:
         spec = spec_from_image(img, args.layout)
-    except MkfsError as e:
+    except (MkfsError, FormatError) as e:
         raise UserError(f"{args.image}: cannot convert: {e}") from None
     # data stays where it is: copy the image (sparse), then rewrite its metadata
     with atomic_output(args.out, force=args.force, inputs=[args.image], what="output") as out:
@@ -511,6 +526,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cv.add_argument("out", help="output image")
     cv.add_argument("--layout", required=True, choices=["extent-tree", "bg-tree", "skinny-bg-tree"])
     cv.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    cv.add_argument(
+        "--force-inconsistent",
+        action="store_true",
+        help="convert even if `fsoracle btrfs check` finds errors in IMAGE (default: refuse)",
+    )
     cv.set_defaults(func=cmd_convert)
 
     pm = bsub.add_parser(

@@ -8,6 +8,12 @@ reference; then ``check_dev_extents``, ``check_chunks``, ``check_extent_refs``,
 (``validate_free_space_cache``, see :mod:`model.btrfs.check_free_space`) and the csum tree
 (``check_csums``).
 
+Before the walk: the superblock rules (:mod:`model.btrfs.superblock`: the kernel's, which
+the reader reported, and btrfs-progs' own), the trees open_ctree needs, and every tree's
+root block against the generation its referrer records. After it, besides the above:
+device sizes and counts (``check_device_sizes``) and the subvolume ROOT_ITEMs against the
+extent tree (``check_root_items``).
+
 Order of the walk: the extent tree(s) first (the FULL_BACKREF flags of the blocks met
 later come from their extent items), then the root and chunk trees and the other trees in
 key order, the free space tree(s) last (their items are compared with the extent items as
@@ -43,6 +49,7 @@ from model.btrfs.check_chunks import (
     BgRecord,
     check_chunks,
     check_dev_extents,
+    check_device_sizes,
     check_devices,
     check_type_with_root,
 )
@@ -52,12 +59,18 @@ from model.btrfs.csum import btrfs_csum_data
 from model.btrfs.findings import Finding
 from model.btrfs.intervals import Interval, merge_intervals, subtract_intervals
 from model.btrfs.items import ChunkItem, DevExtent, DevItem, ExtentItem, Key, KeyedRef
-from model.btrfs.reader import BtrfsImage, TreeRoot
+from model.btrfs.reader import BtrfsImage, TreeRoot, super_finding, tree_name
+from model.btrfs.superblock import (
+    PROGS_CHECK_SUPER_RULES,
+    SuperFacts,
+    apply_super_rules,
+    device_list_add,
+)
 from model.btrfs.treeblock import TreeBlock
 from model.errors import FormatError
 
 # codes of reader findings that btrfs check does not count as errors
-WARNING_CODES = frozenset({"bad-copy"})
+WARNING_CODES = frozenset({"bad-copy", "super-warning"})
 
 _FILE_EXTENT_HEAD = struct.Struct("<QQBBHB")  # generation .. type (21 bytes)
 _FILE_EXTENT_BODY = struct.Struct("<4Q")  # disk_bytenr, disk_num_bytes, offset, num_bytes
@@ -103,6 +116,9 @@ class _Walk:
     csum_ranges: dict[int, list[Interval]] = field(default_factory=dict)
     csum_items: list[tuple[int, int, int]] = field(default_factory=list)  # leaf, slot, start
     fst: FreeSpaceTreeChecker | None = None
+    # root id -> [level, bytenr, generation, count] of its highest tree blocks whose first
+    # inline backref is a TREE_BLOCK_REF to it (build_roots_info_cache)
+    roots_info: dict[int, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         sb = self.img.sb
@@ -298,6 +314,7 @@ class _Walk:
                 continue
             if isinstance(item, ExtentItem):
                 self.scan.process_extent_item(key, item)
+                self.note_root_block(key, item)
             elif isinstance(item, KeyedRef):
                 if owner == C.EXTENT_TREE_OBJECTID:
                     self.scan.process_keyed_ref(key, item)
@@ -456,7 +473,126 @@ class _Walk:
                 )
             )
 
+    # ---- before the walk -----------------------------------------------------------------
+
+    def check_super_progs(self) -> None:
+        """btrfs-progs' own superblock checks the kernel does not make
+        (:data:`~model.btrfs.superblock.PROGS_CHECK_SUPER_RULES`); the kernel's rules came
+        with the reader's findings."""
+        img = self.img
+        facts = SuperFacts(img.sb, img.mirror, device_list_add(img.sb))
+        for v in apply_super_rules(PROGS_CHECK_SUPER_RULES, facts):
+            f = super_finding(v, img.mirror)
+            (self.report if v.rule.severity == "error" else self.warn)(f)
+
+    def check_required_roots(self) -> None:
+        """The trees open_ctree cannot do without: the extent tree
+        (``btrfs_read_roots``: "failed to read root (objectid=%llu)"; btrfs check: "could
+        not setup extent tree") and, with compat_ro BLOCK_GROUP_TREE, the block group tree
+        (``load_global_roots``/``btrfs_read_roots``; btrfs check: "couldn't load block
+        group tree")."""
+        img = self.img
+        need = [C.EXTENT_TREE_OBJECTID]
+        if img.sb.compat_ro_flags & C.COMPAT_RO_BLOCK_GROUP_TREE:
+            need.append(C.BLOCK_GROUP_TREE_OBJECTID)
+        for oid in need:
+            if img.tree(oid) is None:
+                self.report(
+                    Finding(
+                        "root-missing",
+                        f"tree {oid} ({tree_name(oid)})",
+                        "the root tree has no ROOT_ITEM for it",
+                        None,
+                        C.ROOT_TREE_OBJECTID,
+                    )
+                )
+
+    def verify_root_transids(self) -> None:
+        """Every tree's root block against the generation its referrer records
+        (``verify_parent_transid`` as ``load_super_root`` and ``read_tree_root_path`` call
+        it): the root tree against the superblock's generation, the chunk tree against
+        chunk_root_generation, the log tree against generation + 1, every other tree
+        against its ROOT_ITEM's generation (0: not checked, as there). btrfs check prints
+        "parent transid verify failed on %llu wanted %llu found %llu" and fails; the
+        kernel refuses the mount. A root block that cannot be read is a read error (the
+        log tree, which is not walked, is read here only)."""
+        img = self.img
+        for root in img.trees():
+            try:
+                blk = img.read_tree_block(root.bytenr, level=root.level, owner_hint=root.objectid)
+            except FormatError as e:
+                self.report(read_error_finding(e, root.objectid))
+                continue
+            found = blk.header.generation
+            if root.generation and found != root.generation:
+                self.report(
+                    Finding(
+                        "parent-transid",
+                        f"tree block {root.bytenr} (root of tree {root.name})",
+                        f"parent transid verify failed on {root.bytenr} wanted "
+                        f"{root.generation} found {found}",
+                        root.bytenr,
+                        root.objectid,
+                    )
+                )
+
+    def note_root_block(self, key: Key, item: ExtentItem) -> None:
+        """``build_roots_info_cache()``: a tree block extent whose first inline backref is
+        a TREE_BLOCK_REF names a candidate root node of that tree; keep the highest level
+        (and how many blocks share it)."""
+        if key.type == C.EXTENT_ITEM_KEY and not item.flags & C.EXTENT_FLAG_TREE_BLOCK:
+            return
+        level = key.offset if key.type == C.METADATA_ITEM_KEY else item.tree_block_level
+        if level is None or not item.inline_refs:
+            return
+        ref = item.inline_refs[0]
+        if ref.type != C.TREE_BLOCK_REF_KEY:
+            return
+        rii = self.roots_info.get(ref.offset)
+        if rii is None or level > rii[0]:
+            self.roots_info[ref.offset] = [level, key.objectid, item.generation, 1]
+        elif level == rii[0]:
+            rii[3] += 1
+
     # ---- after the walk ------------------------------------------------------------------
+
+    def check_root_items(self) -> None:
+        """btrfs check's "checking root items" (``repair_root_items()`` /
+        ``maybe_repair_root_item()``, read-only): the ROOT_ITEM of every subvolume and of
+        the data relocation tree (objectid >= 256, not the tree relocation tree) names the
+        node the extent tree holds for it: the highest-level tree block whose first inline
+        backref is a TREE_BLOCK_REF to that root, with that bytenr, level and extent
+        generation. The kernel does not compare them (it reads the root the ROOT_ITEM
+        names); btrfs check fails ("Found %d roots with an outdated root item"), so do we.
+        Skipped under extent-tree-v2, as there."""
+        img = self.img
+        if img.sb.incompat_flags & C.INCOMPAT_EXTENT_TREE_V2:
+            return
+        for (oid, off), ri in sorted(img.root_items.items()):
+            if oid < C.FIRST_FREE_OBJECTID or oid == C.TREE_RELOC_OBJECTID:
+                continue
+            what = f"root item ({oid} {C.ROOT_ITEM_KEY} {off})"
+            rii = self.roots_info.get(oid)
+            if rii is None:
+                msg = f"could not find extent items for root {oid}"
+            elif rii[3] != 1:
+                msg = f"could not find btree root extent for root {oid}"
+            else:
+                level, bytenr, gen, _ = rii
+                if (ri.bytenr, ri.level, ri.generation) == (bytenr, level, gen):
+                    continue
+                if ri.generation > gen:
+                    msg = (
+                        f"root {oid} has a root item with a more recent gen ({ri.generation}) "
+                        f"compared to the found root node ({gen})"
+                    )
+                else:
+                    msg = (
+                        f"root item for root {oid}, current bytenr {ri.bytenr}, current gen "
+                        f"{ri.generation}, current level {ri.level}, new bytenr {bytenr}, new "
+                        f"gen {gen}, new level {level}"
+                    )
+            self.report(Finding("root-item", what, msg, None, C.ROOT_TREE_OBJECTID))
 
     def start_free_space_check(self) -> None:
         """Set up the free space tree checker once the extent tree and the block groups
@@ -530,6 +666,10 @@ def btrfs_check(img: BtrfsImage, *, verify_data_csums: bool = False) -> CheckRes
     sector (``--check-data-csum``; off by default, as in btrfs check)."""
     w = _Walk(img, verify_data_csums)
     w.take_reader_findings()
+    w.check_super_progs()
+    w.check_required_roots()
+    w.verify_root_transids()
+    w.take_reader_findings()
     order = w.walk_order()
     for root in order:
         if root.objectid == C.FREE_SPACE_TREE_OBJECTID and w.fst is None:
@@ -571,6 +711,8 @@ def btrfs_check(img: BtrfsImage, *, verify_data_csums: bool = False) -> CheckRes
         lambda start: tree_of.get(start, C.EXTENT_TREE_OBJECTID),
     )
     check_devices(w.devices, w.dev_extents, w.report)
+    check_device_sizes(sb, w.devices, img.source.size, w.report, w.warn)
+    w.check_root_items()
     w.check_csums()
     w.take_reader_findings()
     return w.res

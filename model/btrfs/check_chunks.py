@@ -11,6 +11,7 @@ start, length and type).
 from __future__ import annotations
 
 import bisect
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -297,3 +298,83 @@ def check_devices(
                     C.CHUNK_TREE_OBJECTID,
                 )
             )
+
+
+def check_device_sizes(
+    sb: Superblock,
+    devices: dict[int, DevItem],
+    device_size: int,
+    report: Callable[[Finding], None],
+    warn: Callable[[Finding], None],
+) -> None:
+    """The device sizes btrfs check verifies, against the chunk tree's DEV_ITEMs:
+
+    * ``process_device_item()``: the device being checked (the image, devid of the
+      superblock's dev_item) is at least its DEV_ITEM's total_bytes ("block device size is
+      smaller than total_bytes in device item, has %llu expect >= %llu"; the kernel's
+      ``read_one_dev`` refuses it too: "device total_bytes should be at most %llu but
+      found %llu");
+    * ``is_super_size_valid()``: the superblock's total_bytes is at least the devices'
+      sum ("super total bytes %llu smaller than real device(s) size %llu"; the kernel's
+      ``btrfs_read_chunk_tree``: "super_total_bytes %llu mismatch with fs_devices
+      total_rw_bytes %llu"); larger, or either not sector-aligned, is only a warning
+      ("minor unaligned/mismatch device size detected");
+    * ``check_and_repair_super_num_devs()``: num_devices is the number of DEV_ITEMs ("super
+      num devices mismatch, have %llu expect %u"; the kernel only warns and repairs it);
+    * every DEV_ITEM's fsid is the filesystem's (metadata_uuid): the kernel's
+      ``read_one_dev`` takes another fsid for a seed filesystem's and fails without one.
+    """
+    own = sb.dev_item.devid
+    fs_uuid = sb.header_fsid
+    for devid, dev in sorted(devices.items()):
+        what = f"device item ({C.DEV_ITEMS_OBJECTID} {C.DEV_ITEM_KEY} {devid})"
+        if devid == own and device_size < dev.total_bytes:
+            report(
+                Finding(
+                    "device-size",
+                    what,
+                    "block device size is smaller than total_bytes in device item, has "
+                    f"{device_size} expect >= {dev.total_bytes}",
+                    None,
+                    C.CHUNK_TREE_OBJECTID,
+                )
+            )
+        if dev.fsid != fs_uuid:
+            report(
+                Finding(
+                    "device-fsid",
+                    what,
+                    f"device {devid} fsid {uuid.UUID(bytes=dev.fsid)} is not the filesystem's "
+                    f"{uuid.UUID(bytes=fs_uuid)}: read_one_dev would open it as a seed device",
+                    None,
+                    C.CHUNK_TREE_OBJECTID,
+                )
+            )
+    if not devices:
+        return
+    total = sum(d.total_bytes for d in devices.values())
+    if sb.total_bytes < total:
+        report(
+            Finding(
+                "super-total-bytes",
+                "superblock total_bytes",
+                f"super total bytes {sb.total_bytes} smaller than real device(s) size {total}",
+            )
+        )
+    elif sb.total_bytes != total or sb.total_bytes % sb.sectorsize or total % sb.sectorsize:
+        warn(
+            Finding(
+                "super-total-bytes",
+                "superblock total_bytes",
+                "minor unaligned/mismatch device size detected: super block total "
+                f"bytes={sb.total_bytes} found total bytes={total}",
+            )
+        )
+    if sb.num_devices != len(devices):
+        report(
+            Finding(
+                "super-num-devices",
+                "superblock num_devices",
+                f"super num devices mismatch, have {sb.num_devices} expect {len(devices)}",
+            )
+        )

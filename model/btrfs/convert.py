@@ -9,16 +9,21 @@ again by :func:`~model.btrfs.mkfs.write_filesystem`, so converting between
 live and what they look like — and the tree blocks that describe them.
 
 Limits: one device, no mixed block groups, no extent-tree-v2, no log tree to replay.
+Bad input raises :class:`~model.errors.FormatError` (unreadable blocks, keys out of order)
+or :class:`~model.btrfs.mkfs.MkfsError` (what the writer cannot lay out).
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 
 from model.btrfs import constants as C
-from model.btrfs.items import DevStatsItem, RootItem
+from model.btrfs.items import DevStatsItem, Item, Key, RootItem
 from model.btrfs.mkfs import LAYOUTS, Chunk, FsSpec, Items, MkfsError, exclude_super_stripes
-from model.btrfs.reader import BtrfsImage
+from model.btrfs.reader import BtrfsImage, TreeRoot, tree_name
+from model.btrfs.treeblock import TreeBlock
+from model.errors import FormatError
 
 # trees the writer derives rather than copies
 BOOKKEEPING_TREES = {
@@ -29,6 +34,25 @@ BOOKKEEPING_TREES = {
     C.FREE_SPACE_TREE_OBJECTID,
     C.BLOCK_GROUP_TREE_OBJECTID,
 }
+
+
+def items_in_key_order(img: BtrfsImage, root: TreeRoot) -> Iterator[tuple[TreeBlock, int, Item]]:
+    """:meth:`BtrfsImage.iter_items`, refusing keys that do not strictly increase (a
+    duplicate or out-of-order key, which ``check_leaf``'s "bad key order" reports): the
+    writer cannot lay such items out again (:class:`FormatError` naming the leaf)."""
+    prev: Key | None = None
+    for blk, slot, item in img.iter_items(root):
+        key = blk.items[slot].key
+        if prev is not None and key <= prev:
+            raise FormatError(
+                "tree block",
+                blk.physical,
+                f"tree {tree_name(root.objectid)} slot {slot}: key {key} does not follow "
+                f"{prev} (keys must strictly increase)",
+                blk.logical,
+            )
+        prev = key
+        yield blk, slot, item
 
 
 def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
@@ -64,7 +88,7 @@ def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
     extent_root = img.tree(C.EXTENT_TREE_OBJECTID)
     if extent_root is None:
         raise MkfsError("the image has no extent tree")
-    for blk, slot, _item in img.iter_items(extent_root):
+    for blk, slot, _item in items_in_key_order(img, extent_root):
         key = blk.items[slot].key
         if key.type in (C.BLOCK_GROUP_ITEM_KEY, C.SKINNY_BLOCK_GROUP_ITEM_KEY):
             continue
@@ -81,13 +105,15 @@ def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
             continue
         if off != 0:
             raise MkfsError(f"tree {oid} has ROOT_ITEM offset {off}: snapshots do not convert")
-        trees[oid] = [(blk.items[s].key, blk.item_data(s)) for blk, s, _ in img.iter_items(root)]
+        trees[oid] = [
+            (blk.items[s].key, blk.item_data(s)) for blk, s, _ in items_in_key_order(img, root)
+        ]
         root_items[oid] = img.root_items[(oid, off)]
     root_tree = img.tree(C.ROOT_TREE_OBJECTID)
     assert root_tree is not None
     extra: Items = [
         (blk.items[s].key, blk.item_data(s))
-        for blk, s, _ in img.iter_items(root_tree)
+        for blk, s, _ in items_in_key_order(img, root_tree)
         if blk.items[s].key.type != C.ROOT_ITEM_KEY
     ]
     dev_stats = bytes(40)

@@ -39,6 +39,7 @@ from model.btrfs.items import Key
 from model.btrfs.mkfs import Block, MkfsResult, tree_blocks
 from model.btrfs.reader import BtrfsImage, TreeRoot
 from model.btrfs.treeblock import TreeBlock
+from model.errors import FormatError
 
 
 class SearchableTree(Protocol):
@@ -85,6 +86,10 @@ class ImageTree:
 
     def child(self, block: Hashable, slot: int) -> Hashable:
         blk = self._get(block)
+        if slot >= len(blk.ptrs):  # an empty node (the tree checker reports it)
+            raise FormatError(
+                "tree block", blk.physical, f"node has no pointer in slot {slot}", blk.logical
+            )
         p = blk.ptrs[slot]
         self._expect[p.blockptr] = blk.level - 1
         return p.blockptr
@@ -296,6 +301,14 @@ def read_block_groups_search(
             length = found.offset
             if chunk_lengths is not None and length == 0:
                 length = chunk_lengths.get(found.objectid, 0)
+            if length == 0:  # the next search would find this item again, forever
+                raise FormatError(
+                    "block group item",
+                    0,
+                    f"{found} has length 0 (read_one_block_group refuses it: no chunk of "
+                    "that length)",
+                    found.objectid,
+                )
             key = Key(found.objectid + length, C.BLOCK_GROUP_ITEM_KEY, 0)
     return s.cost, n
 
@@ -357,12 +370,29 @@ def image_layout(img: BtrfsImage) -> str:
     return "bg-tree"
 
 
+def block_group_root(img: BtrfsImage) -> TreeRoot:
+    """The tree ``btrfs_read_block_groups`` searches; an image without it cannot be
+    mounted (``btrfs_read_roots`` / ``load_global_roots`` fail), a :class:`FormatError`
+    naming the root tree."""
+    root = img.block_group_root
+    if root is not None:
+        return root
+    rt = img.roots[(C.ROOT_TREE_OBJECTID, 0)]
+    phys = img.chunk_map.map_read(rt.bytenr, img.sb.nodesize)[0]
+    if img.sb.compat_ro_flags & C.COMPAT_RO_BLOCK_GROUP_TREE:
+        msg = (
+            "compat_ro BLOCK_GROUP_TREE is set but there is no ROOT_ITEM of the block group"
+            f" tree ({C.BLOCK_GROUP_TREE_OBJECTID})"
+        )
+    else:
+        msg = f"there is no ROOT_ITEM of the extent tree ({C.EXTENT_TREE_OBJECTID})"
+    raise FormatError("root tree", phys, msg, rt.bytenr)
+
+
 def predict_mount(img: BtrfsImage) -> MountCost:
     """``btrfs_read_block_groups``'s tree-block cost for an image as it is laid out."""
     layout = image_layout(img)
-    root = img.block_group_root
-    if root is None:
-        raise ValueError("the image has no block group root")
+    root = block_group_root(img)
     st = img.tree_stats(root)
     return read_block_groups_cost(
         ImageTree(img, root),
@@ -379,9 +409,7 @@ def predict_mount_reads(img: BtrfsImage) -> tuple[MountCost, list[int], int]:
     blocks ``btrfs_read_block_groups`` first reads from disk, in read order, and the root
     node's address (read earlier by ``open_ctree``), for comparison with a kernel trace."""
     layout = image_layout(img)
-    root = img.block_group_root
-    if root is None:
-        raise ValueError("the image has no block group root")
+    root = block_group_root(img)
     st = img.tree_stats(root)
     search, n = read_block_groups_search(
         ImageTree(img, root),

@@ -34,8 +34,9 @@ from model.btrfs.findings import Finding
 from model.btrfs.items import ChunkItem, Item, Key, RootItem
 from model.btrfs.superblock import (
     Superblock,
+    SuperViolation,
     btrfs_read_sys_array,
-    btrfs_validate_super,
+    open_ctree_validate_super,
     parse_superblock,
 )
 from model.btrfs.treeblock import TreeBlock, parse_tree_block
@@ -58,6 +59,14 @@ class TreeRoot:
     @property
     def name(self) -> str:
         return tree_name(self.objectid)
+
+
+def super_finding(v: SuperViolation, mirror: int) -> Finding:
+    """A superblock rule broken but not fatal for reading: code ``super`` (an error, the
+    kernel refuses the mount) or ``super-warning`` (printed, accepted); the message is the
+    line the rule's function prints."""
+    code = "super" if v.rule.severity == "error" else "super-warning"
+    return Finding(code, f"superblock (mirror {mirror}) {v.rule.name}", v.message)
 
 
 def tree_name(objectid: int) -> str:
@@ -116,6 +125,9 @@ class BtrfsImage:
     ) -> BtrfsImage:
         """Open an image: validate the superblock, load the chunk map and the root tree.
 
+        A superblock that breaks a ``fatal`` rule (:mod:`model.btrfs.superblock`) raises
+        :class:`FormatError`; the other rules it breaks become findings.
+
         ``on_error`` receives FormatErrors in the chunk or root tree below their root
         (the subtree is skipped); without it they propagate.
         """
@@ -129,9 +141,11 @@ class BtrfsImage:
                 f"the image ({source.size} bytes) ends before this superblock copy",
             )
         sb = parse_superblock(source.read(where, C.SUPER_INFO_SIZE, "superblock"), where)
-        btrfs_validate_super(sb, mirror, where)
+        violations = open_ctree_validate_super(sb, mirror, where)
         img = cls(source, sb, mirror, ChunkMap(sb.dev_item.devid))
         img.run_tree_checker = run_tree_checker
+        for v in violations:
+            img._add_finding(super_finding(v, mirror))
         sys_chunks = btrfs_read_sys_array(sb, where)
         if run_tree_checker:
             for f in tree_checker.check_sys_chunk_array(sb, sys_chunks):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from model.blocksource import FileSource
 from model.btrfs import constants as C
-from model.btrfs.csum import csum_block
+from model.btrfs.csum import CSUM_SIZES, csum_block
 from model.btrfs.items import Key
 from model.btrfs.reader import BtrfsImage
 from model.btrfs.treeblock import TreeBlock
@@ -151,3 +151,70 @@ def build_leaf(template: bytes, items: list[tuple[Key, bytes]]) -> bytearray:
         raw[C.BTRFS_HEADER_SIZE + off : C.BTRFS_HEADER_SIZE + end] = body
         end = off
     return raw
+
+
+# the superblock's fields: offset and struct format (struct btrfs_super_block,
+# include/uapi/linux/btrfs_tree.h; test_check_parity.py checks them against dump-super)
+
+SB_FIELDS: dict[str, tuple[int, str]] = {
+    "fsid": (32, "16s"),
+    "bytenr": (48, "Q"),
+    "flags": (56, "Q"),
+    "magic": (64, "Q"),
+    "generation": (72, "Q"),
+    "root": (80, "Q"),
+    "chunk_root": (88, "Q"),
+    "log_root": (96, "Q"),
+    "total_bytes": (112, "Q"),
+    "bytes_used": (120, "Q"),
+    "root_dir": (128, "Q"),
+    "num_devices": (136, "Q"),
+    "sectorsize": (144, "I"),
+    "nodesize": (148, "I"),
+    "leafsize": (152, "I"),
+    "stripesize": (156, "I"),
+    "sys_array_size": (160, "I"),
+    "chunk_root_generation": (164, "Q"),
+    "compat_flags": (172, "Q"),
+    "compat_ro_flags": (180, "Q"),
+    "incompat_flags": (188, "Q"),
+    "csum_type": (196, "H"),
+    "root_level": (198, "B"),
+    "chunk_root_level": (199, "B"),
+    "log_root_level": (200, "B"),
+    "dev_item.total_bytes": (201 + 8, "Q"),
+    "dev_item.fsid": (201 + 82, "16s"),
+    "label": (299, "16s"),
+    "cache_generation": (555, "Q"),
+    "uuid_tree_generation": (563, "Q"),
+    "metadata_uuid": (571, "16s"),
+    "nr_global_roots": (587, "Q"),
+}
+
+SbValue = int | bytes
+
+
+def sb_get(raw: bytes | bytearray, name: str) -> SbValue:
+    off, fmt = SB_FIELDS[name]
+    v: SbValue = struct.unpack_from("<" + fmt, raw, off)[0]
+    return v
+
+
+def sb_put(raw: bytearray, name: str, value: SbValue) -> None:
+    off, fmt = SB_FIELDS[name]
+    struct.pack_into("<" + fmt, raw, off, value)
+
+
+def edit_super(path: Path, changes: dict[str, SbValue], recompute: bool = True) -> None:
+    """Change fields of the primary superblock, checksum recomputed with the (new) csum
+    type when it is one we know."""
+    with open(path, "r+b") as f:
+        f.seek(C.SUPER_INFO_OFFSET)
+        raw = bytearray(f.read(C.SUPER_INFO_SIZE))
+        for name, v in changes.items():
+            sb_put(raw, name, v)
+        ctype = int(sb_get(raw, "csum_type"))
+        if recompute and ctype in CSUM_SIZES:
+            raw[: C.BTRFS_CSUM_SIZE] = csum_block(ctype, bytes(raw))
+        f.seek(C.SUPER_INFO_OFFSET)
+        f.write(raw)
