@@ -308,10 +308,10 @@ def what_if(img: BtrfsImage, layout: str, name: str = "the image") -> Any:
     from model.btrfs.mount import predict_built
 
     try:
-        spec = spec_from_image(img, layout)
+        built = write_filesystem(spec_from_image(img, layout), NullSink())
     except MkfsError as e:
         raise UserError(f"{name}: cannot lay this image out as {layout}: {e}") from None
-    return predict_built(write_filesystem(spec, NullSink()), layout)
+    return predict_built(built, layout)
 
 
 def print_cost(cost: Any, what: str) -> None:

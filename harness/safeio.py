@@ -217,7 +217,9 @@ def open_input(path: str | os.PathLike[str], what: str = "image", *, block_ok: b
         with contextlib.suppress(OSError):
             mode = os.stat(p).st_mode  # a socket cannot be opened (ENXIO): say why
             if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
-                raise UserError(f"{p} is {kind_of(mode)}: give an {what} as a regular file")
+                raise UserError(
+                    f"{p} is {kind_of(mode)}: give an {what} as a regular file"
+                ) from None
         raise UserError(f"{p}: cannot open: {e.strerror}") from None
     st = os.fstat(fd)
     if not (stat.S_ISREG(st.st_mode) or (block_ok and stat.S_ISBLK(st.st_mode))):

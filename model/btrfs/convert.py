@@ -19,6 +19,7 @@ import bisect
 from collections.abc import Iterator
 
 from model.btrfs import constants as C
+from model.btrfs.check_free_space import btrfs_calc_stripe_length
 from model.btrfs.items import DevStatsItem, Item, Key, RootItem
 from model.btrfs.mkfs import LAYOUTS, Chunk, FsSpec, Items, MkfsError, exclude_super_stripes
 from model.btrfs.reader import BtrfsImage, TreeRoot, tree_name
@@ -71,6 +72,17 @@ def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
     for ci in img.chunk_map:
         if any(s.devid != devid for s in ci.stripes):
             raise MkfsError(f"chunk {ci.key.offset} has stripes on another device")
+        dev_len = btrfs_calc_stripe_length(ci)
+        if (
+            ci.length == 0
+            or ci.length % sb.sectorsize
+            or ci.key.offset + ci.length > C.U64
+            or any(s.offset + dev_len > sb.dev_item.total_bytes for s in ci.stripes)
+        ):
+            raise MkfsError(
+                f"chunk {ci.key.offset} of length {ci.length} does not fit the device"
+                f" ({sb.dev_item.total_bytes} bytes): the writer cannot lay it out"
+            )
         c = Chunk(ci.key.offset, ci.length, ci.type, [s.offset for s in ci.stripes])
         c.excluded = exclude_super_stripes(c, sb.dev_item.total_bytes)
         chunks.append(c)

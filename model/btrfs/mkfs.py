@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import hashlib
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -298,7 +299,13 @@ Block = ExtentBuffer
 def build_tree(items: Items, nodesize: int, owner: int = 0, generation: int = 0) -> Block:
     """A tree over sorted items, packed as append-ordered inserts leave it
     (:meth:`model.btrfs.ctree.BtrfsTree.from_sorted_items`): full leaves, full nodes, never
-    a node with one pointer. Returns the root; addresses are assigned by the caller."""
+    a node with one pointer. Returns the root; addresses are assigned by the caller.
+
+    Keys that do not strictly increase (two items derived from one bad input, say) are a
+    :class:`MkfsError`: the writer cannot lay them out."""
+    for (a, _), (b, _) in itertools.pairwise(items):
+        if not a < b:
+            raise MkfsError(f"tree {owner}: key {b} does not follow {a} (keys must increase)")
     return BtrfsTree.from_sorted_items(
         items, nodesize, owner, transid=generation + 1, cow=False, allocator=lambda: 0
     ).node
@@ -865,7 +872,9 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
         c = spec.chunks[bisect.bisect_right(chunk_starts, bytenr) - 1]
         return gids[c.start]
 
-    sys_chunk = next(c for c in spec.chunks if c.flags & C.BLOCK_GROUP_SYSTEM)
+    sys_chunk = next((c for c in spec.chunks if c.flags & C.BLOCK_GROUP_SYSTEM), None)
+    if sys_chunk is None:
+        raise MkfsError("no SYSTEM chunk to hold the chunk tree")
     meta_chunks = [
         c for c in spec.chunks if c.flags & C.BLOCK_GROUP_METADATA and c is not sys_chunk
     ]

@@ -1166,7 +1166,9 @@ def histogram(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def describe(o: Outcome, m: Mutant) -> str:
+def describe(o: Outcome, m: Mutant | None) -> str:
+    if m is None:
+        return f"`{o.command}`: {o.status}: {o.detail}"
     return (
         f"mutant {m.ident} ({m.fs} {m.image}, {m.family}: {m.note.strip()}) `{o.command}`:"
         f" {o.status}: {o.detail.strip()[-600:]}"
@@ -1205,7 +1207,7 @@ def test_cli_fuzz_batch(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert {k: content_hash(p) for k, p in clean.items()} == hashes
     bad = [o for o in outcomes if o.status not in (0, 1, 2)]
     assert not bad, f"{len(bad)} failures:\n" + "\n".join(
-        describe(o, by_id[o.ident]) for o in bad[:12]
+        describe(o, by_id.get(o.ident)) for o in bad[:12]
     )
     assert len({o.ident for o in outcomes}) == len(mutants)
     found = {o.ident for o in outcomes if o.command in CHECKS and o.status == 1}
