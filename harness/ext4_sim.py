@@ -18,6 +18,7 @@ from harness.argtypes import float_range, int_range
 from harness.argtypes import seed as seed_type
 from harness.errors import UserError
 from harness.jsonout import dumps
+from harness.safeio import output_dir, save_figure, write_atomic
 from harness.sizes import parse_size
 from model.ext4.costs import CostModel
 from model.ext4.fragment import FragSpec, GeneratedGroups, MaterialisedGroups
@@ -318,7 +319,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     ax.set_title("memory")
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -326,10 +327,9 @@ def cmd_alloc_sim(args: argparse.Namespace) -> int:
     data = run_study(args)
     md = table_markdown(data)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ext4_alloc_sim.md").write_text(md)
-        (out / "ext4_alloc_sim.json").write_text(dumps(data, pretty=True))
+        out = output_dir(args.out)
+        write_atomic(out / "ext4_alloc_sim.md", md)
+        write_atomic(out / "ext4_alloc_sim.json", dumps(data, pretty=True))
         plot(data, out / "ext4_alloc_sim.png")
     if args.json:
         print(dumps(data))
