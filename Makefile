@@ -76,6 +76,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict model
+	$(BIN)/python -m harness.workload.opstable --check
+
+# the op table built into the guest driver, rewritten from the op registry
+# (model/fsstate/ops.py) after an op is added or changed there
+.PHONY: ops-table
+ops-table: $(STAMP)
+	$(BIN)/python -m harness.workload.opstable --write
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -11,6 +11,7 @@ Commands::
 
     driver.py run -d DIR -n OPS -p PROCS -s SEED [--fs btrfs|ext4|auto] [--log FILE|-]
                   [--max-size BYTES] [--max-len BYTES] [--no-subvol-procs] [--walk FILE]
+                  [--op-table FILE] [--plugin FILE]...
         fsstress-style: PROCS processes, process N working in DIR/pN (on btrfs pN is a
         subvolume unless --no-subvol-procs), OPS ops each (like fsstress -n), each
         process's random stream seeded from (SEED, N). Every op is logged after it
@@ -24,15 +25,22 @@ Commands::
         one JSON object per path below DIR (sorted): path mode nlink size ino dev blocks,
         sha256 for files, target for symlinks. --blocks (after a crash): files also get
         the hash of each 4096-byte block, and a read error is recorded, not fatal.
-    driver.py replay LOG -d DIR [--log FILE|-]
+    driver.py replay LOG -d DIR [--log FILE|-] [--plugin FILE]...
         run a log's ops again (in (proc, seq) order, one process) and log the new results.
-    driver.py serve --root DIR
+    driver.py serve --root DIR [--plugin FILE]...
         a long-lived session on stdin/stdout for the differential tests (see SERVE).
 
-The generator is fsstress's idea: pick an op by weight, pick its names from the process's
-own view of its directory (updated from each op's result), pick sizes from the seeded
-stream. So a process's op sequence is a function of the seed and of the results its
-earlier ops got; on a kernel that returns what the model predicts, of the seed alone.
+The ops are the op registry's (``model/fsstate/ops.py``), which this file cannot import:
+``run`` reads them as a table (JSON: each op's arguments and their kinds, filesystems,
+weight, effects), the one built in below or ``--op-table FILE``. Op NAME runs as
+``Executor.op_NAME``; ``--plugin FILE`` adds handlers (functions ``op_NAME(executor,
+args)`` in a Python file).
+
+The generator is fsstress's idea: pick an op by weight, draw each argument from its kind —
+names from the process's own view of its directory (updated from each op's result and the
+op's effects), sizes from the seeded stream. So a process's op sequence is a function of
+the seed, the table and the results its earlier ops got; on a kernel that returns what the
+model predicts, of the seed and the table alone.
 
 The process umask is 0, so the ``mode`` logged is the mode created.
 """
@@ -48,6 +56,7 @@ import json
 import os
 import posixpath
 import random
+import runpy
 import stat
 import struct
 import sys
@@ -55,27 +64,6 @@ from urllib.parse import quote, unquote
 
 MAGIC = "# fsoracle-oplog 1"
 SAFE = "/._-|,:+"
-
-OP_ARGS = {
-    "creat": ("path", "mode"),
-    "mkdir": ("path", "mode"),
-    "rmdir": ("path",),
-    "write": ("path", "off", "len", "seed"),
-    "writev": ("path", "off", "seed", "iov"),
-    "read": ("path", "off", "len"),
-    "truncate": ("path", "size"),
-    "fallocate": ("path", "mode", "off", "len"),
-    "unlink": ("path",),
-    "rename": ("old", "new"),
-    "link": ("old", "new"),
-    "symlink": ("target", "path"),
-    "fsync": ("path",),
-    "fdatasync": ("path",),
-    "sync": (),
-    "subvol_create": ("path",),
-    "snapshot": ("src", "path"),
-    "subvol_delete": ("path",),
-}
 
 FALLOC = {"alloc": 0x00, "keep_size": 0x01, "punch_hole": 0x02, "zero_range": 0x10}
 
@@ -117,7 +105,7 @@ def format_line(proc, seq, name, args, result=None, extra=None):
 def parse_line(line):
     """-> (proc, seq, name, args, result, extra); ValueError for a bad line."""
     toks = line.split()
-    if len(toks) < 3 or not toks[0].startswith("p") or toks[2] not in OP_ARGS:
+    if len(toks) < 3 or not toks[0].startswith("p") or not toks[2].isidentifier():
         raise ValueError(f"not an op line: {line!r}")
     args, extra, result = {}, {}, None
     cur = args
@@ -214,6 +202,10 @@ def _errname(e):
     return ERRNO_NAMES.get(e.errno) or errno.errorcode.get(e.errno, f"E{e.errno}")
 
 
+class UnknownOp(ValueError):
+    pass
+
+
 class Executor:
     """Runs ops below ``base`` (an absolute directory); paths in ops are relative to it."""
 
@@ -229,9 +221,13 @@ class Executor:
         return fd, name
 
     def run(self, name, args):
-        """-> (result, extra): "0", a count, or an errno name."""
+        """-> (result, extra): "0", a count, or an errno name. UnknownOp when this driver
+        has no handler ``op_<name>`` (built in, or from a plugin file)."""
+        handler = getattr(self, "op_" + name, None)
+        if handler is None:
+            raise UnknownOp(f"no guest handler for op {name!r} (give one with --plugin FILE)")
         try:
-            return getattr(self, "op_" + name)(args)
+            return handler(args)
         except OSError as e:
             return _errname(e), {}
 
@@ -371,38 +367,260 @@ class Executor:
         return "0", {}
 
 
-# ---- the generator ---------------------------------------------------------------------
+# ---- the op table ----------------------------------------------------------------------
+# The op registry (model/fsstate/ops.py) as data: each op's arguments with their kinds,
+# the filesystems it applies to, its weight and its effects. The generator below draws
+# every op's arguments from their kinds; ``--op-table FILE`` gives another table (the host
+# writes it from the registry: ``python -m harness.workload.opstable --out FILE``). The
+# block below is that table, written by ``make ops-table``; do not edit it by hand.
 
-WEIGHTS = [
-    ("creat", 8),
-    ("mkdir", 4),
-    ("rmdir", 2),
-    ("write", 12),
-    ("writev", 4),
-    ("read", 10),
-    ("truncate", 4),
-    ("fallocate", 6),
-    ("unlink", 4),
-    ("rename", 6),
-    ("link", 3),
-    ("symlink", 3),
-    ("fsync", 3),
-    ("fdatasync", 2),
-    ("sync", 1),
-    ("subvol_create", 1),
-    ("snapshot", 1),
-    ("subvol_delete", 1),
-]
-SUBVOL_OPS = ("subvol_create", "snapshot", "subvol_delete")
-FILE_MODES = ("644", "600", "755", "640")
-DIR_MODES = ("755", "700", "775")
-FALLOC_MODES = (
+# BEGIN OP TABLE
+OPS_JSON = """
+{
+ "version": 1,
+ "ops": [
+  {
+   "name": "creat",
+   "weight": 8,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"makes": "path", "made": "file"},
+   "args": [
+    {"key": "path", "kind": "new"},
+    {"key": "mode", "kind": "mode", "choices": ["644", "600", "755", "640"]}
+   ]
+  },
+  {
+   "name": "mkdir",
+   "weight": 4,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"makes": "path", "made": "dir"},
+   "args": [
+    {"key": "path", "kind": "new"},
+    {"key": "mode", "kind": "mode", "choices": ["755", "700", "775"]}
+   ]
+  },
+  {
+   "name": "rmdir",
+   "weight": 2,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"removes": ["path"]},
+   "args": [{"key": "path", "kind": "dir"}]
+  },
+  {
+   "name": "write",
+   "weight": 12,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"data": "path"},
+   "args": [
+    {"key": "path", "kind": "file"},
+    {"key": "off", "kind": "offset", "of": "path"},
+    {"key": "len", "kind": "length"},
+    {"key": "seed", "kind": "seed"}
+   ]
+  },
+  {
+   "name": "writev",
+   "weight": 4,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"data": "path"},
+   "args": [
+    {"key": "path", "kind": "file"},
+    {"key": "off", "kind": "offset", "of": "path"},
+    {"key": "seed", "kind": "seed"},
+    {"key": "iov", "kind": "iov"}
+   ]
+  },
+  {
+   "name": "read",
+   "weight": 10,
+   "fs": ["btrfs", "ext4"],
+   "effects": {},
+   "args": [
+    {"key": "path", "kind": "file"},
+    {"key": "off", "kind": "offset", "of": "path"},
+    {"key": "len", "kind": "length"}
+   ]
+  },
+  {
+   "name": "truncate",
+   "weight": 4,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"data": "path"},
+   "args": [{"key": "path", "kind": "file"}, {"key": "size", "kind": "size", "of": "path"}]
+  },
+  {
+   "name": "fallocate",
+   "weight": 6,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"data": "path"},
+   "args": [
+    {"key": "path", "kind": "file"},
+    {
+     "key": "mode",
+     "kind": "falloc",
+     "choices": [
+      "alloc",
+      "keep_size",
+      "punch_hole|keep_size",
+      "zero_range",
+      "zero_range|keep_size",
+      "punch_hole"
+     ]
+    },
+    {"key": "off", "kind": "offset", "of": "path"},
+    {"key": "len", "kind": "length"}
+   ]
+  },
+  {
+   "name": "unlink",
+   "weight": 4,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"removes": ["path"]},
+   "args": [{"key": "path", "kind": "nondir"}]
+  },
+  {
+   "name": "rename",
+   "weight": 6,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"makes": "new", "made": "move", "source": "old", "removes": ["old", "new"]},
+   "args": [{"key": "old", "kind": "any"}, {"key": "new", "kind": "dest", "of": "old"}]
+  },
+  {
+   "name": "link",
+   "weight": 3,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"makes": "new", "made": "link", "source": "old"},
+   "args": [{"key": "old", "kind": "nondir"}, {"key": "new", "kind": "new", "of": "old"}]
+  },
+  {
+   "name": "symlink",
+   "weight": 3,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"makes": "path", "made": "symlink"},
+   "args": [{"key": "target", "kind": "target", "of": "path"}, {"key": "path", "kind": "new"}]
+  },
+  {
+   "name": "fsync",
+   "weight": 3,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"sync": "fsync"},
+   "args": [{"key": "path", "kind": "file"}]
+  },
+  {
+   "name": "fdatasync",
+   "weight": 2,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"sync": "fdatasync"},
+   "args": [{"key": "path", "kind": "file"}]
+  },
+  {
+   "name": "sync",
+   "weight": 1,
+   "fs": ["btrfs", "ext4"],
+   "effects": {"sync": "sync"},
+   "args": []
+  },
+  {
+   "name": "subvol_create",
+   "weight": 1,
+   "fs": ["btrfs"],
+   "effects": {"makes": "path", "made": "subvol"},
+   "args": [{"key": "path", "kind": "new"}]
+  },
+  {
+   "name": "snapshot",
+   "weight": 1,
+   "fs": ["btrfs"],
+   "effects": {"makes": "path", "made": "snapshot", "source": "src", "sync": "snapshot"},
+   "args": [{"key": "src", "kind": "subvol"}, {"key": "path", "kind": "new"}]
+  },
+  {
+   "name": "subvol_delete",
+   "weight": 1,
+   "fs": ["btrfs"],
+   "effects": {"removes": ["path"]},
+   "args": [{"key": "path", "kind": "subvol"}]
+  }
+ ]
+}
+"""
+# END OP TABLE
+
+# the argument kinds this generator draws (model/fsstate/ops.py: KINDS)
+KINDS = (
+    "file",
+    "dir",
+    "nondir",
+    "any",
+    "subvol",
+    "new",
+    "dest",
+    "target",
+    "offset",
+    "length",
+    "size",
+    "mode",
+    "seed",
+    "iov",
+    "falloc",
+)
+# the view's letter for what an op makes, and the prefix of the names it makes
+MADE_LETTER = {"file": "f", "dir": "d", "symlink": "l", "subvol": "s", "snapshot": "s"}
+MADE_PREFIX = {"file": "f", "dir": "d", "symlink": "l", "subvol": "s", "snapshot": "c", "link": "h"}
+FALLOC_MODES = (  # fsx's
     "alloc",
     "keep_size",
     "punch_hole|keep_size",
     "zero_range",
     "zero_range|keep_size",
 )
+
+
+class TableError(ValueError):
+    pass
+
+
+def load_table(path=None):
+    """The op table: the JSON file at ``path``, else the one built in (above)."""
+    if path:
+        with open(path) as f:
+            text = f.read()
+    else:
+        text = OPS_JSON
+    try:
+        table = json.loads(text)
+    except ValueError as e:
+        raise TableError(f"op table {path or '(built in)'}: not JSON: {e}") from None
+    if not isinstance(table, dict) or not isinstance(table.get("ops"), list):
+        raise TableError(f"op table {path or '(built in)'}: no list of ops")
+    for op in table["ops"]:
+        for a in op.get("args", []):
+            if a.get("kind") not in KINDS:
+                raise TableError(
+                    f"op table: {op.get('name')}.{a.get('key')}: kind {a.get('kind')!r} is"
+                    " not one this driver draws"
+                )
+    return table
+
+
+def table_digest(table):
+    """First 16 hex digits of SHA-256 of the table's canonical JSON (the log header's
+    ``optable=``; model/fsstate/ops.py: table_digest)."""
+    text = json.dumps(table, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_plugins(paths):
+    """Guest handlers for ops this file does not have: each file is Python whose top-level
+    functions ``op_NAME(executor, args) -> (result, extra)`` become ``Executor.op_NAME``."""
+    for path in paths or ():
+        ns = runpy.run_path(path)
+        for name, fn in ns.items():
+            if name.startswith("op_") and callable(fn):
+                setattr(Executor, name, fn)
+
+
+# ---- the generator ---------------------------------------------------------------------
 
 
 def proc_seed(seed, proc):
@@ -413,9 +631,21 @@ def proc_seed(seed, proc):
 class Generator:
     """One process's op stream. ``view`` maps each path it believes exists to a kind:
     f file, d directory, l symlink, s subvolume root, t stub (a snapshot's empty
-    directory where the source had a nested subvolume; never used as a parent)."""
+    directory where the source had a nested subvolume; never used as a parent).
 
-    def __init__(self, proc, seed, fs, max_size=256 << 10, max_len=64 << 10, subvol_top=True):
+    Each op is drawn by weight from the table's ops for ``fs``, and each of its arguments
+    from its kind (:meth:`draw`), those drawn relative to another (``of``) after it."""
+
+    def __init__(
+        self,
+        proc,
+        seed,
+        fs,
+        max_size=256 << 10,
+        max_len=64 << 10,
+        subvol_top=True,
+        table=None,
+    ):
         self.rng = random.Random(proc_seed(seed, proc))
         self.top = f"p{proc}"
         self.fs = fs
@@ -426,9 +656,11 @@ class Generator:
         self.view = {}
         self.sizes = {}
         self.n = 0
-        ops = [(n, w) for n, w in WEIGHTS if self.subvols or n not in SUBVOL_OPS]
-        self.names = [n for n, _ in ops]
-        self.weights = [w for _, w in ops]
+        table = table if table is not None else load_table()
+        self.specs = {op["name"]: op for op in table["ops"]}
+        ops = [op for op in table["ops"] if fs in op["fs"] and op["weight"] > 0]
+        self.names = [op["name"] for op in ops]
+        self.weights = [op["weight"] for op in ops]
 
     # -- choosing names --
 
@@ -474,70 +706,13 @@ class Generator:
             n = max(4096, n & ~4095)
         return n
 
-    # -- ops --
-
-    def first(self):
-        if self.subvol_top:
-            return "subvol_create", {"path": self.top}
-        return "mkdir", {"path": self.top, "mode": "755"}
-
-    def next(self):
-        name = self.rng.choices(self.names, self.weights)[0]
-        return name, getattr(self, "gen_" + name)()
-
-    def gen_creat(self):
-        return {"path": self.fresh("f"), "mode": self.rng.choice(FILE_MODES)}
-
-    def gen_mkdir(self):
-        return {"path": self.fresh("d"), "mode": self.rng.choice(DIR_MODES)}
-
-    def gen_rmdir(self):
-        return {"path": self.pick("dst")}
-
-    def gen_write(self):
-        path = self.pick("f" if self.rng.random() < 0.95 else "fdl")
-        off = self.offset(self.size_of(path))
-        return {
-            "path": path,
-            "off": str(off),
-            "len": str(self.length()),
-            "seed": str(self.rng.getrandbits(32)),
-        }
-
-    def gen_writev(self):
-        path = self.pick("f")
-        off = self.offset(self.size_of(path))
-        iov = [str(self.length() // 2) for _ in range(self.rng.randint(1, 4))]
-        seed = str(self.rng.getrandbits(32))
-        return {"path": path, "off": str(off), "seed": seed, "iov": ",".join(iov)}
-
-    def gen_read(self):
-        path = self.pick("f" if self.rng.random() < 0.9 else "fdl")
-        size = self.size_of(path)
-        off = self.rng.randrange(0, size + 4096)
-        return {"path": path, "off": str(off), "len": str(self.rng.randint(0, self.max_len))}
-
-    def gen_truncate(self):
-        path = self.pick("f")
-        size = self.size_of(path)
+    def new_size(self, size):
         r = self.rng.random()
         if r < 0.15:
-            new = 0
-        elif r < 0.6:
-            new = self.rng.randrange(0, size + 1)
-        else:
-            new = self.rng.randrange(0, self.max_size + 1)
-        return {"path": path, "size": str(new)}
-
-    def gen_fallocate(self):
-        path = self.pick("f")
-        mode = self.rng.choice(FALLOC_MODES) if self.rng.random() < 0.98 else "punch_hole"
-        n = self.length() if self.rng.random() < 0.98 else 0
-        off = self.offset(self.size_of(path))
-        return {"path": path, "mode": mode, "off": str(off), "len": str(n)}
-
-    def gen_unlink(self):
-        return {"path": self.pick("fl" if self.rng.random() < 0.95 else "fldst")}
+            return 0
+        if r < 0.6:
+            return self.rng.randrange(0, size + 1)
+        return self.rng.randrange(0, self.max_size + 1)
 
     def subvol_of(self, path):
         """The subvolume root holding ``path``'s inode ("" for the top directory's own)."""
@@ -557,52 +732,82 @@ class Generator:
             return f"{self.rng.choice(dirs)}/{prefix}{self.n}"
         return self.fresh(prefix)
 
-    def gen_rename(self):
-        src = self.pick("fldst")
+    def dest(self, src):
+        """A rename's target: a fresh name near ``src``, or an existing one, mostly in the
+        same subvolume."""
         if self.rng.random() < 0.6:
-            dst = self.near(src, self.rng.choice("fdl"))
-        else:
-            sv = self.subvol_of(posixpath.dirname(src))
-            same = [p for p in self.of_kind("fldst") if self.subvol_of(posixpath.dirname(p)) == sv]
-            dst = self.rng.choice(same) if same and self.rng.random() < 0.85 else self.pick("fldst")
-        return {"old": src, "new": dst}
+            return self.near(src, self.rng.choice("fdl"))
+        sv = self.subvol_of(posixpath.dirname(src))
+        same = [p for p in self.of_kind("fldst") if self.subvol_of(posixpath.dirname(p)) == sv]
+        return self.rng.choice(same) if same and self.rng.random() < 0.85 else self.pick("fldst")
 
-    def gen_link(self):
-        old = self.pick("fl" if self.rng.random() < 0.95 else "d")
-        return {"old": old, "new": self.near(old, "h")}
-
-    def gen_symlink(self):
+    def symlink_target(self, path):
         """Targets lead downward from the link's directory (or dangle): a ``..`` target
         could climb out of this process's directory once the link is renamed or
         snapshotted to another depth."""
-        path = self.fresh("l")
         d = posixpath.dirname(path)
         below = [p for p in self.view if p.startswith(d + "/") and p != path]
         if below and self.rng.random() < 0.8:
-            target = posixpath.relpath(self.rng.choice(below), d)
-        else:
-            self.n += 1
-            target = f"missing{self.n}"
-        return {"target": target, "path": path}
+            return posixpath.relpath(self.rng.choice(below), d)
+        self.n += 1
+        return f"missing{self.n}"
 
-    def gen_fsync(self):
-        return {"path": self.pick("f" if self.rng.random() < 0.8 else "fdls")}
+    # -- ops --
 
-    def gen_fdatasync(self):
-        return self.gen_fsync()
+    def first(self):
+        if self.subvol_top:
+            return "subvol_create", {"path": self.top}
+        return "mkdir", {"path": self.top, "mode": "755"}
 
-    def gen_sync(self):
-        return {}
+    def next(self):
+        name = self.rng.choices(self.names, self.weights)[0]
+        spec = self.specs[name]
+        got = {}
+        # arguments drawn relative to another come after it; otherwise in line order
+        for a in sorted(spec["args"], key=lambda a: bool(a.get("of"))):
+            got[a["key"]] = str(self.draw(spec, a, got))
+        return name, {a["key"]: got[a["key"]] for a in spec["args"]}
 
-    def gen_subvol_create(self):
-        return {"path": self.fresh("s")}
-
-    def gen_snapshot(self):
-        src = self.top if self.subvol_top and self.rng.random() < 0.4 else self.pick("s", 0.05)
-        return {"src": src, "path": self.fresh("c")}
-
-    def gen_subvol_delete(self):
-        return {"path": self.pick("s" if self.rng.random() < 0.9 else "dt")}
+    def draw(self, spec, a, got):
+        """One argument of kind ``a["kind"]`` (model/fsstate/ops.py: KINDS)."""
+        kind, rng = a["kind"], self.rng
+        of = got.get(a.get("of", ""), "")
+        eff = spec.get("effects", {})
+        if kind == "file":
+            return self.pick("f" if rng.random() < 0.95 else "fdl")
+        if kind == "dir":
+            return self.pick("dst")
+        if kind == "nondir":
+            return self.pick("fl" if rng.random() < 0.95 else "fldst")
+        if kind == "any":
+            return self.pick("fldst")
+        if kind == "subvol":
+            if a["key"] in eff.get("removes", ()):
+                return self.pick("s" if rng.random() < 0.9 else "dt")
+            if self.subvol_top and rng.random() < 0.4:
+                return self.top
+            return self.pick("s")
+        if kind == "new":
+            made = eff.get("made", "") if eff.get("makes") == a["key"] else ""
+            prefix = MADE_PREFIX.get(made, "n")
+            return self.near(of, prefix) if of else self.fresh(prefix)
+        if kind == "dest":
+            return self.dest(of)
+        if kind == "target":
+            return self.symlink_target(of)
+        if kind == "offset":
+            return self.offset(self.size_of(of))
+        if kind == "length":
+            return self.length()
+        if kind == "size":
+            return self.new_size(self.size_of(of))
+        if kind in ("mode", "falloc"):
+            return rng.choice(a["choices"])
+        if kind == "seed":
+            return rng.getrandbits(32)
+        if kind == "iov":
+            return ",".join(str(self.length() // 2) for _ in range(rng.randint(1, 4)))
+        raise TableError(f"{spec['name']}.{a['key']}: no way to draw kind {kind!r}")
 
     # -- the view follows results --
 
@@ -611,59 +816,73 @@ class Generator:
         return [p for p in self.view if p == path or p.startswith(pre)]
 
     def update(self, name, a, result):
+        """Follow op ``name``'s effects (the table's) when it succeeded."""
         if result.startswith("E"):
             return
+        spec = self.specs.get(name, {})
+        eff = spec.get("effects", {})
         v = self.view
-        if name == "creat":
-            v[a["path"]] = "f"
-            self.sizes[a["path"]] = 0
-        elif name == "mkdir":
-            v[a["path"]] = "d"
-        elif name == "symlink":
-            v[a["path"]] = "l"
-        elif name == "subvol_create":
-            v[a["path"]] = "s"
-        elif name == "link":
-            v[a["new"]] = v.get(a["old"], "f")
-            self.sizes[a["new"]] = self.sizes.get(a["old"], 0)
-        elif name in ("unlink", "rmdir", "subvol_delete"):
-            for p in self.under(a["path"]):
-                del v[p]
-        elif name == "rename" and a["old"] != a["new"] and a["old"] in v:
-            for p in self.under(a["new"]):
-                del v[p]
-            for p in self.under(a["old"]):
-                q = a["new"] + p[len(a["old"]) :]
-                v[q] = v.pop(p)
-                if p in self.sizes:
-                    self.sizes[q] = self.sizes.pop(p)
-        elif name == "snapshot":
-            src, dst = a["src"], a["path"]
-            v[dst] = "s"
-            stubs = []
-            for p in sorted(self.under(src)):
-                if p == src or any(p.startswith(s + "/") for s in stubs):
-                    continue
-                q = dst + p[len(src) :]
-                if v[p] in "st":
-                    stubs.append(p)
-                    v[q] = "t"
-                else:
-                    v[q] = v[p]
+        made = eff.get("made", "")
+        if made == "move":
+            old, new = a[eff["source"]], a[eff["makes"]]
+            if old != new and old in v:
+                for p in self.under(new):
+                    del v[p]
+                for p in self.under(old):
+                    q = new + p[len(old) :]
+                    v[q] = v.pop(p)
                     if p in self.sizes:
-                        self.sizes[q] = self.sizes[p]
-        elif name in ("write", "writev"):
-            n = int(result)
-            self.sizes[a["path"]] = max(self.size_of(a["path"]), int(a["off"]) + n)
-        elif name == "truncate":
-            self.sizes[a["path"]] = int(a["size"])
-        elif name == "fallocate" and "keep_size" not in a["mode"]:
-            end = int(a["off"]) + int(a["len"])
-            self.sizes[a["path"]] = max(self.size_of(a["path"]), end)
+                        self.sizes[q] = self.sizes.pop(p)
+        else:
+            for k in eff.get("removes", ()):
+                for p in self.under(a[k]):
+                    del v[p]
+            if made == "snapshot":
+                self.snapshot_view(a[eff["source"]], a[eff["makes"]])
+            elif made == "link":
+                old, new = a[eff["source"]], a[eff["makes"]]
+                v[new] = v.get(old, "f")
+                self.sizes[new] = self.sizes.get(old, 0)
+            elif made:
+                v[a[eff["makes"]]] = MADE_LETTER[made]
+                if made == "file":
+                    self.sizes[a[eff["makes"]]] = 0
+        if eff.get("data"):
+            self.resize(spec, a)
+
+    def snapshot_view(self, src, dst):
+        v = self.view
+        v[dst] = "s"
+        stubs = []
+        for p in sorted(self.under(src)):
+            if p == src or any(p.startswith(s + "/") for s in stubs):
+                continue
+            q = dst + p[len(src) :]
+            if v[p] in "st":
+                stubs.append(p)
+                v[q] = "t"
+            else:
+                v[q] = v[p]
+                if p in self.sizes:
+                    self.sizes[q] = self.sizes[p]
+
+    def resize(self, spec, a):
+        """The size a data op leaves: its SIZE argument, else the end of the range
+        [OFFSET, OFFSET + LENGTH or sum(IOV)) unless a FALLOC argument keeps the size."""
+        path = a[spec["effects"]["data"]]
+        by_kind = {}
+        for arg in spec["args"]:
+            by_kind.setdefault(arg["kind"], a[arg["key"]])
+        if "size" in by_kind:
+            self.sizes[path] = int(by_kind["size"])
+        elif "offset" in by_kind and "keep_size" not in by_kind.get("falloc", ""):
+            n = int(by_kind.get("length", 0))
+            n += sum(int(x) for x in by_kind.get("iov", "").split(",") if x)
+            self.sizes[path] = max(self.size_of(path), int(by_kind["offset"]) + n)
 
 
-def run_process(base, proc, seed, fs, nops, log, max_size, max_len, subvol_top):
-    gen = Generator(proc, seed, fs, max_size, max_len, subvol_top)
+def run_process(base, proc, seed, fs, nops, log, max_size, max_len, subvol_top, table):
+    gen = Generator(proc, seed, fs, max_size, max_len, subvol_top, table)
     ex = Executor(base)
     name, args = gen.first()
     result, extra = ex.run(name, args)
@@ -695,9 +914,26 @@ def detect_fs(path):
 
 def cmd_run(a):
     os.umask(0)
+    try:
+        table = load_table(a.op_table)
+        load_plugins(a.plugin)
+    except (OSError, TableError) as e:
+        sys.stderr.write(f"driver.py run: {e}\n")
+        return 2
     base = os.path.abspath(a.dir)
     os.makedirs(base, exist_ok=True)
     fs = detect_fs(base) if a.fs == "auto" else a.fs
+    missing = [
+        op["name"]
+        for op in table["ops"]
+        if fs in op["fs"] and op["weight"] > 0 and not hasattr(Executor, "op_" + op["name"])
+    ]
+    if missing:
+        sys.stderr.write(
+            f"driver.py run: no guest handler for {', '.join(missing)} (give one with"
+            " --plugin FILE)\n"
+        )
+        return 2
     log = Log(a.log)
     log.header(
         [
@@ -708,6 +944,7 @@ def cmd_run(a):
             ("ops", a.ops),
             ("max_size", a.max_size),
             ("max_len", a.max_len),
+            ("optable", table_digest(table)),
         ]
     )
     pids = []
@@ -726,6 +963,7 @@ def cmd_run(a):
                     a.max_size,
                     a.max_len,
                     not a.no_subvol_procs,
+                    table,
                 )
             except BaseException as e:  # report, never hang the parent
                 sys.stderr.write(f"p{proc}: {e!r}\n")
@@ -924,7 +1162,19 @@ def _first_diff(off, want, got):
 
 def cmd_replay(a):
     os.umask(0)
+    try:
+        load_plugins(a.plugin)
+    except OSError as e:
+        sys.stderr.write(f"driver.py replay: plugin: {e}\n")
+        return 2
     header, ops = read_log(a.log_in)
+    unknown = sorted({name for _p, _s, name, *_ in ops if not hasattr(Executor, "op_" + name)})
+    if unknown:
+        sys.stderr.write(
+            f"driver.py replay: no guest handler for {', '.join(unknown)} (give one with"
+            " --plugin FILE)\n"
+        )
+        return 2
     base = os.path.abspath(a.dir)
     os.makedirs(base, exist_ok=True)
     ex = Executor(base)
@@ -969,6 +1219,8 @@ SERVE = """serve protocol (one command per line on stdin; replies on stdout):
   mkroot NAME subvol|dir   make ROOT/NAME (a fresh subvolume or directory), work there
                            -> "ok" or "err ENAME"
   op LINE                  run one op line (no result) -> the log line with its result
+                           ("err EINVAL ..." for a bad line or an op without a handler);
+                           several may be sent before their replies are read
   walk                     -> one JSON record per line, then "end"
   rmroot NAME              remove ROOT/NAME (subvolumes by ioctl) -> "ok" / "err ENAME"
   quit                     exit 0
@@ -977,6 +1229,7 @@ SERVE = """serve protocol (one command per line on stdin; replies on stdout):
 
 def cmd_serve(a):
     os.umask(0)
+    load_plugins(a.plugin)
     root = os.path.abspath(a.root)
     ex = Executor(root)
     out = sys.stdout
@@ -1015,7 +1268,12 @@ def cmd_serve(a):
                 reply(f"err EINVAL unknown command {cmd!r}")
         except OSError as e:
             reply(f"err {_errname(e)}")
+        except ValueError as e:  # a bad op line, an op without a handler
+            reply(f"err EINVAL {e}")
     return 0
+
+
+PLUGIN_HELP = "Python file whose functions op_NAME(executor, args) handle more ops"
 
 
 def main(argv=None):
@@ -1032,6 +1290,12 @@ def main(argv=None):
     r.add_argument("--max-size", type=int, default=256 << 10)
     r.add_argument("--max-len", type=int, default=64 << 10)
     r.add_argument("--no-subvol-procs", action="store_true")
+    r.add_argument(
+        "--op-table",
+        metavar="FILE",
+        help="the op table (JSON, from model/fsstate/ops.py); default: the one built in",
+    )
+    r.add_argument("--plugin", action="append", metavar="FILE", help=PLUGIN_HELP)
     f = sub.add_parser("fsx", help="fsx-style single-file checks")
     f.add_argument("file")
     f.add_argument("-N", "--ops", type=int, default=1000)
@@ -1046,8 +1310,10 @@ def main(argv=None):
     p.add_argument("log_in", metavar="LOG")
     p.add_argument("-d", "--dir", required=True)
     p.add_argument("--log", default="-")
+    p.add_argument("--plugin", action="append", metavar="FILE", help=PLUGIN_HELP)
     s = sub.add_parser("serve", help="line protocol session", description=SERVE)
     s.add_argument("--root", required=True)
+    s.add_argument("--plugin", action="append", metavar="FILE", help=PLUGIN_HELP)
     a = ap.parse_args(argv)
     return {"run": cmd_run, "fsx": cmd_fsx, "walk": cmd_walk, "replay": cmd_replay}.get(
         a.cmd, cmd_serve

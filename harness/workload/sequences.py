@@ -11,9 +11,11 @@ may have been running when the power went (its log line never written).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.workload import driver as drv
 from model.fsstate.oplog import Op, OpLog
+from model.fsstate.ops import guest_table, table_digest
 
 
 @dataclass
@@ -23,12 +25,23 @@ class Regenerated:
     checked: int = 0
 
 
-def regenerate(log: OpLog, *, next_op: bool = False) -> Regenerated:
-    """Run each process's generator with the seed and sizes of ``log``'s header, feeding
-    it the logged results; every logged op must be the one generated. With ``next_op``,
-    also the op each unfinished process would have run after its last logged one."""
+def regenerate(
+    log: OpLog, *, next_op: bool = False, table: dict[str, Any] | None = None
+) -> Regenerated:
+    """Run each process's generator with the seed and sizes of ``log``'s header and the op
+    registry's table (``table``: another one the guest was given with ``--op-table``),
+    feeding it the logged results; every logged op must be the one generated. With
+    ``next_op``, also the op each unfinished process would have run after its last logged
+    one. A log whose header names another table (``optable=``) is a difference."""
     h = log.header
     out = Regenerated()
+    table = table if table is not None else guest_table()
+    if "optable" in h and h["optable"] != table_digest(table):
+        out.differences.append(
+            f"the run used op table {h['optable']}, the registry's is {table_digest(table)}"
+            " (a stale table built into the driver? make ops-table)"
+        )
+        return out
     try:
         seed, ops, procs = int(h["seed"]), int(h["ops"]), int(h["procs"])
         fs = h["fs"]
@@ -39,7 +52,7 @@ def regenerate(log: OpLog, *, next_op: bool = False) -> Regenerated:
     by_proc = log.by_proc()
     for proc in range(procs):
         logged = by_proc.get(proc, [])
-        gen = drv.Generator(proc, seed, fs, max_size, max_len, True)
+        gen = drv.Generator(proc, seed, fs, max_size, max_len, True, table)
         seqs = [op.seq for op in logged]
         if seqs != list(range(len(seqs))):
             out.differences.append(f"p{proc}: sequence numbers are not 0..{len(seqs) - 1}")

@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.fsstate import ops as op_registry
 from model.fsstate.faults import Faults
-from model.fsstate.namespace import FsModel, Unmodeled
+from model.fsstate.namespace import Expected, FsModel, Unmodeled
 from model.fsstate.oplog import Op
 from model.fsstate.tree import FIELDS, Entry, entries_from_walk
 
@@ -75,10 +76,30 @@ class CheckResult:
 
 
 def _op_path(op: Op) -> str:
-    for k in ("path", "new", "old", "src"):
+    """The path a report names for ``op``: the one it makes, else its first path."""
+    spec = op_registry.lookup(op.name)
+    for k in spec.path_keys() if spec else ():
         if k in op.args:
             return op.args[k]
     return ""
+
+
+def result_differences(op: Op, exp: Expected) -> list[Difference]:
+    """How ``op``'s logged result (and result fields) differ from what the model expected
+    (``exp``): nothing, a different result, or each result field that differs."""
+    if op.result is None:
+        return []
+    if exp.result != op.result:
+        return [Difference("result", _op_path(op), "result", exp.result, op.result, op.ref)]
+    return [
+        Difference("result", _op_path(op), k, v, op.extra.get(k), op.ref)
+        for k, v in exp.extra.items()
+        if op.extra.get(k) != v
+    ]
+
+
+def unmodeled_difference(op: Op, e: Unmodeled) -> Difference:
+    return Difference("unmodeled", _op_path(op), "", str(e), "", op.ref)
 
 
 def replay_results(
@@ -93,21 +114,10 @@ def replay_results(
             exp = model.apply(op)
         except Unmodeled as e:
             skip.add(op.proc)
-            res.differences.append(Difference("unmodeled", _op_path(op), "", str(e), "", op.ref))
+            res.differences.append(unmodeled_difference(op, e))
             continue
         res.ops += 1
-        if op.result is None:
-            continue
-        if exp.result != op.result:
-            res.differences.append(
-                Difference("result", _op_path(op), "result", exp.result, op.result, op.ref)
-            )
-            continue
-        for k, v in exp.extra.items():
-            if op.extra.get(k) != v:
-                res.differences.append(
-                    Difference("result", _op_path(op), k, v, op.extra.get(k), op.ref)
-                )
+        res.differences += result_differences(op, exp)
 
 
 def diff_trees(

@@ -7,6 +7,11 @@ which its contents were durable); and for every path, every node that was ever n
 there. :func:`check_crash` judges the tree found after the crash and the log replay (the
 driver's ``walk --blocks`` records) by two rules.
 
+What each op does is read from the op registry (:mod:`model.fsstate.ops`,
+:class:`~model.fsstate.ops.Effects`): the names it makes, removes or moves, the file whose
+data it changes, what it makes durable (``sync``: fsync, fdatasync, sync, snapshot); the
+rules below are stated for the registry's ops of each effect.
+
 **Sync points.** An op that returned 0 after which a file's contents are durable:
 
 - ``fsync`` and ``fdatasync`` of a path leading to the file (``btrfs_sync_file``,
@@ -83,6 +88,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.fsstate import ops as op_registry
 from model.fsstate.namespace import (
     Dir,
     Expected,
@@ -97,18 +103,6 @@ from model.fsstate.oplog import Op
 from model.fsstate.tree import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, FsSemantics
 
 BLOCK = 4096
-CONTENT_OPS = ("write", "writev", "truncate", "fallocate")
-REMOVING_OPS = ("unlink", "rmdir", "subvol_delete")
-# ops that make a directory entry, and the argument naming it
-ENTRY_MAKING_OPS = {
-    "creat": "path",
-    "mkdir": "path",
-    "symlink": "path",
-    "subvol_create": "path",
-    "snapshot": "path",
-    "link": "new",
-    "rename": "new",
-}
 
 
 def block_hash(data: bytes) -> str:
@@ -355,21 +349,20 @@ class HistoryModel(FsModel):
     # ---- applying ops ---------------------------------------------------------------
 
     def apply(self, op: Op) -> Expected:
+        """:meth:`FsModel.apply`, then the history: what the op's registry effects
+        (:class:`~model.fsstate.ops.Effects`) say it changed, named or made durable."""
+        spec = op_registry.lookup(op.name)
+        if spec is None:
+            return super().apply(op)  # refuses it
+        eff = spec.effects
         target: File | None = None
         old_len = 0
-        removed: list[tuple[Dir, str]] = []
-        if op.name in CONTENT_OPS:
-            node = self.node_at_follow(op.args.get("path", ""))
+        if eff.data:
+            node = self.node_at_follow(op.args.get(eff.data, ""))
             if isinstance(node, File):
                 target, old_len = node, len(node.data)
-        elif op.name in REMOVING_OPS:
-            e = self._entry(op.args.get("path", ""))
-            removed = [e] if e else []
-        elif op.name == "rename":
-            removed = [e for e in (self._entry(op.args["old"]), self._entry(op.args["new"])) if e]
-        made = None
-        if op.name in ENTRY_MAKING_OPS:
-            made = self._entry(op.args.get(ENTRY_MAKING_OPS[op.name], ""))
+        removed = [e for e in (self._entry(op.args.get(k, "")) for k in eff.removes) if e]
+        made = self._entry(op.args.get(eff.makes, "")) if eff.makes else None
         exp = super().apply(op)
         if exp.result.startswith("E"):
             return exp
@@ -381,23 +374,21 @@ class HistoryModel(FsModel):
             self.entry_set[(id(made[0]), made[1])] = cur
             self._keep.append(made[0])
         if target is not None:
-            self._content_changed(op, target, old_len)
-        elif op.name in ("creat", "mkdir", "symlink", "subvol_create", "link"):
-            key = "new" if op.name == "link" else "path"
-            self._named(op.args[key])
-        elif op.name == "rename":
-            self._named(op.args["new"])
-        elif op.name == "snapshot":
-            self._snapshot_done(op)
-        elif op.name in ("fsync", "fdatasync"):
-            node = self.node_at_follow(op.args["path"])
+            self._content_changed(op, spec, target, old_len)
+        if eff.made == "snapshot":
+            self._snapshot_done(op, spec)
+        elif eff.makes:
+            self._named(op.args[eff.makes])
+        if eff.sync in ("fsync", "fdatasync"):
+            where = op.args[spec.path_keys()[0]]
+            node = self.node_at_follow(where)
             if isinstance(node, File):
-                direct = op.name == "fsync" and self.node_at(op.args["path"]) is node
-                chain = self._chain(op.args["path"]) if direct else None
+                direct = eff.sync == "fsync" and self.node_at(where) is node
+                chain = self._chain(where) if direct else None
                 path = "/".join(n for _d, n in chain) if chain else None
                 horizon = max(node.last_op, self.entry_set.get(chain[-1], -1) if chain else -1)
                 self._mark_synced(node, path, chain, horizon)
-        elif op.name == "sync":
+        elif eff.sync == "sync":
             scope: Node | None = self.root
             path = ""
             if self.proc_dirs:
@@ -431,17 +422,16 @@ class HistoryModel(FsModel):
         if node is not None and canon is not None:
             self._name_subtree(canon, node)
 
-    def _content_changed(self, op: Op, f: File, old_len: int) -> None:
+    def _content_changed(self, op: Op, spec: op_registry.OpSpec, f: File, old_len: int) -> None:
         h = self.history(f)
         new_len = len(f.data)
         lo, hi = min(old_len, new_len), max(old_len, new_len)
-        if op.name in ("write", "writev", "fallocate"):
-            off = op.int_arg("off")
-            n = (
-                sum(int(x) for x in op.arg("iov").split(",") if x)
-                if op.name == "writev"
-                else op.int_arg("len")
-            )
+        offs = spec.keys_of(op_registry.OFFSET)
+        if offs:  # [offset, offset + length) was written, allocated or zeroed
+            off = op.int_arg(offs[0])
+            n = sum(op.int_arg(k) for k in spec.keys_of(op_registry.LENGTH))
+            for k in spec.keys_of(op_registry.IOV):
+                n += sum(int(x) for x in op.arg(k).split(",") if x)
             lo, hi = min(lo, off), max(hi, off + n)
         changed = False
         for b in range(lo // BLOCK, (hi + BLOCK - 1) // BLOCK):
@@ -452,9 +442,9 @@ class HistoryModel(FsModel):
         if changed:
             h.version += 1
 
-    def _snapshot_done(self, op: Op) -> None:
-        e = self._entry(op.args["path"])
-        src = self.node_at_follow(op.args["src"])
+    def _snapshot_done(self, op: Op, spec: op_registry.OpSpec) -> None:
+        e = self._entry(op.args[spec.effects.makes])
+        src = self.node_at_follow(op.args[spec.effects.source])
         if e is None or not isinstance(src, Dir):
             return
         parent, name = e

@@ -24,8 +24,10 @@ nested subvolume and makes a ``new_simple_dir``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from model.fsstate import ops as op_registry
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import FALLOC_FLAGS, LogError, Op, falloc_mode, write_data
 from model.fsstate.tree import (
@@ -133,23 +135,37 @@ class FsModel:
     # ---- the log --------------------------------------------------------------------
 
     def apply(self, op: Op) -> Expected:
-        """Apply one op and return what it should have returned. A failing op changes
-        nothing. Raises :class:`Unmodeled` for ops outside the model's scope and
-        :class:`LogError` for a malformed op."""
-        handler = getattr(self, "op_" + op.name, None)
-        if handler is None:
+        """Apply one op (its semantics: the registry's, :mod:`model.fsstate.ops`) and
+        return what it should have returned. A failing op changes nothing. Raises
+        :class:`Unmodeled` for ops outside the model's scope and :class:`LogError` for a
+        malformed op."""
+        spec = op_registry.lookup(op.name)
+        if spec is None:
             raise LogError(f"{op.ref}: the model has no op {op.name!r}")
+        semantics: Callable[[FsModel, Op], str] | None
+        if callable(spec.model):
+            semantics = spec.model
+        else:
+            method = getattr(type(self), spec.method(), None)
+            semantics = method if callable(method) else None
+        if semantics is None:
+            raise LogError(f"{op.ref}: the model has no method {spec.method()}")
         self.applied.append(op)
         self._cur = len(self.applied) - 1
         self._extra = {}
-        for k in ("path", "old", "new", "src"):  # the last op that named each path
+        for k in spec.path_keys():  # the last op that named each path
             if k in op.args:
                 self._touch_path(op.args[k])
         try:
-            res: str = handler(op)
+            res = semantics(self, op)
         except OpError as e:
             return Expected(e.errno)
         return Expected(res, self._extra)
+
+    def changed(self, node: Node) -> None:
+        """Op semantics given as a function (:mod:`model.fsstate.ops`) call this for an
+        inode the current op changed (what :meth:`blame` names)."""
+        node.last_op = self._cur
 
     def _touch_path(self, path: str) -> None:
         self.path_ops[_norm(path)] = self._cur

@@ -23,36 +23,10 @@ Format (version 1), UTF-8 text::
 - Numbers are decimal, except ``mode`` (octal, no prefix, the permission bits given to
   ``open``/``mkdir`` under umask 0).
 
-The ops and their arguments (:data:`OP_ARGS`):
-
-==============  ===========================  ===========================================
-op              arguments                    system calls (driver)
-==============  ===========================  ===========================================
-creat           path mode                    open(O_CREAT|O_EXCL|O_WRONLY, mode); close
-mkdir           path mode                    mkdir(mode)
-rmdir           path                         rmdir
-write           path off len seed            open(O_WRONLY); pwrite(write_data(seed, len))
-writev          path off seed iov            pwritev of write_data(seed, sum(iov)) split
-                                             into the iov lengths (comma-separated)
-read            path off len                 open(O_RDONLY); pread  -> count sha256=
-truncate        path size                    truncate(path, size)
-fallocate       path mode off len            open(O_WRONLY); fallocate(mode names joined
-                                             by ``|``: alloc, keep_size, punch_hole,
-                                             zero_range)
-unlink          path                         unlink
-rename          old new                      rename
-link            old new                      link (no AT_SYMLINK_FOLLOW)
-symlink         target path                  symlink(target, path)
-fsync           path                         open(O_RDONLY); fsync
-fdatasync       path                         open(O_RDONLY); fdatasync
-sync            (none)                       sync
-subvol_create   path                         open(parent, O_DIRECTORY);
-                                             ioctl(BTRFS_IOC_SUBVOL_CREATE, name)
-snapshot        src path                     open(src, O_RDONLY); open(parent,
-                                             O_DIRECTORY); ioctl(BTRFS_IOC_SNAP_CREATE_V2)
-subvol_delete   path                         open(parent, O_DIRECTORY);
-                                             ioctl(BTRFS_IOC_SNAP_DESTROY, name)
-==============  ===========================  ===========================================
+The ops, their arguments in line order, and the system calls the driver makes for each are
+the op registry's (:mod:`model.fsstate.ops`; :data:`OP_ARGS` is its view of the argument
+keys). A line naming an op the registry does not hold, or lacking one of its arguments, is
+a :class:`LogError`.
 
 Write data: ``write_data(seed, n)`` is the first ``n`` bytes of SHAKE-128 (FIPS 202) over
 ``b"fsoracle-write:" + seed.to_bytes(8, "little")`` — a prefix-stable stream, so a log's
@@ -63,33 +37,34 @@ from __future__ import annotations
 
 import errno as _errno
 import hashlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
+
+from model.fsstate import ops as op_registry
 
 MAGIC = "# fsoracle-oplog 1"
 SAFE = "/._-|,:+"
 
-# op name -> its argument keys, in the order a line carries them
-OP_ARGS: dict[str, tuple[str, ...]] = {
-    "creat": ("path", "mode"),
-    "mkdir": ("path", "mode"),
-    "rmdir": ("path",),
-    "write": ("path", "off", "len", "seed"),
-    "writev": ("path", "off", "seed", "iov"),
-    "read": ("path", "off", "len"),
-    "truncate": ("path", "size"),
-    "fallocate": ("path", "mode", "off", "len"),
-    "unlink": ("path",),
-    "rename": ("old", "new"),
-    "link": ("old", "new"),
-    "symlink": ("target", "path"),
-    "fsync": ("path",),
-    "fdatasync": ("path",),
-    "sync": (),
-    "subvol_create": ("path",),
-    "snapshot": ("src", "path"),
-    "subvol_delete": ("path",),
-}
+
+class _OpArgs(Mapping[str, tuple[str, ...]]):
+    """op name -> its argument keys, in the order a line carries them: a live view of the
+    registry (an op registered later shows here)."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        spec = op_registry.lookup(name)
+        if spec is None:
+            raise KeyError(name)
+        return spec.keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(op_registry.REGISTRY))
+
+    def __len__(self) -> int:
+        return len(op_registry.REGISTRY)
+
+
+OP_ARGS: Mapping[str, tuple[str, ...]] = _OpArgs()
 
 # FALLOC_FL_* (include/uapi/linux/falloc.h)
 FALLOC_FLAGS: dict[str, int] = {

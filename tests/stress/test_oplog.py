@@ -42,8 +42,18 @@ def test_a_line_has_no_spaces_inside_values() -> None:
 
 
 def test_both_sides_know_the_same_ops() -> None:
-    assert dict(drv.OP_ARGS) == {k: tuple(v) for k, v in oplog.OP_ARGS.items()}
+    """The driver's built-in op table is the registry's (``make ops-table`` writes it), it
+    draws every kind the registry declares, and it has a handler for every op."""
+    from model.fsstate import ops
+
+    assert drv.load_table() == ops.guest_table()
+    assert {op["name"]: tuple(a["key"] for a in op["args"]) for op in drv.load_table()["ops"]} == (
+        dict(oplog.OP_ARGS)
+    )
+    assert set(drv.KINDS) == set(ops.KINDS)
+    assert all(hasattr(drv.Executor, f"op_{name}") for name in ops.REGISTRY)
     assert drv.FALLOC == oplog.FALLOC_FLAGS
+    assert drv.table_digest(drv.load_table()) == ops.table_digest(ops.guest_table())
 
 
 @pytest.mark.parametrize(("seed", "n"), [(0, 0), (0, 1), (7, 4096), (2**40 + 3, 70000)])
