@@ -19,7 +19,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.safeio import output_dir, read_text_input, write_atomic
-from harness.target import DiskSpec, TargetSpec, open_target
+from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
@@ -115,43 +115,69 @@ def replay(
         tmp = tempfile.TemporaryDirectory(prefix="fsoracle-replay-")
         out = Path(tmp.name)
     try:
-        output_dir(out)
-        image = out / "fs.img"
-        make_image(image, spec)
-        new_log, walk_out = out / "replay.log", out / "replay.walk.jsonl"
-        for p in (new_log, walk_out):
-            if p.exists():
-                p.unlink()
-        with open_target(target, [DiskSpec(image, fs)], name="replay") as t:
-            d = t.disks[0]
-            with mounted(t, d):
-                if subvol_root:
-                    make_subvol_root(t, d)
-                run = f"{d.mnt}/{RUN_DIR}"
-                log_in = t.push(log_path.read_bytes(), "in.log")
-                log_out, walk_t = scratch(t, "replay.log"), scratch(t, "replay.walk.jsonl")
-                run_driver(t, "replay", log_in, "-d", run, "--log", log_out)
-                run_driver(t, "walk", run, "--out", walk_t)
-                t.fetch(log_out, new_log)
-                t.fetch(walk_t, walk_out)
-            where = t.label
-            kernel_faults = t.faults()
-        replayed = parse_log(new_log.read_text())
-        res = check_log(
-            fs,
-            replayed.ops,
-            read_walk(walk_out),
-            root_is_subvol=subvol_root,
-            faults=faults,
-            proc_dirs=proc_dirs,
-        )
-        checks = [*run_checkers(image, fs), kernel_fault_verdict(kernel_faults)]
-        image.unlink()
-        outcome = ReplayOutcome(
-            f"{where}, {spec.label()}", fs, len(replayed.ops), res, checks, time.monotonic() - t0
-        )
-        write_atomic(out / "replay.json", json.dumps(outcome.to_json(), indent=1) + "\n")
+        disk = prepare_replay(out, spec)
+        with open_target(target, [disk], name="replay") as t:
+            outcome = replay_on(t, 0, log_path, log, spec, faults=faults, out=out, t0=t0)
         return outcome
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def prepare_replay(out: Path, spec: FsSpec) -> DiskSpec:
+    """The replay's directory and its fresh image (``out/fs.img``)."""
+    output_dir(out)
+    image = out / "fs.img"
+    make_image(image, spec)
+    for p in (out / "replay.log", out / "replay.walk.jsonl"):
+        if p.exists():
+            p.unlink()
+    return DiskSpec(image, spec.fs)
+
+
+def replay_on(
+    t: Target,
+    disk: int,
+    log_path: Path,
+    log: OpLog,
+    spec: FsSpec,
+    *,
+    faults: Faults | None,
+    out: Path,
+    t0: float | None = None,
+) -> ReplayOutcome:
+    """The log's ops again on disk ``disk`` of an open target (its fresh image made by
+    :func:`prepare_replay` in ``out``), in a fresh subvolume when the log ran in one; then
+    the model checks the new results and tree, and the checkers the image."""
+    t0 = time.monotonic() if t0 is None else t0
+    fs = spec.fs
+    subvol_root = log.header.get("root") == "subvol"
+    proc_dirs = log.header.get("mode", "stress") in ("stress", "fsx")
+    d = t.disks[disk]
+    new_log, walk_out = out / "replay.log", out / "replay.walk.jsonl"
+    with mounted(t, d):
+        if subvol_root:
+            make_subvol_root(t, d)
+        run = f"{d.mnt}/{RUN_DIR}"
+        log_in = t.push(log_path.read_bytes(), f"in-{disk}.log")
+        log_out, walk_t = scratch(t, f"replay-{disk}.log"), scratch(t, f"replay-{disk}.walk")
+        run_driver(t, "replay", log_in, "-d", run, "--log", log_out)
+        run_driver(t, "walk", run, "--out", walk_t)
+        t.fetch(log_out, new_log)
+        t.fetch(walk_t, walk_out)
+    replayed = parse_log(new_log.read_text())
+    res = check_log(
+        fs,
+        replayed.ops,
+        read_walk(walk_out),
+        root_is_subvol=subvol_root,
+        faults=faults,
+        proc_dirs=proc_dirs,
+    )
+    checks = [*run_checkers(d.image, fs), kernel_fault_verdict(t.faults())]
+    d.image.unlink()
+    outcome = ReplayOutcome(
+        f"{t.label}, {spec.label()}", fs, len(replayed.ops), res, checks, time.monotonic() - t0
+    )
+    write_atomic(out / "replay.json", json.dumps(outcome.to_json(), indent=1) + "\n")
+    return outcome

@@ -24,6 +24,7 @@ from harness.workload.crash import CrashJob, crash_jobs, run_crashes
 from harness.workload.differential import DifferentialRunner, search
 from harness.workload.hostmount import FsSpec, make_image, run_checkers
 from harness.workload.ontarget import session
+from harness.workload.replay import prepare_replay, replay_on
 from harness.workload.stress import StressConfig, run_stress
 from model.fsstate.crash import check_crash
 from model.fsstate.faults import Faults
@@ -63,8 +64,10 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
     disks = [DiskSpec(tmp_path / "img" / f"fs{i}.img", sp.fs) for i, sp in enumerate(SPECS)]
     for d, sp in zip(disks, SPECS, strict=True):
         make_image(d.image, sp)
-    with open_target(tgt, disks, name="differential") as t:
-        for d in t.disks:
+    # one fresh image per planted bug: its saved log is replayed on this kernel (replay_on)
+    replays = [prepare_replay(tmp_path / f"replay-{fs}", FsSpec(fs)) for fs, _f, _l in PLANTED]
+    with open_target(tgt, [*disks, *replays], name="differential") as t:
+        for d in t.disks[: len(SPECS)]:
             t.mount(d)
         for i, spec in enumerate(SPECS):
             runner = DifferentialRunner(session(t, t.disks[i]), spec.fs)
@@ -96,6 +99,11 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
             argv = ["stress", "replay", str(out.log_path), "--target", "model"]
             assert main([*argv, "--fault", fault]) == 1
             assert main(argv) == 0
+            # and run again on this kernel, the faulty model still disagrees with it
+            k = len(SPECS) + [f for _fs, f, _l in PLANTED].index(fault)
+            rep = replay_on(t, k, out.log_path, log, FsSpec(fs), faults=faults, out=tmp_path)
+            assert rep.result.differences and all(c.ok for c in rep.checkers), rep.lines()
+            assert rep.where.startswith(t.label)
         faults_seen = t.faults()
     for d, sp in zip(disks, SPECS, strict=True):
         checkers = run_checkers(d.image, sp.fs)
