@@ -101,7 +101,8 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
             assert main(argv) == 0
             # and run again on this kernel, the faulty model still disagrees with it
             k = len(SPECS) + [f for _fs, f, _l in PLANTED].index(fault)
-            rep = replay_on(t, k, out.log_path, log, FsSpec(fs), faults=faults, out=tmp_path)
+            where = tmp_path / f"replay-{fs}"
+            rep = replay_on(t, k, out.log_path, log, FsSpec(fs), faults=faults, out=where)
             assert rep.result.differences and all(c.ok for c in rep.checkers), rep.lines()
             assert rep.where.startswith(t.label)
         faults_seen = t.faults()
