@@ -31,13 +31,13 @@ from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
-    OutsideView,
     make_image,
     outside_view,
     run_checkers,
 )
 from harness.workload.ontarget import RUN_DIR, mounted, run_driver, scratch
 from harness.workload.sequences import regenerate
+from harness.workload.view import OutsideView
 from model.fsstate.compare import CheckResult, Difference, check_log, diff_trees
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import OpLog, parse_log
