@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.safeio import output_dir
-from harness.target import DiskSpec, TargetSpec, open_target
+from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
@@ -52,36 +52,38 @@ class FsxReport:
         return out
 
 
-def run_fsx(
-    spec: FsSpec, out: Path, target: TargetSpec, *, seed: int = 1, ops: int = 2000
-) -> FsxReport:
-    t0 = time.monotonic()
+def prepare_fsx(spec: FsSpec, out: Path) -> DiskSpec:
+    """The run's directory and its fresh image (``out/fs.img``)."""
     output_dir(out)
-    image = out / "fs.img"
-    log, walk = out / "fsx.log", out / "fsx.walk.jsonl"
-    for p in (log, walk):
+    for p in (out / "fsx.log", out / "fsx.walk.jsonl"):
         if p.exists():
             p.unlink()
-    make_image(image, spec)
-    with open_target(target, [DiskSpec(image, spec.fs)], name="fsx") as t:
-        d = t.disks[0]
-        with mounted(t, d):
-            work = f"{d.mnt}/fsx"
-            t.run(["mkdir", work])
-            log_t, walk_t = scratch(t, "fsx.log"), scratch(t, "fsx.walk.jsonl")
-            argv = driver_argv(t, "fsx", f"{work}/file", "-N", str(ops), "-S", str(seed))
-            r = t.run([*argv, "--log", log_t], timeout=max(600.0, ops * 0.05), check=False)
-            run_driver(t, "walk", work, "--out", walk_t)
-            t.fetch(log_t, log)
-            t.fetch(walk_t, walk)
-        where = t.label
-        faults = t.faults()
+    make_image(out / "fs.img", spec)
+    return DiskSpec(out / "fs.img", spec.fs)
+
+
+def fsx_on(
+    t: Target, disk: int, spec: FsSpec, out: Path, *, seed: int = 1, ops: int = 2000
+) -> FsxReport:
+    """fsx on disk ``disk`` of an open target (its image from :func:`prepare_fsx`)."""
+    t0 = time.monotonic()
+    d = t.disks[disk]
+    log, walk = out / "fsx.log", out / "fsx.walk.jsonl"
+    with mounted(t, d):
+        work = f"{d.mnt}/fsx"
+        t.run(["mkdir", work])
+        log_t, walk_t = scratch(t, f"fsx-{disk}.log"), scratch(t, f"fsx-{disk}.walk")
+        argv = driver_argv(t, "fsx", f"{work}/file", "-N", str(ops), "-S", str(seed))
+        r = t.run([*argv, "--log", log_t], timeout=max(600.0, ops * 0.05), check=False)
+        run_driver(t, "walk", work, "--out", walk_t)
+        t.fetch(log_t, log)
+        t.fetch(walk_t, walk)
     parsed = parse_log(log.read_text())
     res = check_log(spec.fs, parsed.ops, read_walk(walk), proc_dirs=False)
-    checks = [*run_checkers(image, spec.fs), kernel_fault_verdict(faults)]
-    image.unlink()
+    checks = [*run_checkers(d.image, spec.fs), kernel_fault_verdict(t.faults())]
+    d.image.unlink()
     return FsxReport(
-        f"{where}, {spec.label()}",
+        f"{t.label}, {spec.label()}",
         len(parsed.ops),
         r.status == 0,
         r.err.strip(),
@@ -89,3 +91,11 @@ def run_fsx(
         checks,
         time.monotonic() - t0,
     )
+
+
+def run_fsx(
+    spec: FsSpec, out: Path, target: TargetSpec, *, seed: int = 1, ops: int = 2000
+) -> FsxReport:
+    disk = prepare_fsx(spec, out)
+    with open_target(target, [disk], name="fsx") as t:
+        return fsx_on(t, 0, spec, out, seed=seed, ops=ops)

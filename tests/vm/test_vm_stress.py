@@ -22,6 +22,7 @@ from harness.cli import main
 from harness.target import DiskSpec, TargetSpec, open_target
 from harness.workload.crash import CrashJob, crash_jobs, run_crashes
 from harness.workload.differential import DifferentialRunner, search
+from harness.workload.fsx import fsx_on, prepare_fsx
 from harness.workload.hostmount import FsSpec, make_image, run_checkers
 from harness.workload.ontarget import session
 from harness.workload.replay import prepare_replay, replay_on
@@ -55,9 +56,10 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
     stress_tools: None, kernel_spec: str, tmp_path: Path
 ) -> None:
     """One boot, three images (btrfs extent tree from mkfs.btrfs, btrfs bg-tree from our
-    writer, ext4): a bounded hypothesis search on each finds no disagreement; then, with a
-    fault object planted in the model, the search finds it and shrinks it to <= 5 ops,
-    saved with a one-line replay command for the same kernel."""
+    writer, ext4), two fresh ones to replay the planted bugs' logs on, one for fsx: a
+    bounded hypothesis search on each finds no disagreement; then, with a fault object
+    planted in the model, the search finds it and shrinks it to <= 5 ops, saved with a
+    one-line replay command for the same kernel, which replays on this kernel too."""
     tgt = target(kernel_spec, tmp_path)
     results = tmp_path / "results"
     (tmp_path / "img").mkdir()
@@ -66,7 +68,11 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
         make_image(d.image, sp)
     # one fresh image per planted bug: its saved log is replayed on this kernel (replay_on)
     replays = [prepare_replay(tmp_path / f"replay-{fs}", FsSpec(fs)) for fs, _f, _l in PLANTED]
-    with open_target(tgt, [*disks, *replays], name="differential") as t:
+    fsx_disk = prepare_fsx(FsSpec("btrfs"), tmp_path / "fsx")
+    with open_target(tgt, [*disks, *replays, fsx_disk], name="differential") as t:
+        # fsx (every read checked against an in-memory copy) on the same boot
+        fsx = fsx_on(t, len(t.disks) - 1, FsSpec("btrfs"), tmp_path / "fsx", seed=3, ops=300)
+        assert fsx.ok and fsx.ops == 301, fsx.lines()
         for d in t.disks[: len(SPECS)]:
             t.mount(d)
         for i, spec in enumerate(SPECS):
