@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from vmtesting import require_tools
 
-from vm import accel
+from vm import accel, kernels
 from vm.cache import atomic_dir
 from vm.cpio import CpioWriter
 from vm.disks import Disk, Throttle, drive_args, parse_guest_disks
@@ -118,7 +118,9 @@ def test_bzimage_release_from_boot_protocol_header(tmp_path: Path) -> None:
         bzimage_release(bad)
 
 
-def test_kernel_specs_errors_and_registry(tmp_path: Path) -> None:
+def test_kernel_specs_errors_and_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the fake build: resolver below must not outlive this test
+    monkeypatch.setattr(kernels, "_RESOLVERS", dict(kernels._RESOLVERS))
     with pytest.raises(KernelSpecError, match="unknown kernel spec"):
         resolve_kernel("nope:1")
     with pytest.raises(KernelSpecError, match="unknown Debian kernel"):
