@@ -226,7 +226,6 @@ class GuestFilesystems:
                 m.stop()
             else:
                 m.kill()
-                m._teardown(graceful=False)
 
 
 class GuestTransport:
