@@ -648,15 +648,6 @@ class Machine:
                 self._proc.wait(10)
         self.kill()
 
-    def _teardown(self, graceful: bool = False, timeout: float = 20.0) -> None:
-        """The old private way out, kept for callers not yet moved: :meth:`stop` without
-        raising if ``graceful``, else :meth:`kill`. Use those instead."""
-        if graceful:
-            with contextlib.suppress(AbnormalShutdown):
-                self.stop(timeout)
-        else:
-            self.kill()
-
     def _shutdown(self, ask: bool, timeout: float) -> None:
         proc = self._proc
         if proc is None or self._phase == "down":
