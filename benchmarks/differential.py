@@ -25,13 +25,15 @@ import time
 from pathlib import Path
 
 from harness.argtypes import int_range, seed
+from harness.target import DiskSpec, TargetSpec, open_target
 from harness.workload.differential import DifferentialRunner, search
-from harness.workload.hostmount import FsSpec
-from harness.workload.vmstress import VmTarget, vm_sessions
+from harness.workload.hostmount import FsSpec, make_image
+from harness.workload.ontarget import session
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", choices=("vm", "host"), default="vm")
     ap.add_argument("--kernel", default="debian:6.12")
     ap.add_argument("--fs", default="btrfs,ext4")
     ap.add_argument("--examples", type=int_range(1, 10_000_000), default=300)
@@ -43,12 +45,16 @@ def main() -> int:
     load = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="fsoracle-bench-diff-") as tmp:
+        disks = [DiskSpec(Path(tmp) / f"fs{i}.img", s.fs) for i, s in enumerate(specs)]
+        for d, s in zip(disks, specs, strict=True):
+            make_image(d.image, s)
         t0 = time.monotonic()
-        with vm_sessions(VmTarget(kernel=a.kernel), specs, Path(tmp), check=False) as gfs:
+        with open_target(TargetSpec(kind=a.target, kernel=a.kernel), disks) as t:
             boot = time.monotonic() - t0
-            accel = gfs.machine.boot.accel.upper()
+            accel = t.label.split(", ")[2] if a.target == "vm" else "host"
             for i, spec in enumerate(specs):
-                runner = DifferentialRunner(gfs.session(i), spec.fs)
+                t.mount(t.disks[i])
+                runner = DifferentialRunner(session(t, t.disks[i]), spec.fs)
                 out = search(
                     runner,
                     examples=a.examples,
@@ -56,7 +62,7 @@ def main() -> int:
                     max_ops=a.ops,
                     min_ops=a.ops,
                     results=Path(tmp) / "results",
-                    where=gfs.label,
+                    where=t.label,
                 )
                 rows.append(
                     {
@@ -68,7 +74,7 @@ def main() -> int:
                         "disagreement": out.found is not None,
                     }
                 )
-        label = gfs.label
+        label = t.label
     total_examples = sum(int(r["examples"]) for r in rows)  # type: ignore[call-overload]
     total_secs = boot + sum(float(r["seconds"]) for r in rows)  # type: ignore[arg-type]
     result = {

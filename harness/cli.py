@@ -67,8 +67,8 @@ def _signals_exit() -> Iterator[None]:
                     saved[sig] = signal.signal(sig, _exit_on_signal)
         yield
     finally:
-        for sig, old in saved.items():
-            signal.signal(sig, old)
+        for signum, old in saved.items():
+            signal.signal(signum, old)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,19 +1,22 @@
 """``fsoracle stress ...``: seeded workloads against a kernel, checked against the model.
 
-    fsoracle stress [--target host-mount|vm] [--fs btrfs|ext4]
+    fsoracle stress [--target host|vm] [--fs btrfs|ext4]
                     [--layout extent-tree|bg-tree|skinny-bg-tree] [--mkfs mkfs|writer]
                     [--seed S] [--ops N] [--procs P] [--out DIR]
                     [--kernel SPEC] [--device virtio|nvme] [--crash-at K|random [--runs N]]
-    fsoracle stress replay LOG [--target host-mount|model|vm] [--fs ...] [--fault NAME,...]
-    fsoracle stress fsx [--target host-mount] [--fs ...] [--seed S] [--ops N] [--out DIR]
-    fsoracle stress differential [--target host-mount|vm] [--fs ...] [--examples N] [--seed S]
+    fsoracle stress replay LOG [--target host|model|vm] [--fs ...] [--fault NAME,...]
+    fsoracle stress fsx [--target host|vm] [--fs ...] [--seed S] [--ops N] [--out DIR]
+    fsoracle stress differential [--target host|vm] [--fs ...] [--examples N] [--seed S]
                     [--fault NAME,...]
 
-``--target vm`` makes the image on the host, boots ``--kernel`` (default debian:6.12) with
-it as a disk, runs the workload in the guest and checks everything on the host after the
-guest is gone. ``--crash-at K`` cuts the guest's power (QMP quit, no sync) when the K-th op
-line arrives (``random``: a line drawn from the seed; ``--runs N``: N runs, seeds S..S+N-1),
-mounts the image again in a second boot (log replay) and judges what survived.
+Every experiment runs the same code on either target (:mod:`harness.target`): ``host`` is
+the machine's own kernel with the image loop-mounted (root); ``vm`` boots ``--kernel``
+(default debian:6.12) with the image as a disk and checks everything on the host after.
+``--crash-at K`` cuts the power when the K-th op line arrives (``random``: a line drawn
+from the seed; ``--runs N``: N runs, seeds S..S+N-1), mounts the image again on a fresh
+target (log replay) and judges what survived; in a VM the cut is QMP quit (the page cache
+is lost), on the host a filesystem freeze (everything written back survives).
+``host-mount`` is accepted for ``host``.
 
 Exit 0 when the kernel, the model, the checkers and the outside view agree; 1 on any
 difference; 2 for a usage or environment error.
@@ -25,14 +28,16 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from harness.argtypes import float_range, int_range, seed
 from harness.errors import UserError
 from harness.safeio import write_atomic
 from harness.sizes import parse_size
+from harness.target import TargetSpec
 
-TARGETS = ("host-mount", "vm")
+TARGETS = ("host", "vm")
 
 
 def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -52,51 +57,37 @@ def _faults(text: str | None):  # type: ignore[no-untyped-def]
         raise UserError(str(e)) from None
 
 
-def _need_host_target(target: str, what: str = "this command") -> None:
-    if target == "vm":
-        raise UserError(f"--target vm: not available for {what}; use --target host-mount")
-    if target != "host-mount":
-        raise UserError(f"--target {target!r}: one of {', '.join(TARGETS)}")
-
-
-def _vm_target(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from harness.workload.vmstress import VmTarget
-
-    kw = {"device": args.device, "mem": args.mem, "timeout": args.vm_timeout}
-    if args.kernel:
-        kw["kernel"] = args.kernel
-    t = VmTarget(**kw)
+def _target(args: argparse.Namespace) -> TargetSpec:
+    """The ``--target`` and VM options as a :class:`TargetSpec` (validated)."""
+    kind = "host" if args.target == "host-mount" else args.target
+    if kind not in TARGETS:
+        raise UserError(f"--target {args.target!r}: one of {', '.join(TARGETS)}")
+    t = TargetSpec(
+        kind=kind,
+        kernel=args.kernel or TargetSpec.kernel,
+        device=args.device,
+        mem_mib=args.mem,
+        timeout=args.vm_timeout,
+    )
     t.validate()
     return t
 
 
-def _vm_call(fn, *a, **kw):  # type: ignore[no-untyped-def]
-    """Run a VM experiment; the VM's own user errors become ours (one line, exit 2)."""
-    from vm.errors import VMUserError
-
-    try:
-        return fn(*a, **kw)
-    except VMUserError as e:
-        raise UserError(str(e)) from None
-
-
-def _results_dir(args: argparse.Namespace, kind: str) -> Path:
+def _results_dir(args: argparse.Namespace, kind: str, target: TargetSpec) -> Path:
     if args.out:
         return Path(args.out)
-    import time
-
     layout = "" if args.fs == "ext4" else f"-{args.layout}-{args.mkfs}"
-    kernel = (args.kernel or "debian:6.12").replace(":", "-")
+    where = "host" if target.kind == "host" else target.kernel.replace(":", "-")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("results/stress") / f"{stamp}-{kind}-{kernel}-{args.fs}{layout}-seed{args.seed}"
+    return Path("results/stress") / f"{stamp}-{kind}-{where}-{args.fs}{layout}-seed{args.seed}"
 
 
-def cmd_run_vm(args: argparse.Namespace) -> int:
-    target = _vm_target(args)
+def cmd_run(args: argparse.Namespace) -> int:
+    target = _target(args)
     spec = _spec(args)
-    out = _results_dir(args, "vm-crash" if args.crash_at else "vm")
+    out = _results_dir(args, "crash" if args.crash_at else "stress", target)
     if args.crash_at:
-        from harness.workload.vmcrash import crash_jobs, run_vm_crashes, summary_lines
+        from harness.workload.crash import crash_jobs, run_crashes, summary_lines
 
         jobs = crash_jobs(
             spec,
@@ -108,7 +99,7 @@ def cmd_run_vm(args: argparse.Namespace) -> int:
             runs=args.runs,
             keep_image=args.keep_image,
         )
-        reps = _vm_call(run_vm_crashes, target, jobs)
+        reps = run_crashes(target, jobs)
         if args.json:
             sys.stdout.write(json.dumps([r.to_json() for r in reps], indent=1) + "\n")
         else:
@@ -121,36 +112,8 @@ def cmd_run_vm(args: argparse.Namespace) -> int:
                 write_atomic(out / "summary.md", text + "\n")
             print(f"logs, walks and reports: {out}")
         return 0 if all(r.ok for r in reps) else 1
-    from harness.workload.vmstress import StressJob, run_vm_stress
+    from harness.workload.stress import StressConfig, run_stress
 
-    reps = _vm_call(
-        run_vm_stress,
-        target,
-        [StressJob(spec, out)],
-        seed=args.seed,
-        ops=args.ops,
-        procs=args.procs,
-        keep_image=args.keep_image,
-    )
-    rep = reps[0]
-    if args.json:
-        sys.stdout.write(json.dumps(rep.to_json(), indent=1) + "\n")
-    else:
-        print("\n".join(rep.lines()))
-        print(f"log, walk and report: {out}")
-    return 0 if rep.ok else 1
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from harness.workload.stress import StressConfig, run_host_stress
-
-    if args.target == "vm":
-        return cmd_run_vm(args)
-    if args.crash_at:
-        raise UserError("--crash-at needs --target vm (the host kernel is not ours to crash)")
-    _need_host_target(args.target)
-    spec = _spec(args)
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fsoracle-stress-"))
     cfg = StressConfig(
         spec=spec,
         out=out,
@@ -159,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         procs=args.procs,
         keep_image=args.keep_image,
     )
-    rep = run_host_stress(cfg)
+    (rep,) = run_stress([cfg], target)
     if args.json:
         sys.stdout.write(json.dumps(rep.to_json(), indent=1) + "\n")
     else:
@@ -168,17 +131,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if rep.ok else 1
 
 
-def cmd_replay_crash(args: argparse.Namespace) -> int:
-    """``replay LOG --target vm --crash-at K``: the log's ops in a guest, power cut at K."""
-    import time
-
+def cmd_replay_crash(args: argparse.Namespace, target: TargetSpec) -> int:
+    """``replay LOG --crash-at K``: the log's ops on the target, power cut at op line K."""
+    from harness.workload.crash import CrashJob, crash_point, run_crashes
     from harness.workload.hostmount import FsSpec
     from harness.workload.replay import load_log
-    from harness.workload.vmcrash import CrashJob, crash_point, run_vm_crashes
 
-    if args.target != "vm":
-        raise UserError("--crash-at needs --target vm (the host kernel is not ours to crash)")
-    target = _vm_target(args)
     path = Path(args.log)
     log = load_log(path)
     fs = args.fs or log.header.get("fs")
@@ -203,7 +161,7 @@ def cmd_replay_crash(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("results/stress") / f"{stamp}-crash-{path.stem}"
     job = CrashJob(spec, out, 0, n, len(log.by_proc()), k, how, replay=path)
-    (rep,) = _vm_call(run_vm_crashes, target, [job])
+    (rep,) = run_crashes(target, [job])
     print("\n".join(rep.lines()))
     print(f"log, walk and report: {out}")
     return 0 if rep.ok else 1
@@ -212,63 +170,46 @@ def cmd_replay_crash(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from harness.workload.replay import replay
 
+    target = None if args.target == "model" else _target(args)
     if args.crash_at:
-        return cmd_replay_crash(args)
-
+        if target is None:
+            raise UserError("--crash-at needs a kernel: --target host or vm")
+        return cmd_replay_crash(args, target)
     spec = None
-    if args.target in ("host-mount", "vm") and (args.layout or args.mkfs != "mkfs"):
+    if target is not None and (args.layout or args.mkfs != "mkfs"):
         from harness.workload.hostmount import FsSpec
 
         spec = FsSpec(fs=args.fs or "btrfs", maker=args.mkfs, layout=args.layout or "extent-tree")
-    out = _vm_call(
-        replay,
+    out = replay(
         Path(args.log),
-        target=args.target,
+        target=target,
         fs=args.fs,
         faults=_faults(args.fault),
         walk_path=Path(args.walk) if args.walk else None,
         spec=spec,
         out=Path(args.out) if args.out else None,
-        vm=_vm_target(args) if args.target == "vm" else None,
     )
     print("\n".join(out.lines()))
     return 0 if out.ok else 1
 
 
 def cmd_fsx(args: argparse.Namespace) -> int:
-    from harness.workload.fsx import run_host_fsx
+    from harness.workload.fsx import run_fsx
 
-    _need_host_target(args.target, "fsx")
+    target = _target(args)
     spec = _spec(args)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fsoracle-fsx-"))
-    rep = run_host_fsx(spec, out, seed=args.seed, ops=args.ops)
+    rep = run_fsx(spec, out, target, seed=args.seed, ops=args.ops)
     print("\n".join(rep.lines()))
     return 0 if rep.ok else 1
 
 
 def cmd_differential(args: argparse.Namespace) -> int:
-    from harness.workload.differential import run_host_differential
+    from harness.workload.diffrun import run_differential
 
-    spec = _spec(args)
-    if args.target == "vm":
-        from harness.workload.vmstress import run_vm_differential
-
-        outcome = _vm_call(
-            run_vm_differential,
-            _vm_target(args),
-            spec,
-            examples=args.examples,
-            seed=args.seed,
-            faults=_faults(args.fault),
-            max_ops=args.max_ops,
-            results=Path(args.results),
-        )
-        print("\n".join(outcome.lines()))
-        ok = outcome.found is None and all(c.ok for c in outcome.checkers)
-        return 0 if ok else 1
-    _need_host_target(args.target)
-    outcome = run_host_differential(
-        spec,
+    outcome = run_differential(
+        _spec(args),
+        _target(args),
         examples=args.examples,
         seed=args.seed,
         faults=_faults(args.fault),
@@ -276,7 +217,8 @@ def cmd_differential(args: argparse.Namespace) -> int:
         results=Path(args.results),
     )
     print("\n".join(outcome.lines()))
-    return 0 if outcome.found is None else 1
+    ok = outcome.found is None and all(c.ok for c in outcome.checkers)
+    return 0 if ok else 1
 
 
 def _vm_options(p: argparse.ArgumentParser) -> None:
@@ -294,7 +236,7 @@ def _vm_options(p: argparse.ArgumentParser) -> None:
 
 
 def _fs_options(p: argparse.ArgumentParser, *, fs_default: str | None = "btrfs") -> None:
-    p.add_argument("--target", default="host-mount", help="host-mount or vm")
+    p.add_argument("--target", default="host", help="host (loop mounts, root) or vm")
     p.add_argument("--fs", default=fs_default, choices=("btrfs", "ext4"))
     p.add_argument(
         "--layout",
@@ -325,7 +267,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", help="directory for the log, the walk and the report")
     p.add_argument("--keep-image", action="store_true")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--crash-at", help="with --target vm: cut the power at op line K, or 'random'")
+    p.add_argument("--crash-at", help="cut the power at op line K, or 'random'")
     p.add_argument(
         "--runs",
         type=int_range(1, 100_000),
@@ -337,14 +279,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     r = ssub.add_parser("replay", help="replay a saved op log (the failures' one-liner)")
     r.add_argument("log")
-    r.add_argument("--target", default="host-mount", help="host-mount, model or vm")
+    r.add_argument("--target", default="host", help="host, model or vm")
     r.add_argument("--fs", choices=("btrfs", "ext4"), help="default: the log header's")
     r.add_argument("--layout", help="btrfs layout for the fresh image")
     r.add_argument("--mkfs", default="mkfs", help="mkfs or writer")
     r.add_argument("--fault", help="faults planted in the model, comma-separated")
     r.add_argument("--walk", help="with --target model: the run's walk records")
     r.add_argument("--out", help="keep the replay's image directory here")
-    r.add_argument("--crash-at", help="with --target vm: cut the power at op line K (or random)")
+    r.add_argument("--crash-at", help="cut the power at op line K (or random)")
     _vm_options(r)
     r.set_defaults(func=cmd_replay)
 

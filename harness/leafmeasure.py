@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.workload.hostmount import need_tool
+from harness.workload.view import need_tool
 
 # `struct btrfs_header` is 101 bytes (include/uapi/linux/btrfs_tree.h, 6.12)
 HEADER_SIZE = 101

@@ -32,6 +32,7 @@ _EXPORTS = {
     "GuestTimeout": "vm.errors",
     "GuestGone": "vm.errors",
     "BootError": "vm.errors",
+    "AbnormalShutdown": "vm.errors",
     "find_faults": "vm.console",
 }
 __all__ = sorted(_EXPORTS)

@@ -72,3 +72,23 @@ class GuestTimeout(VMUserError):
 
 class GuestGone(VMUserError):
     """QEMU exited while we were talking to the guest, with no kernel report to explain it."""
+
+
+class AbnormalShutdown(VMUserError):
+    """The machine did not end cleanly: the guest did not power off within the timeout (or
+    could not be asked to) and QEMU had to be ended, or QEMU exited with a non-zero status.
+    Raised by :meth:`vm.machine.Machine.stop` (and ``wait``) after everything is cleaned up;
+    never for an end the caller asked for (``kill``, ``crash``).
+
+    ``returncode`` is QEMU's exit status (negative: the signal that ended it).
+    """
+
+    def __init__(self, why: str, returncode: int | None, console_log: Path | None) -> None:
+        self.why = why
+        self.returncode = returncode
+        self.console_log = console_log
+        where = f"console log: {console_log}" if console_log else "no console log"
+        super().__init__(
+            f"abnormal shutdown: {why}; {where} (its last lines show what the guest was "
+            "doing; a power-off that hangs is often a kernel stuck in sync or unmount)"
+        )

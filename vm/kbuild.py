@@ -54,8 +54,9 @@ from typing import Any
 
 from vm import progress
 from vm.cache import atomic_dir, atomic_write_bytes, cache_dir
+from vm.debian import DEBIAN_KERNELS, apt_download
 from vm.errors import KernelSpecError, ToolMissing, VMUserError
-from vm.kernels import Kernel
+from vm.kimage import Kernel
 
 # Changes whenever the way a kernel is configured or built changes (part of the cache key).
 RECIPE_VERSION = "1: tinyconfig + fragments + olddefconfig; bzImage (+modules); O= build"
@@ -393,15 +394,13 @@ def _need(cmd: str) -> str:
 
 def linux_source_deb(src: LinuxSource) -> Path:
     """Debian's ``linux-source`` .deb in ``<cache>/debs/``, fetched with ``apt-get download``."""
-    from vm.kernels import _apt_download
-
     d = cache_dir("debs")
     deb = d / src.deb_name
     if deb.is_file():
         return deb
     step = progress.step(f"fetching {src.package}={src.version}")
     with step, tempfile.TemporaryDirectory(dir=d) as tmp:
-        got = _apt_download(f"{src.package}={src.version}", Path(tmp))
+        got = apt_download(f"{src.package}={src.version}", Path(tmp))
         if got.name != src.deb_name:
             raise KernelSpecError(f"apt-get download gave {got.name}, expected {src.deb_name}")
         os.replace(got, deb)
@@ -901,8 +900,6 @@ def cached_kernels() -> list[CachedKernel]:
     deb = cache_dir("kernels", "debian")
     for meta_path in sorted(deb.glob("*/kernel.json")):
         meta = json.loads(meta_path.read_text())
-        from vm.kernels import DEBIAN_KERNELS
-
         short = {v: k for k, v in DEBIAN_KERNELS.items()}.get(meta["package"])
         spec = f"debian:{short}" if short else f"debian:{meta['package']}"
         out.append(

@@ -13,61 +13,43 @@ A spec is ``SCHEME:REST``; each scheme has a resolver that turns ``REST`` into a
   (``make modules_install INSTALL_MOD_PATH=DIR``), or one holding ``<release>``.
 
 - ``build:6.12[+SERIES...]``: built here from Debian's ``linux-source-6.12`` with the series
-  in ``patches/`` (:mod:`vm.kbuild`, imported on first use).
+  in ``patches/`` (:mod:`vm.kbuild`).
 
 Other schemes register themselves with :func:`register_resolver`.
+
+Imports go one way: this registry imports the kernel sources (:mod:`vm.debian`,
+:mod:`vm.kbuild`), which import only the :class:`Kernel` record (:mod:`vm.kimage`), never this
+module. ``Kernel``, ``DEBIAN_KERNELS`` and ``fetch_debian_kernel`` are importable from here.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import struct
 import subprocess
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from vm import progress
 from vm.cache import atomic_dir, cache_dir
-from vm.errors import KernelSpecError, ToolMissing
+from vm.debian import DEBIAN_KERNELS, fetch_debian_kernel
+from vm.errors import KernelSpecError
+from vm.kbuild import resolve_build
+from vm.kimage import Kernel
+
+__all__ = [
+    "DEBIAN_KERNELS",
+    "DEFAULT_SPEC",
+    "Kernel",
+    "Resolver",
+    "boot_image",
+    "bzimage_release",
+    "fetch_debian_kernel",
+    "register_resolver",
+    "resolve_kernel",
+    "schemes",
+]
 
 DEFAULT_SPEC = "debian:6.12"
-
-# Debian packages pinned by exact name. 6.12.117 is the version of bookworm's
-# linux-source-6.12, so a patched build of that source can be compared with the stock one.
-DEBIAN_KERNELS: dict[str, str] = {
-    "6.12": "linux-image-6.12.117+deb12-cloud-amd64",
-    "6.1": "linux-image-6.1.0-56-cloud-amd64",
-}
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """A bootable kernel: ``vmlinuz`` with release ``release`` (what ``uname -r`` prints).
-
-    ``modules_dir`` is its ``lib/modules/<release>`` directory (None for a kernel with
-    everything built in); ``config`` its ``.config`` when known.
-    """
-
-    spec: str
-    release: str
-    vmlinuz: Path
-    modules_dir: Path | None = None
-    config: Path | None = None
-
-    def config_value(self, option: str) -> str | None:
-        """The value of ``CONFIG_<option>`` (``y``, ``m``, a string) or None if unset/unknown."""
-        if self.config is None:
-            return None
-        prefix = f"CONFIG_{option}="
-        for line in self.config.read_text(errors="replace").splitlines():
-            if line.startswith(prefix):
-                return line[len(prefix) :].strip('"')
-        return None
-
 
 Resolver = Callable[[str], Kernel]
 _RESOLVERS: dict[str, Resolver] = {}
@@ -117,72 +99,6 @@ def bzimage_release(vmlinuz: Path) -> str:
 
 
 # ---------------------------------------------------------------- debian:
-
-
-def _apt_download(package: str, dest: Path) -> Path:
-    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise ToolMissing("apt-get/dpkg-deb not found: debian: kernel specs need a Debian host")
-    cmd = ["apt-get", "download", "-q"]
-    if os.geteuid() == 0:
-        # apt's _apt sandbox user cannot write into our private temporary directory
-        cmd += ["-o", "APT::Sandbox::User=root"]
-    for attempt in (1, 2):
-        proc = subprocess.run(
-            [*cmd, package], cwd=dest, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        if proc.returncode == 0:
-            break
-        if attempt == 1 and os.geteuid() == 0 and "Unable to locate" in proc.stdout:
-            # a fresh machine may never have fetched the package lists
-            progress.note("apt does not know the package yet: running apt-get update")
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-            continue
-        last = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
-        raise KernelSpecError(
-            f"apt-get download {package} failed ({last[0]}): run `apt-get update` "
-            "(as root) and check the package name"
-        )
-    name = package.split("=", 1)[0]  # "pkg=version" pins a version
-    debs = sorted(dest.glob(f"{name}_*.deb"))
-    if not debs:
-        raise KernelSpecError(f"apt-get download {package} produced no .deb in {dest}")
-    return debs[0]
-
-
-def fetch_debian_kernel(package: str, spec: str) -> Kernel:
-    """Fetch (once) and unpack a Debian kernel image package; return the cached kernel."""
-    final = cache_dir("kernels", "debian") / package
-    if not (final / "kernel.json").is_file():
-        if shutil.which("depmod") is None:
-            raise ToolMissing("depmod not found: install kmod")
-        with progress.step(f"fetching kernel package {package}"), atomic_dir(final) as tmp:
-            with tempfile.TemporaryDirectory(dir=tmp.parent) as dl:
-                deb = _apt_download(package, Path(dl))
-                subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
-                version = subprocess.run(
-                    ["dpkg-deb", "-f", str(deb), "Version"],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout.strip()
-            images = sorted((tmp / "boot").glob("vmlinuz-*"))
-            if len(images) != 1:
-                raise KernelSpecError(f"{package} holds {len(images)} vmlinuz files, expected 1")
-            release = images[0].name.removeprefix("vmlinuz-")
-            # the running user may lack read permission on vmlinuz (Debian ships it 0600)
-            images[0].chmod(0o644)
-            subprocess.run(["depmod", "-b", str(tmp), release], check=True)
-            meta = {"package": package, "version": version, "release": release}
-            (tmp / "kernel.json").write_text(json.dumps(meta, indent=1) + "\n")
-    meta = json.loads((final / "kernel.json").read_text())
-    release = meta["release"]
-    return Kernel(
-        spec=spec,
-        release=release,
-        vmlinuz=final / "boot" / f"vmlinuz-{release}",
-        modules_dir=final / "lib" / "modules" / release,
-        config=final / "boot" / f"config-{release}",
-    )
 
 
 def _resolve_debian(rest: str) -> Kernel:
@@ -241,15 +157,9 @@ def _resolve_path(rest: str) -> Kernel:
     return Kernel(spec=spec, release=release, vmlinuz=image, modules_dir=modules, config=config)
 
 
-def _resolve_build(rest: str) -> Kernel:
-    from vm.kbuild import resolve_build
-
-    return resolve_build(rest)
-
-
 register_resolver("debian", _resolve_debian)
 register_resolver("path", _resolve_path)
-register_resolver("build", _resolve_build)
+register_resolver("build", resolve_build)
 
 
 # ---------------------------------------------------------------- PVH boot

@@ -8,7 +8,20 @@
 
 The shape follows QEMU's own ``QEMUMachine``: a context manager that logs the console to a
 file, talks QMP through ``qemu.qmp``, and on the way out asks the guest to power off, waits,
-then kills; nothing it started outlives it. On top of that:
+then kills and raises; nothing it started outlives it. Its life, in phases a caller may also
+run one at a time (:meth:`Machine.start` runs the three)::
+
+    m = Machine(cfg)
+    m.prepare()      # kernel, initramfs, boot image, accelerator, log dir: no process yet
+    m.launch()       # QEMU runs, QMP connected, the guest boots
+    m.wait_ready()   # the guest answers over SSH
+    ...
+    m.stop()         # power off; AbnormalShutdown if QEMU had to be ended or failed
+    m.kill()         # or: SIGKILL now, on purpose, silently (also after stop: a no-op)
+
+Every phase that fails, and every way out (``stop``, ``wait``, ``kill``, ``crash``, the
+``with`` block, the Python process's exit) ends QEMU and releases its network and files.
+On top of that:
 
 - The QEMU process gets ``PR_SET_PDEATHSIG`` (it dies with the Python process that started
   it, even on SIGKILL), its own session (a terminal's ^C reaches Python, which then stops
@@ -60,6 +73,7 @@ from vm.disks import (
     parse_guest_disks,
 )
 from vm.errors import (
+    AbnormalShutdown,
     BootError,
     Fault,
     GuestFault,
@@ -83,6 +97,7 @@ from vm.ssh import (
 )
 
 READY_MARK = "FSORACLE-READY"
+Phase = Literal["new", "prepared", "launched", "ready", "down"]
 TRACING = "/sys/kernel/tracing"
 _PR_SET_PDEATHSIG = 1
 _seq = itertools.count()
@@ -113,11 +128,13 @@ def parse_mem(text: str | int) -> int:
 class MachineConfig:
     """What to boot and how.
 
-    ``timeout`` bounds the machine's whole life (None: no bound): at the deadline QEMU is
-    killed and the pending call raises :class:`GuestTimeout`. ``boot_timeout`` bounds the
-    boot alone. ``cmdline`` adds kernel parameters. ``network``: ``auto`` (``netns`` as root,
-    else ``user``), ``netns`` or ``user``. ``log_dir`` receives ``console.log``,
-    ``qemu.log`` and ``qemu.argv`` (default: ``results/vm/<time>-<name>-<pid>-<n>``).
+    ``timeout`` bounds the machine's life from :meth:`Machine.launch` on (None: no bound):
+    at the deadline QEMU is killed and the pending call raises :class:`GuestTimeout` (or,
+    with none pending, :meth:`Machine.stop` raises :class:`AbnormalShutdown`).
+    ``boot_timeout`` bounds the boot alone (from launch to the first SSH command).
+    ``cmdline`` adds kernel parameters. ``network``: ``auto`` (``netns`` as root, else
+    ``user``), ``netns`` or ``user``. ``log_dir`` receives ``console.log``, ``qemu.log`` and
+    ``qemu.argv`` (default: ``results/vm/<time>-<name>-<pid>-<n>``).
     ``fail_on_fault``: leaving the ``with`` block raises :class:`GuestFault` if the console
     showed any kernel fault report (unless another exception is already on its way).
     """
@@ -141,8 +158,8 @@ class MachineConfig:
 class BootInfo:
     """How the boot went: which accelerator ran and why, and how long it took.
 
-    ``seconds_to_ready`` is host wall time from :meth:`Machine.start` to the first SSH
-    command's return (kernel and initramfs already cached). ``uptime_at_sshd`` and
+    ``seconds_to_ready`` is host wall time from :meth:`Machine.launch` (QEMU's start) to
+    the first SSH command's return. ``uptime_at_sshd`` and
     ``uptime_at_ready`` are the guest's own clock (``/proc/uptime``) when ``/init`` started
     the SSH server and when that first command ran; the rest of ``seconds_to_ready`` is
     spent before the kernel's clock starts (QEMU start-up, firmware, loading the images).
@@ -176,7 +193,11 @@ def _preexec(enter_ns: Any) -> Any:
 
 
 class Machine:
-    """One QEMU guest; use as a context manager (or call :meth:`start` and :meth:`stop`)."""
+    """One QEMU guest; use as a context manager (or call :meth:`start` and :meth:`stop`).
+
+    ``returncode`` is QEMU's exit status once the machine is down (0 after a clean
+    power-off, negative for a signal, as in :mod:`subprocess`).
+    """
 
     def __init__(self, config: MachineConfig | None = None, **overrides: Any) -> None:
         cfg = config or MachineConfig()
@@ -201,6 +222,13 @@ class Machine:
         self._disks: dict[str, _Attached] = {}  # serial -> attachment
         self._disk_seq = itertools.count()
         self._qemu_log: BinaryIO | None = None
+        self._phase: Phase = "new"
+        self._image: Path | None = None  # what QEMU boots (prepare)
+        self._qemu: str | None = None  # the QEMU binary (prepare)
+        self._t0 = 0.0  # launch time (monotonic): timeout and boot_timeout count from it
+        # who ended QEMU, when it was not stop()/wait(): "caller" (kill, crash) or
+        # "reported" (an error raised for it); either keeps stop() from raising again
+        self._ended_by: Literal["caller", "reported"] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -214,10 +242,25 @@ class Machine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # ^C, SIGTERM (SystemExit): no time for a clean power-off
-        self._teardown(graceful=exc is None or isinstance(exc, Exception))
-        if exc is None and self.config.fail_on_fault:
-            self.check_faults()
+        if exc is None:
+            try:
+                self.stop()
+            except AbnormalShutdown as e:
+                # a kernel report says more about why than the power-off that went wrong
+                if self.config.fail_on_fault and self.faults:
+                    raise GuestFault(self.faults, self.console_log) from e
+                raise
+            if self.config.fail_on_fault:
+                self.check_faults()
+        elif isinstance(exc, Exception):
+            # the error on its way out wins; a power-off that went wrong is noted on it
+            try:
+                self.stop()
+            except AbnormalShutdown as e:
+                exc.add_note(f"and then: {e}")
+        else:
+            # ^C, SIGTERM (SystemExit): no time for a clean power-off
+            self.kill()
 
     @property
     def console_log(self) -> Path | None:
@@ -225,12 +268,19 @@ class Machine:
 
     @property
     def pid(self) -> int | None:
-        """The QEMU process id (None before start)."""
+        """The QEMU process id (None before :meth:`launch`)."""
         return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def phase(self) -> Phase:
+        """Where the machine is: ``new``, ``prepared`` (:meth:`prepare`), ``launched``
+        (:meth:`launch`), ``ready`` (:meth:`wait_ready`) or ``down`` (stopped, killed or
+        failed; a machine is not started twice)."""
+        return self._phase
 
     @property
     def netns(self) -> str | None:
@@ -242,15 +292,67 @@ class Machine:
         return self._net
 
     def start(self) -> None:
-        """Boot and wait until the guest answers over SSH. Cleans up fully if it fails."""
-        if self._proc is not None:
+        """Boot and wait until the guest answers over SSH: :meth:`prepare`, :meth:`launch`
+        and :meth:`wait_ready`, each run if not run yet. Cleans up fully if it fails."""
+        if self._phase == "ready":
             raise VMError("machine already started")
-        t0 = time.monotonic()
+        if self._phase != "launched":
+            self.launch()
+        self.wait_ready()
+
+    def prepare(self) -> None:
+        """Phase 1: everything a boot needs before QEMU runs, so a slow or failing step
+        happens before any process starts: check the configuration and the disk images,
+        make the log directory, resolve the kernel (a download or a kernel build), find or
+        build its initramfs and boot image, find QEMU and choose the accelerator (the first
+        ``auto`` choice probes KVM once). Starts nothing. Does nothing once done."""
+        if self._phase != "new":
+            return
+        cfg = self.config
+        if cfg.cpus < 1 or cfg.mem < 128:
+            raise VMUserError(f"cpus={cfg.cpus}, mem={cfg.mem} MiB: need ≥ 1 CPU and ≥ 128 MiB")
+        for d in cfg.disks:
+            if not d.path.is_file() and not d.path.is_block_device():
+                raise VMUserError(f"disk image {d.path} not found: create it or fix the path")
+        self.log_dir = self._make_log_dir()
+        kernel = cfg.kernel if isinstance(cfg.kernel, Kernel) else resolve_kernel(cfg.kernel)
+        self.kernel = kernel
+        self.root = build_guest_root(kernel)
+        self._image = boot_image(kernel)
+        self._qemu = find_qemu()
+        self.accel = choose_accel(cfg.accel, self._qemu, self._image, self.root.initramfs)
+        self._phase = "prepared"
+
+    def launch(self) -> None:
+        """Phase 2 (runs :meth:`prepare` first if needed): start QEMU, with the console
+        logged to ``console.log``, and connect to its QMP socket. The machine's ``timeout``
+        and ``boot_timeout`` count from here. The guest is still booting when it returns
+        (:meth:`qmp` works, :meth:`run` does not yet). Cleans up fully if it fails."""
+        if self._phase in ("launched", "ready"):
+            raise VMError("machine already started")
+        if self._phase == "down":
+            raise VMError("this machine has been stopped: make a new Machine to boot again")
+        self.prepare()
         try:
-            self._start(t0)
+            self._launch()
         except BaseException:
-            self._teardown(graceful=False)
+            self._end_after_error()
             raise
+        self._phase = "launched"
+
+    def wait_ready(self) -> None:
+        """Phase 3: wait (within ``boot_timeout`` of :meth:`launch`) until the guest's SSH
+        server answers and its first command returns; fills :attr:`boot`. Raises
+        :class:`GuestFault` if the kernel reported a fault on the way, :class:`GuestTimeout`
+        or :class:`BootError` if it did not come up; cleans up fully if it fails."""
+        if self._phase != "launched":
+            raise VMError(f"wait_ready() needs a launched machine (this one is {self._phase})")
+        try:
+            self._boot_info()
+        except BaseException:
+            self._end_after_error()
+            raise
+        self._phase = "ready"
 
     def _make_log_dir(self) -> Path:
         if self.config.log_dir is not None:
@@ -261,25 +363,16 @@ class Machine:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def _start(self, t0: float) -> None:
+    def _launch(self) -> None:
         cfg = self.config
-        if cfg.cpus < 1 or cfg.mem < 128:
-            raise VMUserError(f"cpus={cfg.cpus}, mem={cfg.mem} MiB: need ≥ 1 CPU and ≥ 128 MiB")
-        self.log_dir = self._make_log_dir()
-        kernel = cfg.kernel if isinstance(cfg.kernel, Kernel) else resolve_kernel(cfg.kernel)
-        self.kernel = kernel
-        for d in cfg.disks:
-            if not d.path.is_file() and not d.path.is_block_device():
-                raise VMUserError(f"disk image {d.path} not found: create it or fix the path")
-        self.root = build_guest_root(kernel)
-        image = boot_image(kernel)
-        qemu = find_qemu()
-        self.accel = choose_accel(cfg.accel, qemu, image, self.root.initramfs)
+        kernel, root, accel = self.kernel, self.root, self.accel
+        assert kernel is not None and root is not None and accel is not None
+        assert self.log_dir is not None and self._image is not None and self._qemu is not None
+        self._t0 = time.monotonic()
         self._tmp = Path(tempfile.mkdtemp(prefix="fsoracle-vm-"))
         self._net = make_network(cfg.network)
         self._key = new_client_key()
         qmp_path = self._tmp / "qmp.sock"
-
         append = [
             "console=ttyS0",
             "loglevel=5",
@@ -289,14 +382,14 @@ class Machine:
             *cfg.cmdline,
         ]
         argv = [
-            qemu,
+            self._qemu,
             "-name",
             f"fsoracle-{cfg.name},debug-threads=on",
             "-nodefaults",
             "-no-user-config",
             "-machine",
             "pc",
-            *self.accel.args(),
+            *accel.args(),
             "-smp",
             str(cfg.cpus),
             "-m",
@@ -305,9 +398,9 @@ class Machine:
             "none",
             "-no-reboot",
             "-kernel",
-            str(image),
+            str(self._image),
             "-initrd",
-            str(self.root.initramfs),
+            str(root.initramfs),
             "-append",
             " ".join(append),
             "-serial",
@@ -326,7 +419,7 @@ class Machine:
         (self.log_dir / "qemu.argv").write_text("\n".join(argv) + "\n")
 
         progress.note(
-            f"booting {kernel.release} ({self.accel.accel.upper()}: {_short(self.accel.reason)}; "
+            f"booting {kernel.release} ({accel.accel.upper()}: {_short(accel.reason)}; "
             f"{cfg.cpus} CPU, {cfg.mem} MiB, network {self._net.mode}); "
             f"console log {self.log_dir / 'console.log'}"
         )
@@ -343,21 +436,25 @@ class Machine:
         assert self._proc.stdout is not None
         self.console = ConsoleLog(self._proc.stdout, self.log_dir / "console.log")
         if cfg.timeout is not None:
-            left = cfg.timeout - (time.monotonic() - t0)
+            left = cfg.timeout - (time.monotonic() - self._t0)
             self._watchdog = threading.Timer(max(left, 0.1), self._on_deadline)
             self._watchdog.daemon = True
             self._watchdog.start()
 
         self._connect_qmp(qmp_path, deadline=time.monotonic() + 30)
-        sshd_at, ready_at = self._wait_ready(t0)
+
+    def _boot_info(self) -> None:
+        assert self.kernel is not None and self.accel is not None and self._net is not None
+        assert self.console is not None
+        sshd_at, ready_at = self._wait_ssh()
         self.boot = BootInfo(
-            kernel=kernel.spec,
-            release=kernel.release,
+            kernel=self.kernel.spec,
+            release=self.kernel.release,
             accel=self.accel.accel,
             accel_reason=self.accel.reason,
             network=self._net.mode,
             console_log=self.console.path,
-            seconds_to_ready=time.monotonic() - t0,
+            seconds_to_ready=time.monotonic() - self._t0,
             uptime_at_sshd=sshd_at,
             uptime_at_ready=ready_at,
         )
@@ -443,12 +540,12 @@ class Machine:
             return "no QEMU output"
         return " | ".join(lines[-3:]) or "no QEMU output"
 
-    def _wait_ready(self, t0: float) -> tuple[float | None, float | None]:
+    def _wait_ssh(self) -> tuple[float | None, float | None]:
         """Wait for the marker, connect SSH, run the first command; return the guest's
         uptime at the marker and at that command."""
         assert self.console is not None and self._net is not None and self.root is not None
         cfg = self.config
-        deadline = t0 + cfg.boot_timeout
+        deadline = self._t0 + cfg.boot_timeout
         idx = self.console.wait_for(
             lambda ln: READY_MARK in ln,
             timeout=max(deadline - time.monotonic(), 0.1),
@@ -457,7 +554,7 @@ class Machine:
         if idx is None:
             self._check_alive_during_boot()
             faults = self.console.faults()
-            self.kill()
+            self._kill_qemu()
             if faults:
                 raise GuestFault(faults, self.console_log)
             raise GuestTimeout(
@@ -477,7 +574,7 @@ class Machine:
                 last_err = e
                 time.sleep(0.2)
         else:
-            self.kill()
+            self._kill_qemu()
             raise GuestTimeout(
                 f"the guest's SSH server did not answer within {cfg.boot_timeout:.0f} s "
                 f"({last_err}); QEMU killed; console log: {self.console_log}"
@@ -498,34 +595,154 @@ class Machine:
             self.console.wait_for(lambda _ln: False, timeout=timeout)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """Power the guest off (flush, unmount its disks), wait, then make sure QEMU is gone."""
-        self._teardown(graceful=True, timeout=timeout)
+        """Power the guest off, make sure QEMU is gone, release everything; raise if the
+        power-off was not clean.
 
-    def _teardown(self, graceful: bool, timeout: float = 20.0) -> None:
+        Asks the guest to power off (``fso-poweroff`` over SSH: flush, unmount its disks,
+        ACPI power-off, which ends QEMU with status 0) and waits up to ``timeout`` seconds;
+        if QEMU still runs, tells it to ``quit`` over QMP, and at last SIGKILLs it. Then
+        raises :class:`AbnormalShutdown` if the guest did not power off in time (QEMU had to
+        be ended), could not be asked (no SSH session: end a machine that never became
+        ready with :meth:`kill`), or QEMU ended with a non-zero status (e.g. killed at the
+        machine's ``timeout``) that no earlier error reported.
+
+        Silent after :meth:`kill` and :meth:`crash` (asked for), and after an error that
+        already reported QEMU's end (:class:`GuestTimeout`, :class:`GuestGone`,
+        :class:`GuestFault` from a command). Does nothing on a machine never launched or
+        already down.
+        """
+        self._shutdown(ask=True, timeout=timeout)
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait up to ``timeout`` seconds for QEMU to end by itself (the guest powered itself
+        off, e.g. a command ran ``poweroff -f``), then release everything. Raises
+        :class:`AbnormalShutdown` as :meth:`stop` does when QEMU had to be ended or ended
+        with a non-zero status."""
+        self._shutdown(ask=False, timeout=timeout)
+
+    def kill(self) -> None:
+        """End QEMU now with SIGKILL (nothing in the guest is flushed) and release everything
+        the machine holds: SSH, QMP, the network, temporary files. :attr:`console_log`,
+        :attr:`faults` and :attr:`returncode` stay readable. Asked for, so it raises nothing
+        and a later :meth:`stop` (or the ``with`` block's exit) stays silent. Safe at any
+        point and more than once."""
+        if self._ended_by is None and self._proc is not None:
+            self._ended_by = "caller"
+        self._kill_qemu()
+        self._release()
+
+    def crash(self, how: Literal["quit", "kill"] = "quit") -> None:
+        """End the guest abruptly, as a power cut would: the guest's caches are lost.
+
+        ``quit`` asks QEMU over QMP to exit at once (requests QEMU already submitted to the
+        images complete); ``kill`` sends SIGKILL (they may not). The machine is then down,
+        as after :meth:`kill`; nothing is raised.
+        """
+        if self._ended_by is None and self._proc is not None:
+            self._ended_by = "caller"
+        if how == "quit" and self._qmp is not None and self.running:
+            with contextlib.suppress(Exception):
+                self._qmp.cmd("quit")
+            assert self._proc is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(10)
+        self.kill()
+
+    def _shutdown(self, ask: bool, timeout: float) -> None:
+        proc = self._proc
+        if proc is None or self._phase == "down":
+            return
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        why: str | None = None
+        if proc.poll() is None:
+            if ask and not self._ask_poweroff():
+                why = "the guest could not be asked to power off (no SSH session)"
+            else:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+                if proc.poll() is None:
+                    why = (
+                        f"the guest did not power off within {timeout:g} s"
+                        if ask
+                        else f"QEMU did not end by itself within {timeout:g} s"
+                    )
+            if proc.poll() is None:
+                why = f"{why}; {self._force_end()}"
+        self._release()
+        rc = self.returncode
+        if self._ended_by is not None:
+            return
+        if why is None and rc != 0:
+            if self._deadline_hit:
+                why = f"the machine's timeout ({self.config.timeout:g} s) ran out; QEMU killed"
+            elif rc is None:
+                why = "QEMU did not end after SIGKILL"
+            elif rc < 0:
+                why = f"QEMU was ended by signal {-rc} ({signal.Signals(-rc).name})"
+            else:
+                why = f"QEMU exited with status {rc} ({self._qemu_log_tail()})"
+        if why is not None:
+            self._ended_by = "reported"
+            raise AbnormalShutdown(why, returncode=rc, console_log=self.console_log)
+
+    def _ask_poweroff(self) -> bool:
+        """Start ``fso-poweroff`` in the guest; False if it could not be asked."""
+        if self._ssh is None or not self._ssh.active:
+            return False
+        try:
+            chan = self._ssh.transport.open_session(timeout=5)
+            chan.exec_command("fso-poweroff >/dev/null 2>&1 &")
+        except Exception:
+            return False
+        return True
+
+    def _force_end(self) -> str:
+        """End a QEMU that outlived the power-off: QMP ``quit``, else SIGKILL; say which."""
+        proc = self._proc
+        assert proc is not None
+        if self._qmp is not None:
+            with contextlib.suppress(Exception):
+                self._qmp.cmd("quit")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            if proc.poll() is not None:
+                return "QEMU told to quit over QMP"
+        self._kill_qemu()
+        return "QEMU killed"
+
+    def _kill_qemu(self) -> None:
+        """SIGKILL QEMU if it runs and let the console reach its end (releases nothing)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._wait_console_eof(2.0)
+
+    def _kill_reported(self) -> None:
+        """SIGKILL QEMU on the way to raising an error that says why (so a later
+        :meth:`stop` does not report it again)."""
+        if self._ended_by is None:
+            self._ended_by = "reported"
+        self._kill_qemu()
+
+    def _end_after_error(self) -> None:
+        """A phase failed: the error on its way says why; end QEMU and release everything."""
+        self._kill_reported()
+        self._release()
+        self._phase = "down"
+
+    def _release(self) -> None:
+        """Make sure QEMU is gone, then close and remove everything the machine holds."""
         if self._watchdog is not None:
             self._watchdog.cancel()
         proc = self._proc
-        if proc is not None and proc.poll() is None and graceful:
-            asked = False
-            if self._ssh is not None and self._ssh.active:
-                with contextlib.suppress(Exception):
-                    chan = self._ssh.transport.open_session(timeout=5)
-                    chan.exec_command("fso-poweroff >/dev/null 2>&1 &")
-                    asked = True
-            if asked:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout)
-            if proc.poll() is None and self._qmp is not None:
-                with contextlib.suppress(Exception):
-                    self._qmp.cmd("quit")
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(5)
         if proc is not None and proc.poll() is None:
             proc.kill()
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
             self.returncode = proc.returncode
+            self._phase = "down"
         if self._ssh is not None:
             with contextlib.suppress(Exception):
                 self._ssh.close()
@@ -541,33 +758,11 @@ class Machine:
             self._qemu_log = None
         if self._net is not None:
             self._net.close()
-            self._net = None  # teardown may run twice (crash() then the with block's exit)
+            self._net = None  # release may run twice (crash() then the with block's exit)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
         _live.discard(self)
-
-    def kill(self) -> None:
-        """SIGKILL QEMU now (no flush of anything)."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        self._wait_console_eof(2.0)
-
-    def crash(self, how: Literal["quit", "kill"] = "quit") -> None:
-        """End the guest abruptly, as a power cut would: the guest's caches are lost.
-
-        ``quit`` asks QEMU over QMP to exit at once (requests QEMU already submitted to the
-        images complete); ``kill`` sends SIGKILL (they may not). The machine is then stopped.
-        """
-        if how == "quit" and self._qmp is not None and self.running:
-            with contextlib.suppress(Exception):
-                self._qmp.cmd("quit")
-            assert self._proc is not None
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(10)
-        self.kill()
-        self._teardown(graceful=False)
 
     # ------------------------------------------------------------ commands
 
@@ -614,7 +809,7 @@ class Machine:
                     f"guest command {line!r} did not finish within {timeout:.0f} s "
                     "(the guest still answers)"
                 ) from None
-            self.kill()
+            self._kill_reported()
             raise GuestTimeout(
                 f"the guest stopped answering: {line!r} ran past its {timeout:.0f} s timeout "
                 f"and a liveness probe got no answer; QEMU killed; console log: "
@@ -653,10 +848,11 @@ class Machine:
     def _lost(self, line: str) -> None:
         """The SSH channel died: find out why and raise the matching error."""
         assert self._proc is not None
+        if self._ended_by is None:
+            self._ended_by = "reported"  # by the error raised below
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(10)
-        if self._proc.poll() is None:
-            self.kill()
+        self._kill_qemu()
         self._wait_console_eof()
         if self._deadline_hit:
             raise GuestTimeout(
@@ -854,7 +1050,7 @@ class GuestProcess:
                     f"guest command {self.cmd!r} wrote no line within {timeout:.0f} s "
                     "(the guest still answers)"
                 ) from None
-            m.kill()
+            m._kill_reported()
             raise GuestTimeout(
                 f"the guest stopped answering while {self.cmd!r} ran; QEMU killed; "
                 f"console log: {m.console_log}"
@@ -882,7 +1078,6 @@ def _kill_live_machines() -> None:
     for m in list(_live):
         with contextlib.suppress(Exception):
             m.kill()
-            m._teardown(graceful=False)
 
 
 atexit.register(_kill_live_machines)

@@ -27,7 +27,6 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.safeio import output_dir, write_atomic
-from harness.workload.hostmount import FsSpec, host_kernel, loop_mount, make_image, run_checkers
 from harness.workload.session import DriverSession
 from model.fsstate.compare import CheckResult, Difference, check_log
 from model.fsstate.faults import Faults
@@ -368,32 +367,4 @@ def search(
         )
     out.examples = runner.examples - start
     out.seconds = time.monotonic() - t0
-    return out
-
-
-def run_host_differential(
-    spec: FsSpec,
-    *,
-    examples: int,
-    seed: int = 0,
-    faults: Faults | None = None,
-    max_ops: int = 12,
-    results: Path = Path("results/stress"),
-    workdir: Path | None = None,
-) -> SearchOutcome:
-    """A differential search on a fresh loop-mounted image of the host kernel, then the
-    checkers on the image."""
-    import tempfile
-
-    spec.validate()
-    with tempfile.TemporaryDirectory(prefix="fsoracle-diff-", dir=workdir) as tmp:
-        image, mnt = Path(tmp) / "fs.img", Path(tmp) / "mnt"
-        make_image(image, spec)
-        where = f"{host_kernel()}, {spec.label()}"
-        with loop_mount(image, mnt), DriverSession.host(mnt) as session:
-            runner = DifferentialRunner(session, spec.fs, faults)
-            out = search(
-                runner, examples=examples, seed=seed, max_ops=max_ops, results=results, where=where
-            )
-        out.checkers = run_checkers(image, spec.fs)
     return out

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.workload.hostmount import OutsideView, need_tool
+from harness.workload.view import OutsideView, need_tool
 
 S_IFMT = 0o170000
 S_IFDIR = 0o040000

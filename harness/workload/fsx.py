@@ -1,24 +1,24 @@
-"""fsx-style runs on the host kernel: ``driver.py fsx`` checks every read and the size after
-every op against its in-memory copy while it runs; afterwards its log is replayed through
-the model too (the two oracles must agree), and the checkers run on the image."""
+"""fsx-style runs on any target: ``driver.py fsx`` checks every read and the size after every
+op against its in-memory copy while it runs; afterwards its log is replayed through the
+model too (the two oracles must agree), and the checkers run on the image."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.safeio import output_dir
+from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
-    host_kernel,
-    loop_mount,
+    kernel_fault_verdict,
     make_image,
     run_checkers,
 )
-from harness.workload.stress import DRIVER, guest_python, read_walk
+from harness.workload.ontarget import driver_argv, mounted, run_driver, scratch
+from harness.workload.stress import read_walk
 from model.fsstate.compare import CheckResult, check_log
 from model.fsstate.oplog import parse_log
 
@@ -52,46 +52,50 @@ class FsxReport:
         return out
 
 
-def run_host_fsx(spec: FsSpec, out: Path, *, seed: int = 1, ops: int = 2000) -> FsxReport:
-    t0 = time.monotonic()
+def prepare_fsx(spec: FsSpec, out: Path) -> DiskSpec:
+    """The run's directory and its fresh image (``out/fs.img``)."""
     output_dir(out)
-    image, mnt = out / "fs.img", out / "mnt"
-    log, walk = out / "fsx.log", out / "fsx.walk.jsonl"
-    for p in (log, walk):
+    for p in (out / "fsx.log", out / "fsx.walk.jsonl"):
         if p.exists():
             p.unlink()
-    make_image(image, spec)
-    py = guest_python()
-    with loop_mount(image, mnt):
-        work = mnt / "fsx"
-        work.mkdir()
-        r = subprocess.run(
-            [
-                py,
-                str(DRIVER),
-                "fsx",
-                str(work / "file"),
-                "-N",
-                str(ops),
-                "-S",
-                str(seed),
-                "--log",
-                str(log),
-            ],
-            capture_output=True,
-            text=True,
-        )
-        subprocess.run([py, str(DRIVER), "walk", str(work), "--out", str(walk)], check=True)
+    make_image(out / "fs.img", spec)
+    return DiskSpec(out / "fs.img", spec.fs)
+
+
+def fsx_on(
+    t: Target, disk: int, spec: FsSpec, out: Path, *, seed: int = 1, ops: int = 2000
+) -> FsxReport:
+    """fsx on disk ``disk`` of an open target (its image from :func:`prepare_fsx`)."""
+    t0 = time.monotonic()
+    d = t.disks[disk]
+    log, walk = out / "fsx.log", out / "fsx.walk.jsonl"
+    with mounted(t, d):
+        work = f"{d.mnt}/fsx"
+        t.run(["mkdir", work])
+        log_t, walk_t = scratch(t, f"fsx-{disk}.log"), scratch(t, f"fsx-{disk}.walk")
+        argv = driver_argv(t, "fsx", f"{work}/file", "-N", str(ops), "-S", str(seed))
+        r = t.run([*argv, "--log", log_t], timeout=max(600.0, ops * 0.05), check=False)
+        run_driver(t, "walk", work, "--out", walk_t)
+        t.fetch(log_t, log)
+        t.fetch(walk_t, walk)
     parsed = parse_log(log.read_text())
     res = check_log(spec.fs, parsed.ops, read_walk(walk), proc_dirs=False)
-    checks = run_checkers(image, spec.fs)
-    image.unlink()
+    checks = [*run_checkers(d.image, spec.fs), kernel_fault_verdict(t.faults())]
+    d.image.unlink()
     return FsxReport(
-        f"{host_kernel()}, {spec.label()}",
+        f"{t.label}, {spec.label()}",
         len(parsed.ops),
-        r.returncode == 0,
-        r.stderr.strip(),
+        r.status == 0,
+        r.err.strip(),
         res,
         checks,
         time.monotonic() - t0,
     )
+
+
+def run_fsx(
+    spec: FsSpec, out: Path, target: TargetSpec, *, seed: int = 1, ops: int = 2000
+) -> FsxReport:
+    disk = prepare_fsx(spec, out)
+    with open_target(target, [disk], name="fsx") as t:
+        return fsx_on(t, 0, spec, out, seed=seed, ops=ops)

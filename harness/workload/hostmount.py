@@ -9,17 +9,16 @@ gone.
 from __future__ import annotations
 
 import os
-import platform
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.workload.view import OutsideView, need_tool
 
 LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
 # layouts only our writer makes (mkfs.btrfs has no SKINNY_BG_TREE) and only our checker
@@ -60,20 +59,9 @@ class FsSpec:
                 )
 
 
-def host_kernel() -> str:
-    return f"host kernel {platform.release()}"
-
-
 def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, TZ="UTC", LC_ALL="C")
     return subprocess.run(cmd, capture_output=True, text=True, env=env, **kw)
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise UserError(f"{name} is not installed (make deps installs it)")
-    return path
 
 
 def make_image(path: Path, spec: FsSpec) -> str:
@@ -146,6 +134,15 @@ class CheckerResult:
         return {"name": self.name, "ok": self.ok, "summary": self.summary, "seconds": self.seconds}
 
 
+def kernel_fault_verdict(faults: list[str]) -> CheckerResult:
+    """The kernel's fault reports during the work (panic, oops, BUG, KASAN, lockdep, hung
+    task, WARNING) as one more verdict beside the checkers."""
+    n = len(faults)
+    return CheckerResult(
+        "kernel fault reports", n == 0, "none" if n == 0 else f"{n}: {faults[0]}", "\n".join(faults)
+    )
+
+
 def _last_lines(text: str, n: int = 3) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return " | ".join(lines[-n:])
@@ -210,18 +207,6 @@ def run_checkers(image: Path, fs: str) -> list[CheckerResult]:
             )
         )
     return out
-
-
-@dataclass
-class OutsideView:
-    """A view of the files read from the unmounted image by something other than the
-    kernel: our btrfs reader, or debugfs for ext4."""
-
-    tool: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-    findings: list[str] = field(default_factory=list)
-    inodes: int = 0
-    seconds: float = 0.0
 
 
 def outside_view(image: Path, fs: str, start: str) -> OutsideView:

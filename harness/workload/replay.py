@@ -10,8 +10,7 @@ command line carries them).
 
 from __future__ import annotations
 
-import os
-import subprocess
+import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,17 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.safeio import output_dir, read_text_input
-from harness.workload import driver as drv
+from harness.safeio import output_dir, read_text_input, write_atomic
+from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
-    host_kernel,
-    loop_mount,
+    kernel_fault_verdict,
     make_image,
     run_checkers,
 )
-from harness.workload.stress import DRIVER, RUN_DIR, guest_python, read_walk
+from harness.workload.ontarget import RUN_DIR, make_subvol_root, mounted, run_driver, scratch
+from harness.workload.stress import SCHEMA, read_walk
 from model.fsstate.compare import CheckResult, check_log
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import LogError, OpLog, parse_log
@@ -59,6 +58,18 @@ class ReplayOutcome:
         out.append(f"verdict: {'OK' if self.ok else 'DIFFERENCES'} ({self.seconds:.1f} s)")
         return out
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "where": self.where,
+            "fs": self.fs,
+            "ops": self.ops,
+            "differences": [d.to_json() for d in self.result.differences],
+            "checkers": [c.to_json() for c in self.checkers],
+            "seconds": self.seconds,
+            "ok": self.ok,
+        }
+
 
 def load_log(path: Path) -> OpLog:
     text = read_text_input(path, "op log")
@@ -71,17 +82,16 @@ def load_log(path: Path) -> OpLog:
 def replay(
     log_path: Path,
     *,
-    target: str = "host-mount",
+    target: TargetSpec | None = None,
     fs: str | None = None,
     faults: Faults | None = None,
     walk_path: Path | None = None,
     spec: FsSpec | None = None,
     out: Path | None = None,
-    vm: Any = None,
 ) -> ReplayOutcome:
-    """``target`` ``model`` checks the log's recorded results (and ``walk_path``'s tree)
-    against the model; ``host-mount`` runs the ops again on a fresh loop-mounted image of
-    the host kernel and compares what it returns now."""
+    """``target`` None checks the log's recorded results (and ``walk_path``'s tree) against
+    the model; a :class:`TargetSpec` runs the ops again on a fresh image there (the host's
+    kernel or a guest: the same code) and compares what they return now."""
     t0 = time.monotonic()
     log = load_log(log_path)
     fs = fs or log.header.get("fs")
@@ -89,7 +99,7 @@ def replay(
         raise UserError(f"{log_path}: no fs= in the header: give --fs btrfs|ext4")
     subvol_root = log.header.get("root") == "subvol"
     proc_dirs = log.header.get("mode", "stress") in ("stress", "fsx")
-    if target == "model":
+    if target is None:
         if walk_path is None and log_path.with_suffix(".walk.jsonl").exists():
             walk_path = log_path.with_suffix(".walk.jsonl")  # saved beside the log
         walk = read_walk(walk_path) if walk_path else None
@@ -97,70 +107,77 @@ def replay(
             fs, log.ops, walk, root_is_subvol=subvol_root, faults=faults, proc_dirs=proc_dirs
         )
         return ReplayOutcome("the model only", fs, len(log.ops), res, [], time.monotonic() - t0)
-    if target == "vm":
-        from harness.workload.vmstress import VmTarget, replay_in_vm
-
-        return replay_in_vm(  # type: ignore[no-any-return]
-            log_path,
-            vm or VmTarget(),
-            spec or FsSpec(fs=fs),
-            subvol_root=subvol_root,
-            faults=faults,
-            proc_dirs=proc_dirs,
-            out=out,
-        )
-    if target != "host-mount":
-        raise UserError(f"--target {target!r}: model, host-mount or vm")
+    if subvol_root and fs != "btrfs":
+        raise UserError(f"{log_path}: root=subvol needs btrfs")
     spec = spec or FsSpec(fs=fs)
     tmp = None
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="fsoracle-replay-")
         out = Path(tmp.name)
     try:
-        output_dir(out)
-        image, mnt = out / "fs.img", out / "mnt"
-        make_image(image, spec)
-        new_log, walk_out = out / "replay.log", out / "replay.walk.jsonl"
-        for p in (new_log, walk_out):
-            if p.exists():
-                p.unlink()
-        with loop_mount(image, mnt):
-            run = mnt / RUN_DIR
-            if subvol_root:
-                if fs != "btrfs":
-                    raise UserError("root=subvol needs btrfs")
-                old = os.umask(0)  # as the driver runs: the root gets mode 0777
-                try:
-                    drv.Executor(str(mnt)).op_subvol_create({"path": RUN_DIR})
-                finally:
-                    os.umask(old)
-            py = guest_python()
-            for argv in (
-                [py, str(DRIVER), "replay", str(log_path), "-d", str(run), "--log", str(new_log)],
-                [py, str(DRIVER), "walk", str(run), "--out", str(walk_out)],
-            ):
-                r = subprocess.run(argv, capture_output=True, text=True)
-                if r.returncode != 0:
-                    raise UserError(f"{' '.join(argv)} failed: {r.stderr.strip()[-400:]}")
-        replayed = parse_log(new_log.read_text())
-        res = check_log(
-            fs,
-            replayed.ops,
-            read_walk(walk_out),
-            root_is_subvol=subvol_root,
-            faults=faults,
-            proc_dirs=proc_dirs,
-        )
-        checks = run_checkers(image, fs)
-        image.unlink()
-        return ReplayOutcome(
-            f"{host_kernel()}, {spec.label()}",
-            fs,
-            len(replayed.ops),
-            res,
-            checks,
-            time.monotonic() - t0,
-        )
+        disk = prepare_replay(out, spec)
+        with open_target(target, [disk], name="replay") as t:
+            outcome = replay_on(t, 0, log_path, log, spec, faults=faults, out=out, t0=t0)
+        return outcome
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def prepare_replay(out: Path, spec: FsSpec) -> DiskSpec:
+    """The replay's directory and its fresh image (``out/fs.img``)."""
+    output_dir(out)
+    image = out / "fs.img"
+    make_image(image, spec)
+    for p in (out / "replay.log", out / "replay.walk.jsonl"):
+        if p.exists():
+            p.unlink()
+    return DiskSpec(image, spec.fs)
+
+
+def replay_on(
+    t: Target,
+    disk: int,
+    log_path: Path,
+    log: OpLog,
+    spec: FsSpec,
+    *,
+    faults: Faults | None,
+    out: Path,
+    t0: float | None = None,
+) -> ReplayOutcome:
+    """The log's ops again on disk ``disk`` of an open target (its fresh image made by
+    :func:`prepare_replay` in ``out``), in a fresh subvolume when the log ran in one; then
+    the model checks the new results and tree, and the checkers the image."""
+    t0 = time.monotonic() if t0 is None else t0
+    fs = spec.fs
+    subvol_root = log.header.get("root") == "subvol"
+    proc_dirs = log.header.get("mode", "stress") in ("stress", "fsx")
+    d = t.disks[disk]
+    new_log, walk_out = out / "replay.log", out / "replay.walk.jsonl"
+    with mounted(t, d):
+        if subvol_root:
+            make_subvol_root(t, d)
+        run = f"{d.mnt}/{RUN_DIR}"
+        log_in = t.push(log_path.read_bytes(), f"in-{disk}.log")
+        log_out, walk_t = scratch(t, f"replay-{disk}.log"), scratch(t, f"replay-{disk}.walk")
+        run_driver(t, "replay", log_in, "-d", run, "--log", log_out)
+        run_driver(t, "walk", run, "--out", walk_t)
+        t.fetch(log_out, new_log)
+        t.fetch(walk_t, walk_out)
+    replayed = parse_log(new_log.read_text())
+    res = check_log(
+        fs,
+        replayed.ops,
+        read_walk(walk_out),
+        root_is_subvol=subvol_root,
+        faults=faults,
+        proc_dirs=proc_dirs,
+    )
+    checks = [*run_checkers(d.image, fs), kernel_fault_verdict(t.faults())]
+    d.image.unlink()
+    outcome = ReplayOutcome(
+        f"{t.label}, {spec.label()}", fs, len(replayed.ops), res, checks, time.monotonic() - t0
+    )
+    write_atomic(out / "replay.json", json.dumps(outcome.to_json(), indent=1) + "\n")
+    return outcome

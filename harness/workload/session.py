@@ -2,20 +2,18 @@
 
 The differential test runs many small examples on one mounted filesystem. Each example is
 ``mkroot`` (a fresh subvolume or directory), a batch of ``op`` lines, ``walk``,
-``rmroot``: four round trips, whatever carries the lines. On the host the transport is a
-pipe to a local ``python3 driver.py serve``; in a guest (the VM half) it is the same
-command behind SSH: ``PipeTransport(["ssh", ..., "python3", "/root/driver.py", "serve",
-"--root", "/mnt/test"])``, or any object with ``send``/``recv``/``close``.
+``rmroot``: four round trips, whatever carries the lines. The transport is a target's
+process (:class:`harness.workload.ontarget.TargetTransport`: a local pipe on the host
+target, an SSH channel in a guest), a :class:`PipeTransport`, or any object with
+``send``/``recv``/``close``; :func:`harness.workload.ontarget.session` makes one.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 from typing import Any, Protocol
 
-from harness.workload.stress import DRIVER, guest_python
 from model.fsstate.oplog import Op, format_op, parse_op
 
 BATCH = 64  # op lines in flight before reading replies (well under a pipe's buffer)
@@ -77,12 +75,6 @@ class DriverSession:
         """A root name not used before in this session."""
         self.roots_made += 1
         return f"{prefix}{self.roots_made}"
-
-    @classmethod
-    def host(cls, root: Path, python: str | None = None) -> DriverSession:
-        """A session on the host kernel, below ``root`` (a directory on the mount)."""
-        argv = [python or guest_python(), str(DRIVER), "serve", "--root", str(root)]
-        return cls(PipeTransport(argv))
 
     def _ok(self, what: str) -> None:
         reply = self.t.recv()

@@ -1,65 +1,56 @@
-"""One stress run, end to end, and the comparisons after it.
+"""A stress run, end to end, on any target (:mod:`harness.target`), and the comparisons
+after it.
 
-:func:`run_host_stress` does on the host kernel what the VM half will do in a guest: make
-the filesystem, mount it, run the driver (``driver.py run``: PROCS processes, each in its
-own ``pN``), walk and hash the final tree, unmount, then
+:func:`run` does on an open target: mount the image, run the driver (``driver.py run``:
+PROCS processes, each in its own ``pN``), walk and hash the final tree, fetch the op log and
+the walk, unmount; then on the host (:func:`finish_run`):
 
 1. replay the op log through the model: every op's result, then the tree
    (:func:`model.fsstate.compare.check_log`);
 2. run the checkers on the image (:func:`harness.workload.hostmount.run_checkers`);
 3. read the tree back from the image without the kernel (our btrfs reader, or debugfs for
-   ext4) and compare it with the kernel's walk (:func:`compare_outside_view`).
+   ext4) and compare it with the kernel's walk (:func:`compare_outside_view`);
+4. regenerate each process's op sequence from the seed and compare.
 
-The pieces the VM half needs are separate functions: :func:`make_image` and
-:func:`run_checkers` on the host, the driver in the guest, then :func:`analyse_run` on
-the pulled log and walk.
+:func:`run_stress` makes the images, opens the target (one boot for several runs) and
+calls :func:`run` for each; the report is ``report.json`` (``"schema": 1``) and
+``report.txt`` in each run's directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
 from harness.safeio import output_dir, write_atomic
+from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
-    OutsideView,
-    host_kernel,
-    loop_mount,
     make_image,
     outside_view,
     run_checkers,
 )
+from harness.workload.ontarget import RUN_DIR, mounted, run_driver, scratch
 from harness.workload.sequences import regenerate
+from harness.workload.view import OutsideView
 from model.fsstate.compare import CheckResult, Difference, check_log, diff_trees
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import OpLog, parse_log
 from model.fsstate.tree import entries_from_walk, semantics
 
-DRIVER = Path(__file__).with_name("driver.py")
-RUN_DIR = "run"  # the driver's -d below the mount point
-
-
-def guest_python() -> str:
-    """The interpreter the driver runs under on the host: the system's python3 (what a
-    guest has: standard library only), else this one."""
-    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
-
-
-def driver_argv(python: str, *args: str) -> list[str]:
-    return [python, str(DRIVER), *args]
+SCHEMA = 1
 
 
 @dataclass
 class StressConfig:
+    """One run: the filesystem to make, where its files go (``out``: the image while it
+    runs, ``ops.log``, ``walk.jsonl``, ``report.json``, ``report.txt``), and the workload."""
+
     spec: FsSpec
     out: Path
     seed: int = 1
@@ -68,6 +59,16 @@ class StressConfig:
     max_size: int = 256 << 10
     max_len: int = 64 << 10
     keep_image: bool = False
+
+    @property
+    def image(self) -> Path:
+        return self.out / "fs.img"
+
+
+def stress_timeout(ops: int, procs: int) -> float:
+    """A bound for one driver run under TCG on a shared host: ~10 ms an op measured,
+    allowed 15x, never under 10 minutes."""
+    return max(600.0, 0.15 * ops * procs + 120)
 
 
 @dataclass
@@ -93,6 +94,8 @@ class StressReport:
     walk_inodes: int = 0
     sequences_checked: int = 0
     sequence_differences: list[str] = field(default_factory=list)
+    kernel_faults: list[str] = field(default_factory=list)
+    console_log: str = ""
 
     @property
     def ok(self) -> bool:
@@ -103,6 +106,7 @@ class StressReport:
             and not self.view_differences
             and not self.view_findings
             and not self.sequence_differences
+            and not self.kernel_faults
         )
 
     def lines(self, limit: int = 20) -> list[str]:
@@ -130,12 +134,17 @@ class StressReport:
             )
             out += [f"  {x}" for x in self.view_differences[:limit]]
             out += [f"  {x}" for x in self.view_findings[:limit]]
+        out.append(f"kernel fault reports: {len(self.kernel_faults)}")
+        out += [f"  {x}" for x in self.kernel_faults[:limit]]
+        if self.console_log:
+            out.append(f"console log: {self.console_log}")
         out.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
         out.append("verdict: " + ("OK" if self.ok else "DIFFERENCES"))
         return out
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "schema": SCHEMA,
             "kernel": self.kernel,
             "filesystem": self.label,
             "seed": self.seed,
@@ -160,6 +169,8 @@ class StressReport:
                 "inodes": self.view_inodes,
                 "walk_inodes": self.walk_inodes,
             },
+            "kernel_faults": self.kernel_faults,
+            "console_log": self.console_log,
             "ok": self.ok,
         }
 
@@ -232,52 +243,55 @@ def finish_run(
     return rep
 
 
-def run_host_stress(cfg: StressConfig) -> StressReport:
-    spec = cfg.spec
-    spec.validate()
-    out = cfg.out
-    output_dir(out)
-    image, mnt = out / "fs.img", out / "mnt"
-    log_path, walk_path = out / "ops.log", out / "walk.jsonl"
-    for p in (log_path, walk_path):
-        if p.exists():
-            p.unlink()
-    rep = StressReport(host_kernel(), spec.label(), cfg.seed, cfg.ops, cfg.procs)
-    t0 = time.monotonic()
-    rep.commands["mkfs"] = make_image(image, spec)
-    rep.seconds["mkfs"] = time.monotonic() - t0
-    argv = driver_argv(
-        guest_python(),
-        "run",
-        "-d",
-        str(mnt / RUN_DIR),
-        "-n",
-        str(cfg.ops),
-        "-p",
-        str(cfg.procs),
-        "-s",
-        str(cfg.seed),
-        "--fs",
-        spec.fs,
-        "--log",
-        str(log_path),
-        "--walk",
-        str(walk_path),
-        "--max-size",
-        str(cfg.max_size),
-        "--max-len",
-        str(cfg.max_len),
-    )
-    rep.commands["driver"] = " ".join(argv)
-    with loop_mount(image, mnt):
+def prepare(cfg: StressConfig) -> DiskSpec:
+    """The run's directory, emptied of an earlier run's files, and its new image."""
+    cfg.spec.validate()
+    output_dir(cfg.out)
+    for p in ("ops.log", "walk.jsonl", "report.json", "report.txt"):
+        with contextlib.suppress(FileNotFoundError):
+            (cfg.out / p).unlink()
+    make_image(cfg.image, cfg.spec)
+    return DiskSpec(cfg.image, cfg.spec.fs)
+
+
+def run(cfg: StressConfig, target: Target, disk: int = 0) -> StressReport:
+    """One run on disk ``disk`` of an open target (its image made by :func:`prepare`),
+    then :func:`finish_run` on the host with the filesystem unmounted."""
+    d = target.disks[disk]
+    rep = StressReport(target.label, cfg.spec.label(), cfg.seed, cfg.ops, cfg.procs)
+    log, walk = scratch(target, f"ops-{disk}.log"), scratch(target, f"walk-{disk}.jsonl")
+    args = [
+        "run", "-d", f"{d.mnt}/{RUN_DIR}", "-n", str(cfg.ops), "-p", str(cfg.procs),
+        "-s", str(cfg.seed), "--fs", cfg.spec.fs, "--log", log, "--walk", walk,
+        "--max-size", str(cfg.max_size), "--max-len", str(cfg.max_len),
+    ]  # fmt: skip
+    rep.commands["driver"] = "driver.py " + " ".join(args)
+    with mounted(target, d):
         t0 = time.monotonic()
-        r = subprocess.run(argv, capture_output=True, text=True)
+        run_driver(target, *args, timeout=stress_timeout(cfg.ops, cfg.procs))
         rep.seconds["workload+walk"] = time.monotonic() - t0
-        if r.returncode != 0:
-            raise UserError(f"the driver failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
-    finish_run(rep, spec.fs, image, log_path, walk_path)
-    write_atomic(out / "report.json", json.dumps(rep.to_json(), indent=1) + "\n")
-    write_atomic(out / "report.txt", "\n".join(rep.lines(limit=1000)) + "\n")
+        target.fetch(log, cfg.out / "ops.log")
+        target.fetch(walk, cfg.out / "walk.jsonl")
+        target.run(["rm", "-f", log, walk])
+    rep.kernel_faults = target.faults()
+    rep.console_log = getattr(target, "console_log", "")
+    finish_run(rep, cfg.spec.fs, cfg.image, cfg.out / "ops.log", cfg.out / "walk.jsonl")
+    write_atomic(cfg.out / "report.json", json.dumps(rep.to_json(), indent=1) + "\n")
+    write_atomic(cfg.out / "report.txt", "\n".join(rep.lines(limit=1000)) + "\n")
     if not cfg.keep_image:
-        image.unlink()
+        cfg.image.unlink()
     return rep
+
+
+def run_stress(configs: list[StressConfig], spec: TargetSpec) -> list[StressReport]:
+    """Every run in ``configs`` on one target (one boot), one after the other; the target
+    is sized for all of them."""
+    disks = [prepare(c) for c in configs]
+    budget = sum(stress_timeout(c.ops, c.procs) for c in configs) + 600
+    t0 = time.monotonic()
+    with open_target(spec.with_timeout(budget), disks, name="stress") as t:
+        boot = time.monotonic() - t0
+        reports = [run(c, t, i) for i, c in enumerate(configs)]
+    for r in reports:
+        r.seconds["target up"] = boot
+    return reports

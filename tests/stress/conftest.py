@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,25 +23,26 @@ def need_fs(fs: str, maker: str = "mkfs") -> None:
 
 @pytest.fixture(scope="module")
 def host_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """``host_session(fs)`` -> a DriverSession on a fresh loop-mounted image of ``fs``
-    (one per filesystem per module), unmounted at the end."""
-    from harness.workload.hostmount import FsSpec, loop_mount, make_image
-    from harness.workload.session import DriverSession
+    """``host_session(fs)`` -> a DriverSession on a fresh image of ``fs`` mounted on the
+    host target (one per filesystem per module), torn down at the end."""
+    from harness.target import DiskSpec, TargetSpec, open_target
+    from harness.workload.hostmount import FsSpec, make_image
+    from harness.workload.ontarget import session
 
-    stack: dict[str, tuple[object, object, Path]] = {}
+    stack: dict[str, tuple[object, object]] = {}
 
     def get(fs: str) -> object:
         need_fs(fs)
         if fs not in stack:
             d = tmp_path_factory.mktemp(f"session-{fs}")
             make_image(d / "fs.img", FsSpec(fs=fs))
-            cm = loop_mount(d / "fs.img", d / "mnt")
-            cm.__enter__()
-            session = DriverSession.host(d / "mnt")
-            stack[fs] = (session, cm, d / "fs.img")
+            t = open_target(TargetSpec(kind="host"), [DiskSpec(d / "fs.img", fs)])
+            t.__enter__()
+            t.mount(t.disks[0])
+            stack[fs] = (session(t, t.disks[0]), t)
         return stack[fs][0]
 
     yield get
-    for session, cm, _img in stack.values():
-        session.close()  # type: ignore[attr-defined]
-        cm.__exit__(None, None, None)  # type: ignore[attr-defined]
+    for s, t in stack.values():
+        s.close()  # type: ignore[attr-defined]
+        t.__exit__(None, None, None)  # type: ignore[attr-defined]

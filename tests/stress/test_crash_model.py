@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.workload.stress import DRIVER
+from harness.workload.ontarget import DRIVER
 from model.fsstate.crash import (
     BLOCK,
     ZERO,

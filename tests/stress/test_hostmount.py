@@ -9,19 +9,31 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from harness.target import TargetSpec
 from harness.workload.hostmount import FsSpec, loop_mount, make_image, outside_view
+from harness.workload.ontarget import DRIVER
 from harness.workload.stress import (
-    DRIVER,
     StressConfig,
+    StressReport,
     compare_outside_view,
     read_walk,
-    run_host_stress,
+    run_stress,
 )
 from model.fsstate.oplog import parse_log, write_data
 from tests.stress.conftest import need_fs
+
+HOST = TargetSpec(kind="host")
+
+
+def host_stress(cfg: StressConfig) -> StressReport:
+    """One stress run on the host target."""
+    (rep,) = run_stress([cfg], HOST)
+    return rep
+
 
 SMALL = [
     ("btrfs", "mkfs", "extent-tree"),
@@ -35,7 +47,7 @@ def test_small_stress_run_agrees_everywhere(
     tmp_path: Path, fs: str, maker: str, layout: str
 ) -> None:
     need_fs(fs, maker)
-    rep = run_host_stress(
+    rep = host_stress(
         StressConfig(FsSpec(fs, maker, layout, 1 << 30), tmp_path, seed=5, ops=400, procs=2)
     )
     assert rep.ops_logged == 2 * 401
@@ -88,10 +100,10 @@ def test_same_seed_same_sequences(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fs", ["btrfs", "ext4"])
 def test_fsx_mode(tmp_path: Path, fs: str) -> None:
-    from harness.workload.fsx import run_host_fsx
+    from harness.workload.fsx import run_fsx
 
     need_fs(fs)
-    rep = run_host_fsx(FsSpec(fs, size=1 << 30), tmp_path, seed=3, ops=600)
+    rep = run_fsx(FsSpec(fs, size=1 << 30), tmp_path, HOST, seed=3, ops=600)
     assert rep.driver_ok, rep.lines()
     assert rep.model.differences == [] and rep.ok, rep.lines()
     assert rep.ops == 601
@@ -176,7 +188,7 @@ def test_model_catches_a_tampered_walk(tmp_path: Path) -> None:
     from harness.workload.stress import analyse_run
 
     need_fs("ext4")
-    rep = run_host_stress(StressConfig(FsSpec("ext4", size=1 << 30), tmp_path, ops=200, procs=1))
+    rep = host_stress(StressConfig(FsSpec("ext4", size=1 << 30), tmp_path, ops=200, procs=1))
     assert rep.ok
     log = parse_log((tmp_path / "ops.log").read_text())
     walk = read_walk(tmp_path / "walk.jsonl")
@@ -201,8 +213,32 @@ BIG = [
 def test_5000_ops_4_procs_host_kernel(tmp_path: Path, fs: str, maker: str, layout: str) -> None:
     """Issue 6's acceptance run, on the host kernel until the VM half repeats it."""
     need_fs(fs, maker)
-    rep = run_host_stress(
-        StressConfig(FsSpec(fs, maker, layout), tmp_path, seed=42, ops=5000, procs=4)
-    )
+    rep = host_stress(StressConfig(FsSpec(fs, maker, layout), tmp_path, seed=42, ops=5000, procs=4))
     assert rep.ops_logged == 4 * 5001
     assert rep.ok, "\n".join(rep.lines())
+
+
+@pytest.mark.parametrize("fs", ["btrfs", "ext4"])
+def test_crash_runs_on_the_host_target(tmp_path: Path, fs: str) -> None:
+    """The crash experiment's code on the host target (the power cut is a freeze: what had
+    returned before it survives): the logged ops agree with the model, the crash rules
+    find nothing, the checkers are clean, and a cut before the driver finished leaves at
+    most one op per process in flight."""
+    from harness.workload.crash import crash_jobs, run_crashes
+
+    need_fs(fs)
+    jobs = crash_jobs(
+        FsSpec(fs, size=1 << 30), tmp_path, seed=7, ops=300, procs=2, crash_at="random", runs=2
+    )
+    reps = run_crashes(HOST, jobs)
+    for r in reps:
+        assert r.ok, "\n".join(r.lines())
+        assert r.kernel.startswith("host kernel")
+        assert 0 < r.ops_logged <= 2 * 301
+        assert len(r.inflight) <= 2
+        assert r.crash is not None and r.crash.files_checked > 0
+        assert json.loads((r_out(jobs, r) / "report.json").read_text())["schema"] == 1
+
+
+def r_out(jobs: list[Any], rep: Any) -> Path:
+    return next(j.out for j in jobs if j.seed == rep.seed)

@@ -6,7 +6,7 @@ what the SKINNY_BG_TREE patches change), and the host's checks afterwards.
 The stress half is the stress issue's own (``harness/workload/driver.py`` in the guest,
 :func:`harness.workload.stress.analyse_run`, :func:`~harness.workload.hostmount.outside_view`,
 the checkers); ``fsoracle stress --target vm`` has no churn step, hence this runner. Crash
-runs are the stress issue's (:func:`harness.workload.vmcrash.run_vm_crashes`).
+runs are the stress family's (:func:`harness.workload.crash.run_crashes`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.workload.hostmount import outside_view, run_checkers
+from harness.workload.ontarget import DRIVER, RUN_DIR
 from harness.workload.stress import (
-    DRIVER,
-    RUN_DIR,
     StressReport,
     analyse_run,
     compare_outside_view,

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.target import TargetSpec
+from harness.workload.crash import CrashReport, crash_jobs, run_crashes
 from harness.workload.hostmount import FsSpec
-from harness.workload.vmcrash import CrashReport, crash_jobs, run_vm_crashes
-from harness.workload.vmstress import VmTarget
 from model.btrfs import constants as C
 from tests.vm.kbuild_guest import (
     DEV,
@@ -103,7 +103,7 @@ def _crash_run(spec: str, tmp_path: Path) -> CrashReport:
     (job,) = crash_jobs(
         spec_fs, tmp_path / "crash", seed=3, ops=400, procs=2, crash_at="500", keep_image=True
     )
-    (rep,) = run_vm_crashes(VmTarget(kernel=spec), [job])
+    (rep,) = run_crashes(TargetSpec(kind="vm", kernel=spec), [job])
     assert rep.ok, "\n".join(rep.lines())
     assert 500 <= rep.lines_at_kill <= rep.ops_logged < 802 and not rep.driver_finished
     assert rep.replay_messages and not rep.mount_error

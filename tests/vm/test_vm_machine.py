@@ -14,7 +14,7 @@ import pytest
 from vmtesting import expected_release, require_root
 
 from vm.disks import Disk, Throttle
-from vm.errors import GuestTimeout
+from vm.errors import AbnormalShutdown, GuestTimeout, VMError
 from vm.machine import Machine, MachineConfig
 from vm.net import GUEST_ADDR, HOST_ADDR, PREFIX, create_netns, run_in_netns
 
@@ -100,6 +100,39 @@ def test_a_hung_guest_is_killed_at_the_timeout(vm_tools: None, kernel_spec: str)
         assert not Path(f"/proc/{pid}").exists()
         assert m.console_log is not None
         assert "reboot: System halted" in m.console_log.read_text()
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(600)
+def test_phases_and_a_power_off_that_hangs(vm_tools: None, kernel_spec: str) -> None:
+    m = Machine(MachineConfig(kernel=kernel_spec, name="nopoweroff"))
+    m.prepare()
+    assert m.pid is None and m.kernel is not None and m.accel is not None
+    try:
+        m.launch()
+        pid = m.pid
+        tmp = m._tmp
+        assert pid is not None and tmp is not None and tmp.is_dir()
+        # launched: QEMU answers QMP while the guest boots; commands wait for wait_ready()
+        assert m.qmp("query-status")["status"] == "running"
+        with pytest.raises(VMError, match="not running"):
+            m.run("true")
+        m.wait_ready()
+        assert m.boot is not None and m.run("uname -r").out.strip() == expected_release(kernel_spec)
+        # block the power-off: the script stop() asks the guest to run now just sleeps
+        m.run("printf '#!/bin/sh\\nexec sleep 600\\n' > /usr/sbin/fso-poweroff", check=True)
+        assert m.run("cat /usr/sbin/fso-poweroff").out == "#!/bin/sh\nexec sleep 600\n"
+        t0 = time.monotonic()
+        with pytest.raises(AbnormalShutdown) as ei:
+            m.stop(timeout=5)
+        took = time.monotonic() - t0
+    finally:
+        m.kill()  # whatever happened above, nothing is left running (a no-op after stop)
+    assert "the guest did not power off within 5 s; QEMU told to quit over QMP" in str(ei.value)
+    assert 5 <= took < 40
+    assert ei.value.returncode == m.returncode == 0  # QMP quit ends QEMU with status 0
+    assert not m.running and not Path(f"/proc/{pid}").exists() and not tmp.exists()
+    assert m.phase == "down" and m.faults == []
 
 
 @contextlib.contextmanager

@@ -1,5 +1,7 @@
-"""Issue 6 in a guest: the differential (with planted model bugs), a stress run, crash runs,
-and (slow) the 5 000-op acceptance runs, on every kernel of ``kernel_spec``.
+"""The stress family in a guest (the VM target of :mod:`harness.target`): the differential
+(with planted model bugs), a stress run, crash runs, and (heavy) the 5 000-op acceptance
+runs, on every kernel of ``kernel_spec``. The same experiment code runs on the host target
+in tests/stress.
 
 Boots are batched: one boot serves the differential on three filesystems and both planted
 bugs; a crash run needs its own boot and shares the remount boot with the other crash runs.
@@ -17,10 +19,14 @@ import pytest
 from vmtesting import require_root, require_tools
 
 from harness.cli import main
+from harness.target import DiskSpec, TargetSpec, open_target
+from harness.workload.crash import CrashJob, crash_jobs, run_crashes
 from harness.workload.differential import DifferentialRunner, search
-from harness.workload.hostmount import FsSpec
-from harness.workload.vmcrash import CrashJob, crash_jobs, run_vm_crashes
-from harness.workload.vmstress import StressJob, VmTarget, replay_args, run_vm_stress, vm_sessions
+from harness.workload.fsx import fsx_on, prepare_fsx
+from harness.workload.hostmount import FsSpec, make_image, run_checkers
+from harness.workload.ontarget import session
+from harness.workload.replay import prepare_replay, replay_on
+from harness.workload.stress import StressConfig, run_stress
 from model.fsstate.crash import check_crash
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import parse_log, write_data
@@ -40,8 +46,8 @@ def stress_tools(vm_tools: None) -> None:
     require_tools("mkfs.btrfs", "btrfs", "mke2fs", "e2fsck", "debugfs", "cp", "mount")
 
 
-def target(kernel_spec: str, tmp_path: Path, **kw: object) -> VmTarget:
-    return VmTarget(kernel=kernel_spec, log_dir=None, **kw)  # type: ignore[arg-type]
+def target(kernel_spec: str, tmp_path: Path, **kw: object) -> TargetSpec:
+    return TargetSpec(kind="vm", kernel=kernel_spec, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.vm
@@ -50,28 +56,41 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
     stress_tools: None, kernel_spec: str, tmp_path: Path
 ) -> None:
     """One boot, three images (btrfs extent tree from mkfs.btrfs, btrfs bg-tree from our
-    writer, ext4): a bounded hypothesis search on each finds no disagreement; then, with a
-    fault object planted in the model, the search finds it and shrinks it to <= 5 ops,
-    saved with a one-line replay command for the same kernel."""
+    writer, ext4), two fresh ones to replay the planted bugs' logs on, one for fsx: a
+    bounded hypothesis search on each finds no disagreement; then, with a fault object
+    planted in the model, the search finds it and shrinks it to <= 5 ops, saved with a
+    one-line replay command for the same kernel, which replays on this kernel too."""
     tgt = target(kernel_spec, tmp_path)
     results = tmp_path / "results"
-    with vm_sessions(tgt, SPECS, tmp_path / "img") as gfs:
+    (tmp_path / "img").mkdir()
+    disks = [DiskSpec(tmp_path / "img" / f"fs{i}.img", sp.fs) for i, sp in enumerate(SPECS)]
+    for d, sp in zip(disks, SPECS, strict=True):
+        make_image(d.image, sp)
+    # one fresh image per planted bug: its saved log is replayed on this kernel (replay_on)
+    replays = [prepare_replay(tmp_path / f"replay-{fs}", FsSpec(fs)) for fs, _f, _l in PLANTED]
+    fsx_disk = prepare_fsx(FsSpec("btrfs"), tmp_path / "fsx")
+    with open_target(tgt, [*disks, *replays, fsx_disk], name="differential") as t:
+        # fsx (every read checked against an in-memory copy) on the same boot
+        fsx = fsx_on(t, len(t.disks) - 1, FsSpec("btrfs"), tmp_path / "fsx", seed=3, ops=300)
+        assert fsx.ok and fsx.ops == 301, fsx.lines()
+        for d in t.disks[: len(SPECS)]:
+            t.mount(d)
         for i, spec in enumerate(SPECS):
-            runner = DifferentialRunner(gfs.session(i), spec.fs)
-            out = search(runner, examples=40, seed=1, results=results, where=gfs.label)
+            runner = DifferentialRunner(session(t, t.disks[i]), spec.fs)
+            out = search(runner, examples=40, seed=1, results=results, where=t.label)
             assert out.found is None, "\n".join(out.lines())
             assert out.examples >= 40
         for fs, fault, last in PLANTED:
             i = next(k for k, s in enumerate(SPECS) if s.fs == fs)
             faults = Faults.parse(fault)
-            runner = DifferentialRunner(gfs.session(i), fs, faults)
+            runner = DifferentialRunner(session(t, t.disks[i]), fs, faults)
             out = search(
                 runner,
                 examples=300,
                 seed=0,
                 results=results,
-                where=gfs.label,
-                replay_args=replay_args(tgt),
+                where=t.label,
+                replay_args=tgt.replay_args(),
             )
             assert out.found is not None, "\n".join(out.lines())
             assert len(out.found) <= 5 and out.found[-1].name == last, "\n".join(out.lines())
@@ -86,9 +105,17 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
             argv = ["stress", "replay", str(out.log_path), "--target", "model"]
             assert main([*argv, "--fault", fault]) == 1
             assert main(argv) == 0
-    for g in gfs.fss:
-        assert g.checkers and all(c.ok for c in g.checkers), [c.summary for c in g.checkers]
-    assert gfs.faults == []
+            # and run again on this kernel, the faulty model still disagrees with it
+            k = len(SPECS) + [f for _fs, f, _l in PLANTED].index(fault)
+            where = tmp_path / f"replay-{fs}"
+            rep = replay_on(t, k, out.log_path, log, FsSpec(fs), faults=faults, out=where)
+            assert rep.result.differences and all(c.ok for c in rep.checkers), rep.lines()
+            assert rep.where.startswith(t.label)
+        faults_seen = t.faults()
+    for d, sp in zip(disks, SPECS, strict=True):
+        checkers = run_checkers(d.image, sp.fs)
+        assert checkers and all(c.ok for c in checkers), [c.summary for c in checkers]
+    assert faults_seen == []
 
 
 @pytest.mark.vm
@@ -132,7 +159,7 @@ def test_vm_stress_run_and_a_crash_run(
 
     jobs = crash_jobs(FsSpec("btrfs"), tmp_path / "crash", seed=3, ops=400, procs=2, crash_at="500")
     stale = CrashJob(FsSpec("btrfs"), tmp_path / "stale", 0, 9, 1, 9, "op line 9", replay=STALE)
-    crep, srep = run_vm_crashes(target(kernel_spec, tmp_path), [*jobs, stale])
+    crep, srep = run_crashes(target(kernel_spec, tmp_path), [*jobs, stale])
     assert crep.ok, "\n".join(crep.lines())
     assert 500 <= crep.lines_at_kill <= crep.ops_logged < 802 and not crep.driver_finished
     assert crep.crash is not None and crep.crash.strict_checked > 0
@@ -150,9 +177,9 @@ def test_vm_stress_run_and_a_crash_run(
         assert not srep.ok and srep.ok_except_known
 
     # the same judgement flags a synced file that lost a byte
+    from harness.workload.crash import crash_model
     from harness.workload.sequences import regenerate
     from harness.workload.stress import read_walk
-    from harness.workload.vmcrash import crash_model
 
     job = jobs[0]
     log = parse_log((job.out / "ops.log").read_text())
@@ -178,8 +205,11 @@ def test_vm_stress_5000_ops_4_processes(
     mkfs.btrfs, bg-tree from our writer) and ext4, one boot: zero differences, clean
     checkers, our reader / debugfs agree with the kernel's walk, every op regenerated from
     the seed, and the two btrfs runs made the same per-process op sequences."""
-    jobs = [StressJob(s, tmp_path / f"job{i}") for i, s in enumerate(SPECS)]
-    reps = run_vm_stress(target(kernel_spec, tmp_path), jobs, seed=42, ops=5000, procs=4)
+    jobs = [
+        StressConfig(s, tmp_path / f"job{i}", seed=42, ops=5000, procs=4)
+        for i, s in enumerate(SPECS)
+    ]
+    reps = run_stress(jobs, target(kernel_spec, tmp_path))
     summary = "\n\n".join("\n".join(r.lines()) for r in reps)
     print(summary)
     for r in reps:
@@ -212,7 +242,7 @@ def test_vm_crash_runs_at_random_points(
             crash_at="random",
             runs=2,
         )
-    reps = run_vm_crashes(tgt, jobs)
+    reps = run_crashes(tgt, jobs)
     text = "\n\n".join("\n".join(r.lines()) for r in reps)
     print(text)
     # the btrfs stale tail (model.fsstate.crash.KNOWN) shows at some cut points, on 6.1

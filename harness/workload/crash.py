@@ -1,37 +1,37 @@
-"""Crash consistency in a guest: ``fsoracle stress --target vm --crash-at K|random``.
+"""Crash consistency on any target: ``fsoracle stress --crash-at K|random``.
 
 One crash run:
 
-1. **Host**: make the filesystem (``base.img``) and copy it (``fs.img``, sparse): the guest
-   writes the copy, the made image stays as it was. No ``snapshot=on``: the second boot
-   needs what the first one wrote.
-2. **Boot 1**: the image as a disk, and a virtio console port (``virtconsole``) whose
-   host end is a file. The driver runs ``run ... --log -`` with its stdout on the port
-   (``/dev/hvc0``). A write to a virtio console returns only once QEMU has taken the bytes
-   (``put_chars`` -> ``__send_to_port(..., nonblock=false)`` waits for the host to return
-   the buffer, ``drivers/char/virtio_console.c``; QEMU's file chardev writes them out
-   before it does): so every op whose log line was written is in the host file even if
-   QEMU dies the next instant, and each process has at most one op after its last logged
-   one that may have run (the *in-flight* op). The host reads the file as it grows and,
-   when op line K arrives (``--crash-at K``; ``random``: K drawn from the seed), ends
-   QEMU with QMP ``quit``: no sync, no unmount; the guest's page cache is lost.
-3. **Boot 2**, the same kernel: mount the image (btrfs replays its log tree, ext4 its
-   journal), walk the run directory with per-block hashes (``walk --blocks``), unmount.
-   Several crashed images share one such boot.
+1. **Host**: make the filesystem (``base.img``) and copy it (``fs.img``, sparse): the target
+   writes the copy, the made image stays as it was.
+2. **Target 1** (:mod:`harness.target`, opened with ``log_port``): the image as a disk; the
+   driver runs ``run ... --log -`` through ``start_logged``, so each op's log line is in a
+   host file before the op's process goes on (in a VM: a virtio console port, see
+   :mod:`harness.target.vm`). Each process has at most one op after its last logged one
+   that may have run (the *in-flight* op). When op line K arrives (``--crash-at K``;
+   ``random``: K drawn from the seed) the host calls ``cut_power``: a VM's QEMU quits (no
+   sync, no unmount, the page cache lost); the host target freezes the filesystem, kills the
+   workload and keeps the image as it was at the freeze (:mod:`harness.target.host`).
+3. **Target 2**, the same kernel: mount the image (btrfs replays its log tree, ext4 its
+   journal), keep the kernel's messages, walk the run directory with per-block hashes
+   (``walk --blocks``), unmount. Several crashed images share one such target.
 4. **Host**: both checkers on the image (``fsoracle btrfs check`` + ``btrfs check``;
    ``e2fsck -fn``), our reader's / debugfs' view against the walk, every logged op's
    result against the model, each process's ops regenerated from the seed (which also
    names its in-flight op), and the crash rules of :mod:`model.fsstate.crash` (fsync'd
    files exact; nothing else ever garbage) over the logged ops plus the in-flight ones.
+
+:func:`run_crashes` is the experiment (``report.json`` with ``"schema": 1`` per run). It
+takes a :class:`~harness.target.TargetSpec`, not an open target: a crash ends its target,
+and step 3 needs a fresh one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
-import shlex
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.safeio import output_dir, write_atomic
+from harness.target import DiskSpec, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
     FsSpec,
@@ -47,34 +48,15 @@ from harness.workload.hostmount import (
     outside_view,
     run_checkers,
 )
+from harness.workload.ontarget import RUN_DIR, driver_argv, make_subvol_root, scratch
 from harness.workload.sequences import regenerate
-from harness.workload.stress import RUN_DIR, compare_outside_view, read_walk
-from harness.workload.vmstress import (
-    GuestFilesystems,
-    VmTarget,
-    faults_text,
-    stress_timeout,
-)
+from harness.workload.stress import SCHEMA, compare_outside_view, read_walk, stress_timeout
 from model.fsstate.compare import CheckResult, Difference, check_log
 from model.fsstate.crash import BLOCK, KNOWN, CrashResult, HistoryModel, check_crash
 from model.fsstate.namespace import Unmodeled
 from model.fsstate.oplog import LogError, Op, OpLog, parse_log
 
-PORT_NAME = "fso.oplog"
-GUEST_PORT = "/dev/hvc0"  # the first (only) virtconsole port
-REMOUNT_BATCH = 8  # crashed images per remount boot
-
-
-def port_args(path: Path) -> tuple[str, ...]:
-    """QEMU arguments for a virtio console port whose output goes to host file ``path``."""
-    return (
-        "-device",
-        "virtio-serial-pci,id=fsoser",
-        "-chardev",
-        f"file,id=fsolog,path={path}",
-        "-device",
-        f"virtconsole,chardev=fsolog,name={PORT_NAME}",
-    )
+REMOUNT_BATCH = 8  # crashed images per remount target
 
 
 def crash_point(seed: int, procs: int, ops: int) -> int:
@@ -149,7 +131,7 @@ class CrashReport:
     def lines(self, limit: int = 20) -> list[str]:
         out = [
             f"crash run on {self.kernel}: {self.label}, seed {self.seed}, {self.procs} processes"
-            f" x {self.ops_per_proc} ops; cut at {self.how}: QMP quit when line"
+            f" x {self.ops_per_proc} ops; cut at {self.how}: power cut when line"
             f" {self.lines_at_kill} had arrived"
             + (" (after the driver had finished)" if self.driver_finished else ""),
             f"ops logged before the cut: {self.ops_logged}; in flight (may have run):"
@@ -188,7 +170,7 @@ class CrashReport:
             )
             out += [f"  {x}" for x in self.view_differences[:limit]]
             out += [f"  {x}" for x in self.view_findings[:limit]]
-        out.append(f"guest kernel reports: {len(self.kernel_faults)}")
+        out.append(f"kernel fault reports: {len(self.kernel_faults)}")
         out += [f"  {x}" for x in self.kernel_faults[:limit]]
         out.append("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
         out.append("verdict: " + self.verdict)
@@ -208,6 +190,7 @@ class CrashReport:
     def to_json(self) -> dict[str, Any]:
         c = self.crash
         return {
+            "schema": SCHEMA,
             "kernel": self.kernel,
             "filesystem": self.label,
             "seed": self.seed,
@@ -250,100 +233,76 @@ class CrashReport:
         }
 
 
-def sparse_copy(src: Path, dst: Path) -> None:
-    r = subprocess.run(
-        ["cp", "--sparse=always", str(src), str(dst)], capture_output=True, text=True
-    )
-    if r.returncode != 0:
-        raise UserError(f"cannot copy {src} to {dst}: {r.stderr.strip()}")
+def copy_image(src: Path, dst: Path) -> None:
+    """``dst`` := ``src``, sparse."""
+    from harness.safeio import sparse_copy
 
-
-def read_port_log(path: Path) -> tuple[str, int, bool]:
-    """The port file's whole lines (``\\r`` dropped), the number of op lines among them,
-    and whether the driver's exit marker is there."""
+    with contextlib.suppress(FileNotFoundError):
+        dst.unlink()
+    sfd = os.open(src, os.O_RDONLY)
+    dfd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return "", 0, False
-    text = raw.decode(errors="replace").replace("\r", "")
-    text = text[: text.rfind("\n") + 1]
-    lines = text.splitlines()
-    ops = sum(1 for ln in lines if ln.strip() and not ln.startswith("#"))
-    finished = any(ln.startswith("# driver-exit=") for ln in lines)
-    return text, ops, finished
+        sparse_copy(sfd, dfd, os.fstat(sfd).st_size)
+    finally:
+        os.close(sfd)
+        os.close(dfd)
 
 
-def crash_boot(target: VmTarget, job: CrashJob) -> CrashReport:
-    """Steps 1 and 2: make and copy the image, boot, run the driver with its log on the
-    port, and cut the power when op line ``job.crash_at`` has arrived."""
+def log_text(lines: list[str]) -> tuple[str, int]:
+    """The op log as it arrived (the text) and the number of op lines in it."""
+    return "".join(ln + "\n" for ln in lines), sum(
+        1 for ln in lines if ln.strip() and not ln.startswith("#")
+    )
+
+
+def crash_boot(spec: TargetSpec, job: CrashJob) -> CrashReport:
+    """Steps 1 and 2: make and copy the image, open the target, run the driver with its log
+    reaching the host line by line, and cut the power when op line ``job.crash_at`` has
+    arrived."""
     out = job.out
     output_dir(out)
-    for p in ("ops.log", "oplog.port", "walk.jsonl", "report.json", "report.txt", "fs.img"):
+    for p in ("ops.log", "walk.jsonl", "report.json", "report.txt", "fs.img"):
         with contextlib.suppress(FileNotFoundError):
             (out / p).unlink()
     rep = CrashReport("", job.spec.label(), job.seed, job.ops, job.procs, job.crash_at, job.how)
     t0 = time.monotonic()
-    base, image, port = out / "base.img", out / "fs.img", out / "oplog.port"
+    base, image = out / "base.img", out / "fs.img"
     make_image(base, job.spec)
-    sparse_copy(base, image)
+    copy_image(base, image)
     rep.seconds["mkfs+copy"] = time.monotonic() - t0
     wait = stress_timeout(job.ops, job.procs)
-    tgt = VmTarget(**{**target.__dict__, "timeout": max(target.timeout, wait + 600)})
-    gfs = GuestFilesystems(
-        tgt, [(job.spec, image)], name="crash", make=False, extra_qemu_args=port_args(port)
-    )
+    tspec = spec.with_timeout(wait + 600).replace(log_port=True)
     t0 = time.monotonic()
-    with gfs:
-        rep.kernel = gfs.label
-        m = gfs.machine
-        g = gfs.fss[0]
-        # the port must be the one the host reads: a marker line first
-        gfs.run(f"echo '# port={PORT_NAME}' > {GUEST_PORT}")
-        deadline = time.monotonic() + 30
-        while f"# port={PORT_NAME}" not in read_port_log(port)[0]:
-            if time.monotonic() > deadline:
-                raise UserError(f"the guest's {GUEST_PORT} does not reach {port}")
-            time.sleep(0.05)
+    lines: list[str] = []
+    finished = False
+    with open_target(tspec, [DiskSpec(image, job.spec.fs)], name="crash") as t:
+        rep.kernel = t.label
+        rep.seconds["boot"] = time.monotonic() - t0
+        d = t.disks[0]
+        r = t.mount(d)
+        if r.status != 0:
+            raise UserError(f"mount of {image} on {t.label} failed: {(r.err or r.out).strip()}")
         if job.replay is not None:
             header = parse_log(job.replay.read_text()).header
-            m.put_file(job.replay.read_bytes(), "/tmp/in.log")
+            log_in = t.push(job.replay.read_bytes(), "in.log")
             if header.get("root") == "subvol":
-                mk = (
-                    "import sys, os; sys.path.insert(0, '/root'); import driver; os.umask(0); "
-                    f"driver.Executor({g.mnt!r}).op_subvol_create({{'path': {RUN_DIR!r}}})"
-                )
-                gfs.run(shlex.join(["python3", "-c", mk]))
-            run = gfs.driver("replay", "/tmp/in.log", "-d", f"{g.mnt}/{RUN_DIR}", "--log", "-")
+                make_subvol_root(t, d)
+            argv = driver_argv(t, "replay", log_in, "-d", f"{d.mnt}/{RUN_DIR}", "--log", "-")
         else:
-            run = gfs.driver(
-                "run",
-                "-d",
-                f"{g.mnt}/{RUN_DIR}",
-                "-n",
-                str(job.ops),
-                "-p",
-                str(job.procs),
-                "-s",
-                str(job.seed),
-                "--fs",
-                job.spec.fs,
-                "--log",
-                "-",
-            )
-        script = (
-            f"exec 3>{GUEST_PORT}; stty -F {GUEST_PORT} raw -echo 2>/dev/null; "
-            f'{run} >&3 2>/tmp/driver.err; echo "# driver-exit=$?" >&3'
-        )
-        gfs.run(f"setsid sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1 &")
-        rep.seconds["boot"] = gfs.seconds.get("boot", 0.0)
+            argv = driver_argv(
+                t, "run", "-d", f"{d.mnt}/{RUN_DIR}", "-n", str(job.ops), "-p",
+                str(job.procs), "-s", str(job.seed), "--fs", job.spec.fs, "--log", "-",
+            )  # fmt: skip
+        logged = t.start_logged(argv)
         t_start = time.monotonic()
         deadline = t_start + wait
         while True:
-            _text, n, finished = read_port_log(port)
+            lines, finished = logged.read()
+            n = log_text(lines)[1]
             if n >= job.crash_at or finished:
                 break
-            if not m.running:
-                raise UserError(f"the guest died before the cut (console log: {m.console_log})")
+            if not t.alive:
+                raise UserError(f"the target died before the cut ({t.label})")
             if time.monotonic() > deadline:
                 raise UserError(
                     f"op line {job.crash_at} did not arrive within {wait:.0f} s ({n} lines so far)"
@@ -351,45 +310,46 @@ def crash_boot(target: VmTarget, job: CrashJob) -> CrashReport:
             time.sleep(0.01)
         rep.lines_at_kill = n
         rep.driver_finished = finished
-        m.crash("quit")
+        t.cut_power(d)
         rep.seconds["workload until the cut"] = time.monotonic() - t_start
-        rep.kernel_faults = faults_text(m)
-    text, _n, finished = read_port_log(port)
+        rep.kernel_faults = t.faults()
+        lines, finished = logged.read()
     rep.driver_finished = rep.driver_finished or finished
-    write_atomic(out / "ops.log", text)
+    write_atomic(out / "ops.log", log_text(lines)[0])
     return rep
 
 
-def remount_boot(target: VmTarget, jobs: list[CrashJob], reports: list[CrashReport]) -> None:
-    """Step 3 for several crashed images in one boot: mount each (the log replay), keep
+def remount_boot(spec: TargetSpec, jobs: list[CrashJob], reports: list[CrashReport]) -> None:
+    """Step 3 for several crashed images on one target: mount each (the log replay), keep
     the kernel's messages, walk the run directory with block hashes, unmount."""
-    fss = [(j.spec, j.out / "fs.img") for j in jobs]
-    tgt = VmTarget(**{**target.__dict__, "timeout": max(target.timeout, 600.0 * (len(jobs) + 1))})
+    disks = [DiskSpec(j.out / "fs.img", j.spec.fs) for j in jobs]
     t0 = time.monotonic()
-    gfs = GuestFilesystems(tgt, fss, name="remount", make=False, mount=False)
-    with gfs:
-        for j, rep, g in zip(jobs, reports, gfs.fss, strict=True):
-            gfs.run("dmesg -c >/dev/null", check=False)
-            dev = gfs.machine.disk(g.serial).by_id
-            r = gfs.run(f"mkdir -p {g.mnt} && mount -t {j.spec.fs} {dev} {g.mnt}", check=False)
-            msgs = gfs.run("dmesg", check=False).out.splitlines()
+    with open_target(spec.with_timeout(600.0 * (len(jobs) + 1)), disks, name="remount") as t:
+        for j, rep, d in zip(jobs, reports, t.disks, strict=True):
+            t.kernel_messages()
+            r = t.mount(d)
             rep.replay_messages = [
-                ln for ln in msgs if "BTRFS" in ln or "EXT4" in ln or "btrfs" in ln or "ext4" in ln
+                ln
+                for ln in t.kernel_messages()
+                if "BTRFS" in ln or "EXT4" in ln or "btrfs" in ln or "ext4" in ln
             ]
             if r.status != 0:
                 rep.mount_error = (r.err or r.out).strip()[-300:] or f"exit {r.status}"
                 continue
-            walk = gfs.driver("walk", f"{g.mnt}/{RUN_DIR}", "--blocks", "--out", "/tmp/walk.jsonl")
-            gfs.run(
-                f"if [ -d {g.mnt}/{RUN_DIR} ]; then {walk}; else : > /tmp/walk.jsonl; fi",
+            walk = scratch(t, "walk.jsonl")
+            argv = driver_argv(t, "walk", f"{d.mnt}/{RUN_DIR}", "--blocks", "--out", walk)
+            t.run(
+                f"if [ -d {d.mnt}/{RUN_DIR} ]; then {t.shell(argv)}; else : > {walk}; fi",
                 timeout=1200,
             )
-            gfs.machine.get_file("/tmp/walk.jsonl", j.out / "walk.jsonl")
-            gfs.run(f"rm -f /tmp/walk.jsonl; umount {g.mnt}")
+            t.fetch(walk, j.out / "walk.jsonl")
+            t.run(["rm", "-f", walk])
+            t.umount(d)
+        faults = t.faults()
     secs = time.monotonic() - t0
     for rep in reports:
-        rep.seconds["remount boot (shared)"] = secs
-        rep.kernel_faults = rep.kernel_faults + [f"(remount) {x}" for x in gfs.faults]
+        rep.seconds["remount target (shared)"] = secs
+        rep.kernel_faults = rep.kernel_faults + [f"(remount) {x}" for x in faults]
 
 
 def analyse_crash(job: CrashJob, rep: CrashReport) -> CrashReport:
@@ -519,12 +479,12 @@ def crash_model(
     return model, skip
 
 
-def run_vm_crashes(target: VmTarget, jobs: list[CrashJob]) -> list[CrashReport]:
-    """Every job's crash boot, then the remount boots (up to :data:`REMOUNT_BATCH` images
-    each), then the host's analysis of each."""
-    reports = [crash_boot(target, j) for j in jobs]
+def run_crashes(spec: TargetSpec, jobs: list[CrashJob]) -> list[CrashReport]:
+    """Every job's crash target, then the remount targets (up to :data:`REMOUNT_BATCH`
+    images each), then the host's analysis of each."""
+    reports = [crash_boot(spec, j) for j in jobs]
     for i in range(0, len(jobs), REMOUNT_BATCH):
-        remount_boot(target, jobs[i : i + REMOUNT_BATCH], reports[i : i + REMOUNT_BATCH])
+        remount_boot(spec, jobs[i : i + REMOUNT_BATCH], reports[i : i + REMOUNT_BATCH])
     return [analyse_crash(j, r) for j, r in zip(jobs, reports, strict=True)]
 
 
