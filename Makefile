@@ -77,7 +77,8 @@ report: deps
 TYPED := model harness/target harness/safeio.py harness/argtypes.py harness/cli.py \
 	harness/workload/ontarget.py harness/workload/stress.py harness/workload/crash.py \
 	harness/workload/replay.py harness/workload/fsx.py harness/workload/diffrun.py \
-	harness/workload/view.py harness/workload/session.py
+	harness/workload/differential.py harness/workload/opstable.py harness/workload/view.py \
+	harness/workload/session.py
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

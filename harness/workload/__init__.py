@@ -6,10 +6,15 @@ Layout:
 
 - ``driver.py`` — the one file that runs where the kernel under test is (host or guest):
   standard library only. ``run`` (fsstress-style), ``fsx``, ``walk``, ``replay``,
-  ``serve`` (a line protocol for long-lived sessions).
+  ``serve`` (a line protocol for long-lived sessions). Its ops are the op registry's
+  (``model/fsstate/ops.py``), which it reads as a JSON table: the one built into it, or
+  ``run --op-table FILE``; ``--plugin FILE`` adds guest handlers (``op_NAME``).
+- ``opstable.py`` — the registry as that table: ``make ops-table`` rewrites the built-in
+  one, ``write_table(path)`` writes one for ``--op-table`` (a registry with ops added at
+  run time: push it beside the driver with the plugin file).
 - ``ontarget.py`` — what every experiment does on a target: push the driver, run it, make
   a subvolume root, open a ``driver.py serve`` session (:class:`DriverSession` over the
-  target's process), mount for a block.
+  target's process, with plugins), mount for a block.
 - ``hostmount.py`` — the host side: images (``mkfs.btrfs``, our writer, ``mke2fs``), the
   checkers (``fsoracle btrfs check``, ``btrfs check`` both modes, ``e2fsck -fn``), the
   kernel-fault verdict, and the outside views (our btrfs reader:
@@ -20,8 +25,8 @@ Layout:
   target, the crash rules.
 - ``replay.py`` — ``fsoracle stress replay``: against the model, or ``replay_on`` a target.
 - ``fsx.py`` — ``fsoracle stress fsx``.
-- ``differential.py`` — hypothesis' search over a :class:`DriverSession`;
-  ``diffrun.py`` runs it on a target.
+- ``differential.py`` — the differential as a hypothesis state machine (rules built from
+  the registry), search + shrink + save; ``diffrun.py`` runs it on a target.
 - ``session.py`` — ``DriverSession`` over any line transport.
 
 Reports are dataclasses with ``to_json()`` (``"schema": 1``) and ``lines()``.

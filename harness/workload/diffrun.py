@@ -5,6 +5,7 @@ kernel's fault reports."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.target import DiskSpec, TargetSpec, open_target
@@ -23,7 +24,11 @@ def run_differential(
     faults: Faults | None = None,
     max_ops: int = 12,
     results: Path = Path("results/stress"),
+    plugins: Sequence[Path] = (),
 ) -> SearchOutcome:
+    """A differential search on a fresh image of ``spec`` attached to ``target``, then the
+    checkers on the image and the kernel's fault reports. ``plugins``: guest handlers for
+    ops the driver lacks (files for ``driver.py serve --plugin``)."""
     spec.validate()
     with tempfile.TemporaryDirectory(prefix="fsoracle-diff-") as tmp:
         image = Path(tmp) / "fs.img"
@@ -31,7 +36,7 @@ def run_differential(
         with open_target(target, [DiskSpec(image, spec.fs)], name="differential") as t:
             d = t.disks[0]
             with mounted(t, d):
-                s = session(t, d)
+                s = session(t, d, plugins=plugins)
                 try:
                     out = search(
                         DifferentialRunner(s, spec.fs, faults),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness.errors import UserError
@@ -80,9 +80,15 @@ class TargetTransport:
             self.proc.close(10)
 
 
-def session(t: Target, d: Attached, timeout: float = 600.0) -> DriverSession:
-    """A ``driver.py serve`` session rooted at ``d``'s mount."""
-    proc = t.start(driver_argv(t, "serve", "--root", d.mnt))
+def session(
+    t: Target, d: Attached, timeout: float = 600.0, plugins: Sequence[Path] = ()
+) -> DriverSession:
+    """A ``driver.py serve`` session rooted at ``d``'s mount. ``plugins``: files of guest
+    handlers for ops the driver lacks (pushed and passed as ``--plugin``)."""
+    args = ["serve", "--root", d.mnt]
+    for i, p in enumerate(plugins):
+        args += ["--plugin", str(t.push(p, f"plugin{i}-{p.name}", 0o644))]
+    proc = t.start(driver_argv(t, *args))
     return DriverSession(TargetTransport(proc, timeout))
 
 

@@ -33,11 +33,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from model.fsstate.namespace import FsModel
-    from model.fsstate.oplog import Op
+from typing import Any
 
 # ---- argument kinds ------------------------------------------------------------------
 # paths, relative to the run's root
@@ -120,7 +116,10 @@ class Effects:
     sync: str = ""
 
 
-Semantics = Callable[["FsModel", "Op"], str]
+# (model: namespace.FsModel, op: oplog.Op) -> the op's result. Typed loosely: the registry
+# is what namespace and oplog read, so it names neither (no import cycle, not even for
+# type checking).
+Semantics = Callable[[Any, Any], str]
 
 
 @dataclass(frozen=True)
