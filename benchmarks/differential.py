@@ -17,7 +17,10 @@ the next is sent), a walk of the root, the root removed, and the model's check o
 lists sent in one batch: ``benchmarks/old_differential.py``) on the same session, so both
 are measured under the same conditions.
 
-"VM-minute" is a minute of wall time of the search with the guest running: examples per
+An example counts when it ran to its end and was checked against the model (the old engine:
+every op list it ran; the state machine: every example that reached its teardown, including
+those hypothesis then discards as too short or as overruns, which ran on the kernel all the
+same). "VM-minute" is a minute of wall time of the search with the guest running: examples per
 VM-minute = examples / search seconds x 60 (on the host: per minute). The boot is reported
 apart (and a figure with the boot spread over the examples). Reports, asserts nothing;
 prints a Markdown table.

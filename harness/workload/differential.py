@@ -74,7 +74,9 @@ class DifferentialRunner:
         self.fs = fs
         self.faults = faults or Faults()
         self.subvol = fs == "btrfs"
-        self.examples = 0
+        self.examples = 0  # examples begun (hypothesis also begins some it then discards)
+        self.checked = 0  # examples run to their end and checked against the model
+        self.rejected = 0  # examples the model could not follow (Unmodeled)
         self.failures = 0  # examples that disagreed (hypothesis' shrinking runs included)
         self.op_counts: dict[str, list[int]] = {}  # op name -> [run, succeeded] (kernel)
         self.first_failure: int | None = None  # the example count at the first
@@ -130,7 +132,7 @@ class SearchOutcome:
     where: str
     fs: str
     faults: Faults
-    examples: int
+    examples: int  # examples run to their end and checked (hypothesis may begin more)
     seconds: float
     found: list[Op] | None = None
     found_after: int = 0  # examples run before the first disagreement
@@ -425,7 +427,9 @@ def machine_class(
                 self.receive()
             walk = s.recv_walk()
             if self.rejected:
+                runner.rejected += 1
                 return
+            runner.checked += 1
             if not self.differences:
                 actual = entries_from_walk(walk, self.model.sem)
                 self.differences = diff_trees(self.model.entries(), actual, self.model)
@@ -521,7 +525,7 @@ def search(
     )
     t0 = time.monotonic()
     out = SearchOutcome(where, runner.fs, runner.faults, 0, 0.0)
-    start = runner.examples
+    start, checked = runner.examples, runner.checked
     runner.first_failure = runner.shortest = None
     runner.op_counts = {}
     try:
@@ -540,7 +544,7 @@ def search(
             ex, runner.fs, runner.faults, seed, results, where, replay_args
         )
     runner.session.settle()  # the last example's removal of its root
-    out.examples = runner.examples - start
+    out.examples = runner.checked - checked
     out.seconds = time.monotonic() - t0
     out.op_counts = {k: (v[0], v[1]) for k, v in sorted(runner.op_counts.items())}
     return out
