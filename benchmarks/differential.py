@@ -3,27 +3,22 @@ TCG) or on the host kernel's loop mounts.
 
     .venv/bin/python benchmarks/differential.py [--target vm|host] [--kernel debian:6.12]
                 [--fs btrfs,ext4] [--examples 300] [--ops 10] [--seed 0]
-                [--engine new[,old]] [--window 4[,0,...]] [--json]
+                [--window 4[,0,...]] [--json]
 
 One target (one boot for ``--target vm``), one image per filesystem attached to it; on each,
 ``fsoracle stress differential``'s search (``harness.workload.differential.search``, the
 state machine) through a ``driver.py serve`` session (SSH in a guest, a pipe on the host),
 with every example exactly ``--ops`` ops long (the step count fixed at both ends). An
 example is: a fresh root (a subvolume on btrfs, a directory on ext4), its ops (each result
-checked as it comes back; ``--no-pipeline``: each op waits for the previous reply before
-the next is sent), a walk of the root, the root removed, and the model's check of the tree.
+checked when its reply is read; ``--window N``: up to N ops left unanswered after a step,
+0 for one round trip per op), a walk of the root, the root removed, and the model's check of the tree.
 
-``--engine old`` runs the engine the state machine replaced (a ``@given`` over whole op
-lists sent in one batch: ``benchmarks/old_differential.py``) on the same session, so both
-are measured under the same conditions.
-
-An example counts when it ran to its end and was checked against the model (the old engine:
-every op list it ran; the state machine: every example that reached its teardown, including
-those hypothesis then discards as too short or as overruns, which ran on the kernel all the
-same). "VM-minute" is a minute of wall time of the search with the guest running: examples per
-VM-minute = examples / search seconds x 60 (on the host: per minute). The boot is reported
-apart (and a figure with the boot spread over the examples). Reports, asserts nothing;
-prints a Markdown table.
+An example counts when it ran to its end and was checked against the model (every example
+that reached its teardown, including those hypothesis then discards as too short or as
+overruns, which ran on the kernel all the same). "VM-minute" is a minute of wall time of
+the search with the guest running: examples per VM-minute = examples / search seconds x 60
+(on the host: per minute). The boot is reported apart (and a figure with the boot spread
+over the examples). Reports, asserts nothing; prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -35,24 +30,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from harness.argtypes import int_range, seed
 from harness.target import DiskSpec, TargetSpec, open_target
 from harness.workload import differential
 from harness.workload.hostmount import FsSpec, make_image
 from harness.workload.ontarget import session
-
-ENGINES = ("new", "old")
-
-
-def engine(name: str) -> Any:
-    if name == "old":
-        sys.path.insert(0, str(Path(__file__).parent))
-        import old_differential  # type: ignore[import-not-found]
-
-        return old_differential
-    return differential
 
 
 def main() -> int:
@@ -63,25 +46,20 @@ def main() -> int:
     ap.add_argument("--examples", type=int_range(1, 10_000_000), default=300)
     ap.add_argument("--ops", type=int_range(1, 10_000), default=10, help="ops per example (fixed)")
     ap.add_argument("--seed", type=seed, default=0)
-    ap.add_argument("--engine", default="new", help="comma-separated: new, old")
     ap.add_argument(
         "--window",
         default=str(differential.WINDOW),
-        help="comma-separated: ops in flight after a step (new engine; 0: a round trip per op)",
+        help="comma-separated: ops in flight after a step (0: a round trip per op)",
     )
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     specs = [FsSpec(fs=f.strip()) for f in a.fs.split(",") if f.strip()]
-    engines = [e.strip() for e in a.engine.split(",") if e.strip()]
-    if not engines or any(e not in ENGINES for e in engines):
-        ap.error(f"--engine: a comma-separated list of {', '.join(ENGINES)}")
     try:
         windows = [int(w) for w in a.window.split(",")]
     except ValueError:
         ap.error("--window: comma-separated whole numbers")
     if any(not 0 <= w <= 64 for w in windows):
         ap.error("--window: each from 0 to 64")
-    runs = [(e, w) for e in engines for w in (windows if e == "new" else [0])]
     load = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="fsoracle-bench-diff-") as tmp:
@@ -95,11 +73,9 @@ def main() -> int:
             for i, spec in enumerate(specs):
                 t.mount(t.disks[i])
                 s = session(t, t.disks[i])
-                for name, window in runs:
-                    mod = engine(name)
-                    runner = mod.DifferentialRunner(s, spec.fs)
-                    kw = {"window": window} if name == "new" else {}
-                    out = mod.search(
+                for window in windows:
+                    runner = differential.DifferentialRunner(s, spec.fs)
+                    out = differential.search(
                         runner,
                         examples=a.examples,
                         seed=a.seed,
@@ -107,17 +83,15 @@ def main() -> int:
                         min_ops=a.ops,
                         results=Path(tmp) / "results",
                         where=t.label,
-                        **kw,
+                        window=window,
                     )
-                    ops_run = sum(r for r, _ok in getattr(out, "op_counts", {}).values())
+                    ops_run = sum(r for r, _ok in out.op_counts.values())
                     rows.append(
                         {
                             "fs": spec.label(),
-                            "engine": name if name == "old" else f"{name} (window {window})",
+                            "window": window,
                             "examples": out.examples,
-                            "ops_per_example": round(ops_run / out.examples, 1)
-                            if ops_run
-                            else a.ops,
+                            "ops_per_example": round(ops_run / max(out.examples, 1), 1),
                             "seconds": round(out.seconds, 1),
                             "examples_per_vm_minute": round(out.examples / out.seconds * 60, 1),
                             "disagreement": out.found is not None,
@@ -141,12 +115,12 @@ def main() -> int:
         return 0
     print(f"\n{label}; boot {boot:.1f} s; load average at start {load:.2f}\n")
     print(
-        "| filesystem | engine | ops per example | examples | search s | examples per VM-minute |"
+        "| filesystem | window | ops per example | examples | search s | examples per VM-minute |"
     )
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['fs']} | {r['engine']} | {r['ops_per_example']} | {r['examples']} |"
+            f"| {r['fs']} | {r['window']} | {r['ops_per_example']} | {r['examples']} |"
             f" {r['seconds']} | {r['examples_per_vm_minute']} |"
         )
     print(
