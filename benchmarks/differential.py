@@ -11,7 +11,8 @@ state machine) through a ``driver.py serve`` session (SSH in a guest, a pipe on 
 with every example exactly ``--ops`` ops long (the step count fixed at both ends). An
 example is: a fresh root (a subvolume on btrfs, a directory on ext4), its ops (each result
 checked when its reply is read; ``--window N``: up to N ops left unanswered after a step,
-0 for one round trip per op), a walk of the root, the root removed, and the model's check of the tree.
+0 for one round trip per op), a walk of the root, the root removed, and the model's check
+of the tree.
 
 An example counts when it ran to its end and was checked against the model (every example
 that reached its teardown, including those hypothesis then discards as too short or as
