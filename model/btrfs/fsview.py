@@ -40,11 +40,8 @@ from model.btrfs.items import (
 )
 from model.btrfs.reader import BtrfsImage
 from model.errors import FormatError
+from model.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 
-S_IFMT = 0o170000
-S_IFDIR = 0o040000
-S_IFREG = 0o100000
-S_IFLNK = 0o120000
 STUB_MODE = S_IFDIR | 0o755
 BTRFS_EMPTY_SUBVOL_DIR_OBJECTID = 2
 

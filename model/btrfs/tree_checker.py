@@ -35,6 +35,7 @@ from model.btrfs.findings import Finding
 from model.btrfs.items import ChunkItem, Key
 from model.btrfs.superblock import Superblock
 from model.btrfs.treeblock import TreeBlock, btrfs_leaf_data_size, btrfs_nodeptrs_per_block
+from model.stat import S_IFBLK, S_IFDIR, S_IFLNK, S_IFMT, S_IFSOCK, S_ISGID, S_ISUID, S_ISVTX
 
 CODE = "tree-checker"
 
@@ -62,16 +63,6 @@ BTRFS_NR_FILE_EXTENT_TYPES = 3
 BTRFS_NR_COMPRESS_TYPES = 4
 BTRFS_STRIPE_LEN_SHIFT = 16
 U32_MAX = 0xFFFFFFFF
-
-# include/uapi/linux/stat.h
-S_IFMT = 0o170000
-S_IFSOCK = 0o140000
-S_IFLNK = 0o120000
-S_IFBLK = 0o060000
-S_IFDIR = 0o040000
-S_ISUID = 0o4000
-S_ISGID = 0o2000
-S_ISVTX = 0o1000
 
 # include/uapi/linux/btrfs_tree.h: BTRFS_INODE_FLAG_MASK, BTRFS_INODE_RO_FLAG_MASK
 BTRFS_INODE_FLAG_MASK = 0xFFF | (1 << 31)

@@ -51,12 +51,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-FIELDS = ("type", "mode", "size", "nlink", "sha256", "target", "links", "subvol")
+from model.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 
-S_IFMT = 0o170000
-S_IFREG = 0o100000
-S_IFDIR = 0o040000
-S_IFLNK = 0o120000
+FIELDS = ("type", "mode", "size", "nlink", "sha256", "target", "links", "subvol")
 
 BTRFS_FIRST_FREE_OBJECTID = 256
 BTRFS_EMPTY_SUBVOL_DIR_OBJECTID = 2
