@@ -204,6 +204,7 @@ class CtreeStats:
     """Running counters (never reset by a commit): what a COW/mount-cost model needs."""
 
     searches: int = 0
+    next_leaves: int = 0  # btrfs_next_leaf calls
     blocks_visited: int = 0  # root + children read by btrfs_search_slot / btrfs_next_leaf
     sibling_reads: int = 0  # btrfs_read_node_slot: neighbours read to push or balance
     search_restarts: int = 0  # btrfs_search_slot "goto again"
@@ -258,6 +259,10 @@ class BtrfsTree:
     ``btrfs_is_testing()``: ``should_cow_block`` is always false (blocks are changed in
     place, as an image writer wants). ``allocator`` returns the bytenr of each new block
     (default: increasing multiples of nodesize from ``first_bytenr``).
+
+    ``read_log``: None, or a list to which every block the searches obtain is appended in
+    order (the root, then each child read on the way down by ``btrfs_search_slot`` and
+    ``btrfs_next_leaf``; repeats included): the order a cold cache reads them from disk.
     """
 
     def __init__(
@@ -287,6 +292,7 @@ class BtrfsTree:
         self.stats = CtreeStats()
         self._trans = TransactionSummary(transid)
         self._live_new: dict[int, ExtentBuffer] = {}  # allocated this transaction, alive
+        self.read_log: list[ExtentBuffer] | None = None
         self.node: ExtentBuffer
         if create_root:
             self.node = self.btrfs_alloc_tree_block(0)
@@ -385,7 +391,10 @@ class BtrfsTree:
         """``read_block_for_search()``: every block is cached, so never -EAGAIN."""
         p.visited += 1
         self.stats.blocks_visited += 1
-        return parent.children[slot]
+        child = parent.children[slot]
+        if self.read_log is not None:
+            self.read_log.append(child)
+        return child
 
     # ---- leaf space --------------------------------------------------------------------
 
@@ -437,6 +446,8 @@ class BtrfsTree:
         )
         p.visited += 1
         self.stats.blocks_visited += 1
+        if self.read_log is not None:
+            self.read_log.append(b)
         return b
 
     def unlock_up(
@@ -1403,6 +1414,7 @@ class BtrfsTree:
     def btrfs_next_leaf(self, path: Path) -> int:
         """``btrfs_next_leaf()`` (``btrfs_next_old_leaf`` without a time_seq): move the path
         to the first item of the next leaf. 0, or 1 at the end of the tree."""
+        self.stats.next_leaves += 1
         nritems = path.leaf.nritems
         if nritems == 0:
             return 1
@@ -1450,6 +1462,17 @@ class BtrfsTree:
                 break
             nxt = self.read_block_for_search(path, nxt, level, 0)
         return 0
+
+    def btrfs_get_next_valid_item(self, path: Path) -> Key | None:
+        """``btrfs_get_next_valid_item()``: the key at the path's slot, moving to the next
+        leaf (``btrfs_next_leaf``) while the slot is past the end of its leaf; None at the
+        end of the tree (the kernel's return value 1)."""
+        while True:
+            leaf = path.leaf
+            if path.slots[0] < leaf.nritems:
+                return leaf.keys[path.slots[0]]
+            if self.btrfs_next_leaf(path):
+                return None
 
     def btrfs_next_item(self, path: Path) -> int:
         """``btrfs_next_item()``."""

@@ -293,10 +293,7 @@ class RangeAllocator:
 Items = list[tuple[Key, bytes]]
 
 
-Block = ExtentBuffer
-
-
-def build_tree(items: Items, nodesize: int, owner: int = 0, generation: int = 0) -> Block:
+def build_tree(items: Items, nodesize: int, owner: int = 0, generation: int = 0) -> ExtentBuffer:
     """A tree over sorted items, packed as append-ordered inserts leave it
     (:meth:`model.btrfs.ctree.BtrfsTree.from_sorted_items`): full leaves, full nodes, never
     a node with one pointer. Returns the root; addresses are assigned by the caller.
@@ -311,7 +308,7 @@ def build_tree(items: Items, nodesize: int, owner: int = 0, generation: int = 0)
     ).node
 
 
-def tree_blocks(root: Block) -> list[Block]:
+def tree_blocks(root: ExtentBuffer) -> list[ExtentBuffer]:
     """Breadth-first: the root first."""
     out = [root]
     i = 0
@@ -352,7 +349,7 @@ _INODE_REF = struct.Struct("<QH")
 _FILE_EXTENT = struct.Struct("<QQBBHB4Q")
 
 
-def serialize_block(b: Block, spec: FsSpec) -> bytes:
+def serialize_block(b: ExtentBuffer, spec: FsSpec) -> bytes:
     """A built block's on-disk bytes (checksum included)."""
     common = dict(
         nodesize=spec.nodesize, bytenr=b.bytenr, generation=spec.generation, owner=b.owner,
@@ -611,7 +608,7 @@ def free_space_items(chunks: Iterable[Chunk], used: dict[int, list[tuple[int, in
 class MkfsResult:
     """What was written: per tree (id → root block), the chunks, the superblock bytes."""
 
-    trees: dict[tuple[int, int], Block]  # (ROOT_ITEM objectid, offset) -> root block
+    trees: dict[tuple[int, int], ExtentBuffer]  # (ROOT_ITEM objectid, offset) -> root block
     chunks: list[Chunk]
     superblock: bytes
     bytes_used: int
@@ -848,10 +845,30 @@ def global_root_ids(spec: FsSpec) -> dict[int, int]:
     }
 
 
-def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
-    """Lay out and write an image: place every tree block, derive the extent, free space,
-    block group and root trees (a fixed point: they describe where the blocks landed), and
-    write the blocks to every stripe and the superblock to every mirror in the device.
+@dataclass
+class TreeLayout:
+    """Where :func:`lay_out_trees` puts every tree block, before anything is serialized.
+
+    ``static_roots``: the trees whose items do not depend on the placement (chunk, dev,
+    content trees), built. ``dyn_items``: the items of the trees that describe the
+    placement (extent, free space, block group trees), sorted; the root tree is built
+    last by :func:`write_filesystem` (its items hold the other roots' addresses).
+    ``placed``: per tree, the logical address of each block in :func:`tree_blocks` order.
+    """
+
+    static_roots: dict[TreeId, ExtentBuffer]
+    dyn_items: dict[TreeId, Items]
+    placed: dict[TreeId, list[int]]
+    trees_present: list[TreeId]
+    chunk_items: Items
+    dev_item: DevItem
+    sys_chunk: Chunk
+    n_global: int
+
+
+def lay_out_trees(spec: FsSpec) -> TreeLayout:
+    """Place every tree block and derive the extent, free space and block group trees (a
+    fixed point: they describe where the blocks landed); sets each chunk's ``used``.
 
     Blocks are placed tree by tree — chunk tree in the SYSTEM chunk; the dev tree and the
     content trees in METADATA; then the root, extent and free space trees; the block
@@ -968,9 +985,26 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
         guess = counts
     else:
         raise MkfsError("tree block layout did not converge")
+    return TreeLayout(
+        static_roots, dyn_items, placed, trees_present, chunk_items, dev_item, sys_chunk, n_global
+    )
 
-    roots: dict[TreeId, Block] = dict(static_roots)
-    for t, items in dyn_items.items():
+
+def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
+    """Lay out and write an image: place every tree block (:func:`lay_out_trees`), build
+    the trees and the root tree over them, and write the blocks to every stripe and the
+    superblock to every mirror in the device."""
+    ns = spec.nodesize
+    gen = spec.generation
+    layout = spec.layout
+    v2 = layout == "extent-tree-v2"
+    lay = lay_out_trees(spec)
+    placed, trees_present, chunk_items = lay.placed, lay.trees_present, lay.chunk_items
+    sys_chunk, n_global = lay.sys_chunk, lay.n_global
+    chunk_starts = [c.start for c in spec.chunks]
+    root_id = (C.ROOT_TREE_OBJECTID, 0)
+    roots: dict[TreeId, ExtentBuffer] = dict(lay.static_roots)
+    for t, items in lay.dyn_items.items():
         roots[t] = build_tree(items, ns, t[0], gen)
     for t, r in roots.items():
         for b, a in zip(tree_blocks(r), placed[t], strict=True):
@@ -1023,7 +1057,7 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
         if k.type == C.CHUNK_ITEM_KEY and k.offset == sys_chunk.start
     )  # fmt: skip
     sb = build_superblock(
-        spec, roots=roots, bytes_used=bytes_used, dev_item=dev_item, sys_array=sys_array,
+        spec, roots=roots, bytes_used=bytes_used, dev_item=lay.dev_item, sys_array=sys_array,
         compat_ro=compat_ro, incompat=incompat, nr_global_roots=n_global if v2 else 0,
     )  # fmt: skip
     for mirror in range(C.SUPER_MIRROR_MAX):
@@ -1050,7 +1084,7 @@ def estimate_metadata_bytes(cfg: MkfsConfig) -> int:
 def build_superblock(
     spec: FsSpec,
     *,
-    roots: dict[tuple[int, int], Block],
+    roots: dict[tuple[int, int], ExtentBuffer],
     bytes_used: int,
     dev_item: DevItem,
     sys_array: bytes,
