@@ -45,8 +45,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from model.btrfs import constants as C
-from model.btrfs.items import Key
+from model.btrfs.items import FileExtentItem, Key
 from model.btrfs.reader import BtrfsImage, TreeRoot
+from model.btrfs.treeblock import btrfs_leaf_data_size, btrfs_nodeptrs_per_block
 
 BTRFS_MAX_LEVEL = C.BTRFS_MAX_LEVEL
 BTRFS_HEADER_SIZE = C.BTRFS_HEADER_SIZE
@@ -64,24 +65,10 @@ EOVERFLOW = 75
 BTRFS_READ_LOCK = 1
 BTRFS_WRITE_LOCK = 2
 
-# struct btrfs_file_extent_item: the type byte and the inline header length
-_FILE_EXTENT_TYPE_OFFSET = 20
-BTRFS_FILE_EXTENT_INLINE_DATA_START = 21
-
 
 class CtreeBug(RuntimeError):
     """A ``BUG()``/``BUG_ON()`` of ctree.c was reached: the model (or its caller) broke an
     invariant the kernel relies on."""
-
-
-def BTRFS_LEAF_DATA_SIZE(nodesize: int) -> int:
-    """``BTRFS_LEAF_DATA_SIZE()`` (``ctree.h``): bytes after the header."""
-    return nodesize - BTRFS_HEADER_SIZE
-
-
-def BTRFS_NODEPTRS_PER_BLOCK(nodesize: int) -> int:
-    """``BTRFS_NODEPTRS_PER_BLOCK()`` (``ctree.h``)."""
-    return BTRFS_LEAF_DATA_SIZE(nodesize) // BTRFS_KEY_PTR_SIZE
 
 
 class ExtentBuffer:
@@ -279,8 +266,8 @@ class BtrfsTree:
         if nodesize < 1024:
             raise ValueError(f"nodesize {nodesize} is too small for the model (>= 1024)")
         self.nodesize = nodesize
-        self.leaf_data_size = BTRFS_LEAF_DATA_SIZE(nodesize)
-        self.nodeptrs_per_block = BTRFS_NODEPTRS_PER_BLOCK(nodesize)
+        self.leaf_data_size = btrfs_leaf_data_size(nodesize)
+        self.nodeptrs_per_block = btrfs_nodeptrs_per_block(nodesize)
         self.root_id = root_id
         self.transid = transid
         self.cow_enabled = cow
@@ -1298,10 +1285,10 @@ class BtrfsTree:
             key = leaf.keys[slot]
             if (
                 key.type == C.EXTENT_DATA_KEY
-                and len(old) > _FILE_EXTENT_TYPE_OFFSET
-                and old[_FILE_EXTENT_TYPE_OFFSET] == C.FILE_EXTENT_INLINE
+                and len(old) > FileExtentItem.TYPE_OFFSET
+                and old[FileExtentItem.TYPE_OFFSET] == C.FILE_EXTENT_INLINE
             ):
-                hdr = BTRFS_FILE_EXTENT_INLINE_DATA_START
+                hdr = FileExtentItem.INLINE_DATA_START
                 if new_size < hdr:  # the kernel's memmove of the header would overrun
                     raise CtreeBug("btrfs_truncate_item: inline extent cut below its header")
                 leaf.data[slot] = old[:hdr] + old[size_diff + hdr :]
@@ -1784,7 +1771,7 @@ def pack_sorted_items(
     """Greedy leaf packing for :meth:`BtrfsTree.from_sorted_items`: yields (keys, bodies)
     per leaf. Keys must strictly increase (ValueError otherwise); an item larger than
     ``BTRFS_MAX_ITEM_SIZE`` is a ValueError."""
-    lds = BTRFS_LEAF_DATA_SIZE(nodesize)
+    lds = btrfs_leaf_data_size(nodesize)
     cap = int(lds * leaf_fill)
     max_item = lds - BTRFS_ITEM_SIZE
     keys: list[Key] = []

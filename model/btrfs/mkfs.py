@@ -37,7 +37,6 @@ import bisect
 import dataclasses
 import hashlib
 import itertools
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -62,10 +61,13 @@ from model.btrfs.items import (
     ChunkItem,
     DevExtent,
     DevItem,
+    DirItem,
     ExtentItem,
+    FileExtentItem,
     FreeSpaceInfo,
     InlineRef,
     InodeItem,
+    InodeRef,
     Key,
     RootItem,
     Stripe,
@@ -344,11 +346,6 @@ def bfs_levels(counts: Sequence[int]) -> list[int]:
     return [lvl for lvl in range(len(counts) - 1, -1, -1) for _ in range(counts[lvl])]
 
 
-_DIR_ITEM = struct.Struct("<QBQQHHB")  # location key, transid, data_len, name_len, type
-_INODE_REF = struct.Struct("<QH")
-_FILE_EXTENT = struct.Struct("<QQBBHB4Q")
-
-
 def serialize_block(b: ExtentBuffer, spec: FsSpec) -> bytes:
     """A built block's on-disk bytes (checksum included)."""
     common = dict(
@@ -400,19 +397,19 @@ def inode_item(
 def dir_entry(ino: int, name: bytes, ftype: int, transid: int) -> bytes:
     """A DIR_ITEM / DIR_INDEX body with one entry pointing at inode ``ino``
     (``struct btrfs_dir_item`` + name, as :func:`encode_dir_item` writes it)."""
-    return _DIR_ITEM.pack(ino, C.INODE_ITEM_KEY, 0, transid, 0, len(name), ftype) + name
+    loc = Key(ino, C.INODE_ITEM_KEY, 0).pack()
+    return DirItem.STRUCT.pack(loc, transid, 0, len(name), ftype) + name
 
 
 def inode_ref(index: int, name: bytes) -> bytes:
     """An INODE_REF body with one entry (``struct btrfs_inode_ref`` + name)."""
-    return _INODE_REF.pack(index, len(name)) + name
+    return InodeRef.STRUCT.pack(index, len(name)) + name
 
 
 def prealloc_extent(gen: int, bytenr: int, length: int) -> bytes:
     """A PREALLOC file extent item covering the whole extent (``fallocate``)."""
-    return _FILE_EXTENT.pack(
-        gen, length, 0, 0, 0, C.FILE_EXTENT_PREALLOC, bytenr, length, 0, length
-    )
+    head = FileExtentItem.HEAD.pack(gen, length, 0, 0, 0, C.FILE_EXTENT_PREALLOC)
+    return head + FileExtentItem.BODY.pack(bytenr, length, 0, length)
 
 
 def root_item(
@@ -727,7 +724,9 @@ def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
         ),
         (
             Key(C.ROOT_TREE_DIR_OBJECTID, C.DIR_ITEM_KEY, btrfs_name_hash(b"default")),
-            _DIR_ITEM.pack(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64, gen, 0, 7, C.FT_DIR)
+            DirItem.STRUCT.pack(
+                Key(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64).pack(), gen, 0, 7, C.FT_DIR
+            )
             + b"default",
         ),
     ]
@@ -1073,8 +1072,18 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
 
 def estimate_metadata_bytes(cfg: MkfsConfig) -> int:
     """A generous estimate of tree block bytes (to size the metadata chunks)."""
-    per_extent = (C.BTRFS_ITEM_SIZE + 53) * 2  # extent item + file extent item
-    per_file = 160 + 17 + 2 * (30 + 7) + 5 * C.BTRFS_ITEM_SIZE + 17
+    # counted as two 53-byte items: the file extent item, and the extent item
+    per_extent = (C.BTRFS_ITEM_SIZE + FileExtentItem.SIZE) * 2
+    # inode item, inode ref (7-byte name), dir item and dir index, 5 item headers, 17 more
+    name = 7
+    per_file = (
+        InodeItem.SIZE
+        + InodeRef.STRUCT.size
+        + name
+        + 2 * (DirItem.STRUCT.size + name)
+        + 5 * C.BTRFS_ITEM_SIZE
+        + 17
+    )
     payload = cfg.n_extents * per_extent + cfg.n_files * per_file
     leaf = cfg.nodesize - C.BTRFS_HEADER_SIZE
     blocks = payload // leaf + 64
