@@ -11,19 +11,12 @@ All structs are packed and little-endian.
 from __future__ import annotations
 
 import struct
-import uuid as _uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 from model.btrfs import constants as C
 from model.errors import FormatError
-
-
-def fmt_uuid(b: bytes) -> str:
-    """A 16-byte UUID as btrfs-progs prints it."""
-    return str(_uuid.UUID(bytes=bytes(b)))
-
 
 _KEY_STRUCT = struct.Struct("<QBQ")
 
@@ -47,10 +40,6 @@ class Key(NamedTuple):
 
     def __str__(self) -> str:
         return f"({self.objectid} {self.type} {self.offset})"
-
-
-KEY_MIN = Key(0, 0, 0)
-KEY_MAX = Key(C.U64, 0xFF, C.U64)
 
 
 @dataclass(frozen=True, slots=True)
