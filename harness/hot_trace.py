@@ -276,9 +276,6 @@ def build_trace(
     return Trace(header, dec.events, recs), dec
 
 
-MIXED_FILES = ("m0", "m1", "m2")
-
-
 def mixed_ops() -> list[list[Any]]:
     """The small mixed workload: three files, writes of whole and partial pages (each
     pwrite + fsync) interleaved with O_DIRECT reads at known offsets."""

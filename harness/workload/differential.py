@@ -63,7 +63,6 @@ OPS = (
     "sync",
 )
 SUBVOL_OPS = ("subvol_create", "snapshot", "subvol_delete")
-CREATES = {"creat", "mkdir", "symlink", "subvol_create", "snapshot"}
 
 
 def sequences(fs: str, max_ops: int = 12, min_ops: int = 1) -> Any:

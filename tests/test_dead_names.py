@@ -1,0 +1,205 @@
+"""One copy of each thing, and nothing kept that nobody uses.
+
+- every top-level public name (function, class, constant; no leading underscore) defined in
+  ``model/``, ``harness/`` or ``vm/`` is used somewhere else in the repository's ``.py``
+  files: a ``Name``, an attribute, an ``import`` of it or a string equal to it (``getattr``
+  tables, ``vm``'s lazy exports), outside its own definition;
+- no module docstring in those packages says which issue made it (``issue 6``): a
+  docstring says what the module does;
+- no top-level alias in ``model/`` gives a second name to a type (``X = Y`` with ``Y`` a
+  class): one type, one name.
+
+The references are collected with :mod:`ast` from the files on disk, independently of
+the packages' own imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("model", "harness", "vm")
+SKIP_DIRS = {".venv", ".git", "build", "dist", "__pycache__", ".mypy_cache", ".ruff_cache"}
+
+# Names used from outside the Python sources, so no .py file needs to name them.
+ENTRY_POINTS = {
+    # pyproject.toml [project.scripts]: fsoracle = "harness.cli:main"
+    ("harness/cli.py", "main"),
+}
+
+
+def _py_files() -> Iterator[Path]:
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if SKIP_DIRS.isdisjoint(rel.parts[:-1]) and not rel.parts[0].endswith(".egg-info"):
+            yield path
+
+
+def _top_level_names(tree: ast.Module) -> Iterator[tuple[str, ast.stmt]]:
+    """The public names a module's top-level statements define, with the statement."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node.name, node
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                for sub in ast.walk(target):
+                    if isinstance(sub, ast.Name):
+                        yield sub.id, node
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            yield node.target.id, node
+
+
+def _local_names(func: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """The names a function binds itself (parameters, assignments, loop and ``with``
+    targets), which shadow a module's names of the same spelling inside it."""
+    args = func.args
+    bound = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs}
+    bound |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+    if not isinstance(func, ast.Lambda):
+        for node in ast.walk(func):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+        global_names = {
+            n for node in ast.walk(func) if isinstance(node, ast.Global) for n in node.names
+        }
+        bound -= global_names
+    return bound
+
+
+def _references(tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """(name, line) for every use of a name in a module: loads (not of a function's own
+    parameters and locals), attributes, imports and string constants (``getattr`` tables,
+    lazy exports)."""
+
+    def visit(node: ast.AST, local: frozenset[str]) -> Iterator[tuple[str, int]]:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            local = local | _local_names(node)
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Store):
+            if node.id not in local:
+                yield node.id, node.lineno
+        elif isinstance(node, ast.Attribute):
+            yield node.attr, node.lineno
+        elif isinstance(node, ast.alias):
+            yield node.name.rsplit(".", 1)[-1], node.lineno
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.isidentifier()
+        ):
+            yield node.value, node.lineno
+        for child in ast.iter_child_nodes(node):
+            yield from visit(child, local)
+
+    yield from visit(tree, frozenset())
+
+
+def dead_names() -> list[str]:
+    """``path:line name`` for every public top-level name in PACKAGES used nowhere else."""
+    trees = {path: ast.parse(path.read_text(), str(path)) for path in _py_files()}
+    # name -> (file, line) of every reference
+    refs: dict[str, list[tuple[Path, int]]] = {}
+    for path, tree in trees.items():
+        for name, line in _references(tree):
+            refs.setdefault(name, []).append((path, line))
+    dead: list[str] = []
+    for path, tree in trees.items():
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] not in PACKAGES:
+            continue
+        for name, node in _top_level_names(tree):
+            if name.startswith("_") or (rel.as_posix(), name) in ENTRY_POINTS:
+                continue
+            first, last = node.lineno, node.end_lineno or node.lineno
+            used = any(
+                ref_path != path or not first <= line <= last
+                for ref_path, line in refs.get(name, [])
+            )
+            if not used:
+                dead.append(f"{rel}:{node.lineno} {name}")
+    return dead
+
+
+def test_dead_names_finds_an_unused_name(tmp_path: Path) -> None:
+    """The scan's own rules on a small module: a use inside the definition (recursion) does
+    not count, a load, an attribute, an import or a string elsewhere does."""
+    src = (
+        "def used(): pass\n"
+        "def recursive(n):\n    return recursive(n - 1)\n"
+        "X = 1\n"
+        "Y = 2\n"
+        "Z = 3\n"
+        "W = 4\n"
+        "def shadow(W):\n    return W\n"
+        "print(used(), m.X, getattr(m, 'Y'))\n"
+        "from m import Z\n"
+    )
+    tree = ast.parse(src)
+    defined = {name: node for name, node in _top_level_names(tree)}
+    assert set(defined) == {"used", "recursive", "X", "Y", "Z", "W", "shadow"}
+    refs = list(_references(tree))
+    recursive = defined["recursive"]
+    assert [line for name, line in refs if name == "recursive"] == [3]
+    assert recursive.lineno <= 3 <= (recursive.end_lineno or 0)
+    names = {name for name, _ in refs}
+    assert {"used", "X", "Y", "Z"} <= names
+    assert "W" not in names  # only the parameter of shadow() is used
+
+
+def test_no_dead_names() -> None:
+    dead = dead_names()
+    assert dead == [], "public top-level names used nowhere else:\n" + "\n".join(dead)
+
+
+ISSUE_RE = re.compile(r"\bissue \d+", re.IGNORECASE)
+
+
+def test_module_docstrings_do_not_name_issues() -> None:
+    bad: list[str] = []
+    for path in _py_files():
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] not in PACKAGES:
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text(), str(path)), clean=False) or ""
+        bad += [f"{rel}: {m.group(0)!r}" for m in ISSUE_RE.finditer(doc)]
+    assert bad == [], "module docstrings naming the issue that made them:\n" + "\n".join(bad)
+
+
+def _is_type_alias(node: ast.stmt, classes: set[str]) -> str | None:
+    """``X = Y`` (or ``X: TypeAlias = Y``, ``X = mod.Y``) where ``Y`` names a class."""
+    value: ast.expr | None
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target, value = node.targets[0], node.value
+    elif isinstance(node, ast.AnnAssign):
+        target, value = node.target, node.value
+    else:
+        return None
+    if not isinstance(target, ast.Name) or value is None:
+        return None
+    if isinstance(value, ast.Name):
+        name = value.id
+    elif isinstance(value, ast.Attribute):
+        name = value.attr
+    else:
+        return None
+    return f"{target.id} = {name}" if name in classes else None
+
+
+def test_no_type_aliases_in_model() -> None:
+    trees = {
+        path: ast.parse(path.read_text(), str(path))
+        for path in _py_files()
+        if path.relative_to(ROOT).parts[0] == "model"
+    }
+    classes = {
+        node.name for tree in trees.values() for node in tree.body if isinstance(node, ast.ClassDef)
+    }
+    bad: list[str] = []
+    for path, tree in trees.items():
+        for node in tree.body:
+            alias = _is_type_alias(node, classes)
+            if alias:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {alias}")
+    assert bad == [], "second names for one type:\n" + "\n".join(bad)
