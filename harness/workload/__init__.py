@@ -1,4 +1,4 @@
-"""Stress workloads, differential testing and their checks (issue 6).
+"""Stress workloads, differential testing and their checks.
 
 Layout:
 

@@ -1,4 +1,4 @@
-"""The VM half of issue 6: stress runs and differential sessions in a guest.
+"""Stress runs and differential sessions in a guest kernel (the VM half of the workloads).
 
 What runs where:
 
