@@ -30,8 +30,9 @@ earlier (chunk tree, dev tree, root tree) belongs to other trees.
 The searches are :mod:`model.btrfs.ctree`'s (``btrfs_search_slot``, ``btrfs_next_leaf``,
 ``btrfs_get_next_valid_item``), read-only, over the tree as a
 :class:`~model.btrfs.ctree.BtrfsTree`: an image's tree (:func:`predict_mount`), a tree the
-writer built (:func:`predict_built`), or the tree the writer would build for an image
-re-laid out in another layout (:func:`predict_relayout`). The blocks they read come from
+writer built (:func:`predict_built`), or the tree the writer would build from its input
+(:func:`predict_layout`), such as an image re-laid out in another layout
+(:func:`predict_relayout`). The blocks they read come from
 the tree's ``read_log``.
 """
 
@@ -43,7 +44,7 @@ from model.btrfs import constants as C
 from model.btrfs.convert import spec_from_image
 from model.btrfs.ctree import BtrfsTree, ExtentBuffer, Path
 from model.btrfs.items import Key
-from model.btrfs.mkfs import MkfsResult, build_tree, lay_out_trees
+from model.btrfs.mkfs import FsSpec, MkfsResult, build_tree, lay_out_trees
 from model.btrfs.reader import BtrfsImage, TreeRoot, tree_name
 from model.btrfs.superblock import parse_superblock
 from model.errors import FormatError
@@ -293,23 +294,29 @@ def predict_built(res: MkfsResult, layout: str) -> MountCost:
     )
 
 
-def predict_relayout(img: BtrfsImage, layout: str) -> MountCost:
-    """The prediction for ``img`` re-laid out in ``layout`` by the writer, without writing
-    it: the writer's input is read back from the image
-    (:func:`~model.btrfs.convert.spec_from_image`), the writer places every tree block
-    (:func:`~model.btrfs.mkfs.lay_out_trees`: which gives the block group items — one per
-    chunk, in the layout's form — and, in the extent tree, the items they sit among: the
-    data extents and one METADATA_ITEM per tree block placed), and only the tree holding the
-    block group items is built and searched. Nothing is serialized.
-
-    Bad input raises :class:`FormatError` (the reader's) or
-    :class:`~model.btrfs.mkfs.MkfsError` (what the writer cannot lay out)."""
-    spec = spec_from_image(img, layout)
+def predict_layout(spec: FsSpec) -> MountCost:
+    """The prediction for the filesystem the writer would lay out from ``spec``, without
+    writing it: the writer places every tree block (:func:`~model.btrfs.mkfs.lay_out_trees`:
+    which gives the block group items — one per chunk, in the layout's form — and, in the
+    extent tree, the items they sit among: the data extents and one METADATA_ITEM per tree
+    block placed), and only the tree holding the block group items is built and searched.
+    Nothing is serialized. What the writer cannot lay out raises
+    :class:`~model.btrfs.mkfs.MkfsError`."""
     plan = lay_out_trees(spec)
-    tid = bg_tree_id(layout)
+    tid = bg_tree_id(spec.layout)
     root = build_tree(plan.dyn_items[(tid, 0)], spec.nodesize, tid, spec.generation)
     return read_block_groups_cost(
         built_tree(root, spec.nodesize, tid),
-        layout=layout,
+        layout=spec.layout,
         chunk_lengths={c.start: c.length for c in spec.chunks},
     )
+
+
+def predict_relayout(img: BtrfsImage, layout: str) -> MountCost:
+    """The prediction for ``img`` re-laid out in ``layout`` by the writer, without writing
+    it: the writer's input is read back from the image
+    (:func:`~model.btrfs.convert.spec_from_image`) and laid out by :func:`predict_layout`.
+
+    Bad input raises :class:`FormatError` (the reader's) or
+    :class:`~model.btrfs.mkfs.MkfsError` (what the writer cannot lay out)."""
+    return predict_layout(spec_from_image(img, layout))
