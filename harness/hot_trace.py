@@ -44,11 +44,11 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.safeio import write_atomic
+from model.btrfs.constants import FIRST_FREE_OBJECTID  # inodes below are internal
 from model.hotdata.trace import FileRecord, HotEvent, Trace, TraceHeader, format_trace
 
 GROUP = "fsohot"
 GUEST_DIR = "/tmp/fso-hot"
-FIRST_FREE_OBJECTID = 256  # BTRFS_FIRST_FREE_OBJECTID: inodes below are internal (btree = 1)
 PAGE_SHIFT = 12
 
 # kprobe_events lines (Documentation/trace/kprobetrace.rst: BTF argument names and

@@ -45,14 +45,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from model.btrfs import constants as C
+from model.btrfs.constants import BTRFS_ITEM_SIZE, BTRFS_MAX_LEVEL
 from model.btrfs.items import FileExtentItem, Key
 from model.btrfs.reader import BtrfsImage, TreeRoot
 from model.btrfs.treeblock import btrfs_leaf_data_size, btrfs_nodeptrs_per_block
 
-BTRFS_MAX_LEVEL = C.BTRFS_MAX_LEVEL
-BTRFS_HEADER_SIZE = C.BTRFS_HEADER_SIZE
-BTRFS_ITEM_SIZE = C.BTRFS_ITEM_SIZE  # sizeof(struct btrfs_item)
-BTRFS_KEY_PTR_SIZE = C.BTRFS_KEY_PTR_SIZE
 U32_MAX = 0xFFFFFFFF
 
 # errno values the kernel functions return (negated), Linux numbering

@@ -26,7 +26,8 @@ What it writes, and whose rules it follows:
 * Layouts: ``extent-tree`` (BLOCK_GROUP_ITEMs in the extent tree), ``bg-tree`` (the merged
   block group tree: compat_ro BLOCK_GROUP_TREE, which 6.12 requires with
   FREE_SPACE_TREE_VALID and NO_HOLES), ``skinny-bg-tree`` (bg-tree plus incompat
-  :data:`INCOMPAT_SKINNY_BG_TREE`, items (start, 193, used) with empty bodies).
+  :data:`~model.btrfs.constants.INCOMPAT_SKINNY_BG_TREE`, items (start, 193, used) with
+  empty bodies).
 
 The writer is deterministic: UUIDs and times derive from ``seed``.
 """
@@ -83,8 +84,6 @@ SZ_256M = 256 << 20
 SZ_1G = 1 << 30
 BTRFS_MAX_DATA_CHUNK_SIZE = 10 * SZ_1G
 BTRFS_MAX_EXTENT_SIZE = 128 * SZ_1M
-
-INCOMPAT_SKINNY_BG_TREE = C.INCOMPAT_SKINNY_BG_TREE  # patches/skinny-bg-tree/series.yaml
 
 LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree", "extent-tree-v2")
 FILES_PER_DIR = 1000
@@ -1048,7 +1047,7 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
     if layout != "extent-tree":
         compat_ro |= C.COMPAT_RO_BLOCK_GROUP_TREE
     if layout == "skinny-bg-tree":
-        incompat |= INCOMPAT_SKINNY_BG_TREE
+        incompat |= C.INCOMPAT_SKINNY_BG_TREE
     if v2:
         incompat |= C.INCOMPAT_EXTENT_TREE_V2
     sys_array = b"".join(

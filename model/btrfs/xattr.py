@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Final
 
 from model.btrfs import constants as C
+from model.btrfs.constants import BTRFS_ITEM_SIZE
 from model.btrfs.csum import btrfs_name_hash
 from model.btrfs.ctree import (
-    BTRFS_ITEM_SIZE,
     EEXIST,
     ENOSPC,
     EOVERFLOW,

@@ -87,6 +87,3 @@ ENOSPC = 28
 # --- the seed's claim -------------------------------------------------------------------
 # [seed] "about 5x throughput" in random-read tests "by adding an SSD of about 20% of the
 # total capacity"
-
-# --- btrfs inode numbers ([linux] BTRFS_FIRST_FREE_OBJECTID) -----------------------------
-BTRFS_FIRST_FREE_OBJECTID = 256  # the subvolume's root directory; files follow from 257
