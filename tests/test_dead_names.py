@@ -2,8 +2,10 @@
 
 - every top-level public name (function, class, constant; no leading underscore) defined in
   ``model/``, ``harness/`` or ``vm/`` is used somewhere else in the repository's ``.py``
-  files: a ``Name``, an attribute, an ``import`` of it or a string equal to it (``getattr``
-  tables, ``vm``'s lazy exports), outside its own definition;
+  files: a ``Name`` (not a function's own parameter or local of that spelling), an
+  attribute (read through a name bound to the defining module, ``C.X``, or through any
+  other object), an ``import`` of it or a string equal to it (``getattr`` tables, ``vm``'s
+  lazy exports), outside its own definition;
 - no module docstring in those packages says which issue made it (``issue 6``): a
   docstring says what the module does;
 - no top-level alias in ``model/`` gives a second name to a type (``X = Y`` with ``Y`` a
@@ -18,7 +20,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,27 +72,64 @@ def _local_names(func: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> s
     return bound
 
 
-def _references(tree: ast.Module) -> Iterator[tuple[str, int]]:
-    """(name, line) for every use of a name in a module: loads (not of a function's own
-    parameters and locals), attributes, imports and string constants (``getattr`` tables,
-    lazy exports)."""
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
-    def visit(node: ast.AST, local: frozenset[str]) -> Iterator[tuple[str, int]]:
+
+def _module_aliases(tree: ast.Module, modules: Collection[str]) -> dict[str, str]:
+    """The names a module binds to the repository's modules: ``import a.b as X``,
+    ``import a`` (then ``a.b`` is followed through attributes), ``from a import b as X``."""
+    out: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname and a.name in modules:
+                    out[a.asname] = a.name
+                elif not a.asname and a.name.split(".")[0] in modules:
+                    out[a.name.split(".")[0]] = a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                if f"{node.module}.{a.name}" in modules:
+                    out[a.asname or a.name] = f"{node.module}.{a.name}"
+    return out
+
+
+def _references(
+    tree: ast.Module, modules: Collection[str] = ()
+) -> Iterator[tuple[str, int, str | None]]:
+    """(name, line, module) for every use of a name in a module: loads (not of a
+    function's own parameters and locals), attributes, imports and string constants
+    (``getattr`` tables, lazy exports). ``module`` is the repository module an attribute
+    is read from (``C.X`` with ``from model.btrfs import constants as C``), else None:
+    the use counts for any definition of that name."""
+    aliases = _module_aliases(tree, modules)
+
+    def module_of(expr: ast.expr) -> str | None:
+        if isinstance(expr, ast.Name):
+            return aliases.get(expr.id)
+        if isinstance(expr, ast.Attribute):
+            base = module_of(expr.value)
+            if base is not None and f"{base}.{expr.attr}" in modules:
+                return f"{base}.{expr.attr}"
+        return None
+
+    def visit(node: ast.AST, local: frozenset[str]) -> Iterator[tuple[str, int, str | None]]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             local = local | _local_names(node)
         if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Store):
             if node.id not in local:
-                yield node.id, node.lineno
+                yield node.id, node.lineno, None
         elif isinstance(node, ast.Attribute):
-            yield node.attr, node.lineno
+            yield node.attr, node.lineno, module_of(node.value)
         elif isinstance(node, ast.alias):
-            yield node.name.rsplit(".", 1)[-1], node.lineno
+            yield node.name.rsplit(".", 1)[-1], node.lineno, None
         elif (
             isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and node.value.isidentifier()
         ):
-            yield node.value, node.lineno
+            yield node.value, node.lineno, None
         for child in ast.iter_child_nodes(node):
             yield from visit(child, local)
 
@@ -100,23 +139,25 @@ def _references(tree: ast.Module) -> Iterator[tuple[str, int]]:
 def dead_names() -> list[str]:
     """``path:line name`` for every public top-level name in PACKAGES used nowhere else."""
     trees = {path: ast.parse(path.read_text(), str(path)) for path in _py_files()}
-    # name -> (file, line) of every reference
-    refs: dict[str, list[tuple[Path, int]]] = {}
+    modules = {_module_name(path) for path in trees}
+    # name -> (file, line, module read from) of every reference
+    refs: dict[str, list[tuple[Path, int, str | None]]] = {}
     for path, tree in trees.items():
-        for name, line in _references(tree):
-            refs.setdefault(name, []).append((path, line))
+        for name, line, module in _references(tree, modules):
+            refs.setdefault(name, []).append((path, line, module))
     dead: list[str] = []
     for path, tree in trees.items():
         rel = path.relative_to(ROOT)
         if rel.parts[0] not in PACKAGES:
             continue
+        here = _module_name(path)
         for name, node in _top_level_names(tree):
             if name.startswith("_") or (rel.as_posix(), name) in ENTRY_POINTS:
                 continue
             first, last = node.lineno, node.end_lineno or node.lineno
             used = any(
-                ref_path != path or not first <= line <= last
-                for ref_path, line in refs.get(name, [])
+                (ref_path != path or not first <= line <= last) and module in (None, here)
+                for ref_path, line, module in refs.get(name, [])
             )
             if not used:
                 dead.append(f"{rel}:{node.lineno} {name}")
@@ -140,13 +181,26 @@ def test_dead_names_finds_an_unused_name(tmp_path: Path) -> None:
     tree = ast.parse(src)
     defined = {name: node for name, node in _top_level_names(tree)}
     assert set(defined) == {"used", "recursive", "X", "Y", "Z", "W", "shadow"}
-    refs = list(_references(tree))
+    refs = [(name, line) for name, line, _ in _references(tree)]
     recursive = defined["recursive"]
     assert [line for name, line in refs if name == "recursive"] == [3]
     assert recursive.lineno <= 3 <= (recursive.end_lineno or 0)
     names = {name for name, _ in refs}
     assert {"used", "X", "Y", "Z"} <= names
     assert "W" not in names  # only the parameter of shadow() is used
+
+
+def test_dead_names_follows_module_aliases() -> None:
+    """``C.X`` read through a name bound to one of the repository's modules counts for
+    that module's ``X`` only; ``obj.X`` counts for any ``X``."""
+    src = (
+        "import pkg.a as A\nfrom pkg import b as B\nimport pkg.c\nprint(A.X, B.Y, pkg.c.Z, obj.W)\n"
+    )
+    modules = {"pkg", "pkg.a", "pkg.b", "pkg.c"}
+    attrs = {
+        (name, module) for name, _, module in _references(ast.parse(src), modules) if name in "XYZW"
+    }
+    assert attrs == {("X", "pkg.a"), ("Y", "pkg.b"), ("Z", "pkg.c"), ("W", None)}
 
 
 def test_no_dead_names() -> None:
