@@ -300,18 +300,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def what_if(img: BtrfsImage, layout: str, name: str = "the image") -> Any:
-    """The prediction for the same image re-laid out in ``layout`` (in memory); ``name``
-    (the image's path) goes into the error message."""
-    from model.blocksource import NullSink
-    from model.btrfs.convert import spec_from_image
-    from model.btrfs.mkfs import MkfsError, write_filesystem
-    from model.btrfs.mount import predict_built
+    """The prediction for the same image re-laid out in ``layout``
+    (:func:`model.btrfs.mount.predict_relayout`); ``name`` (the image's path) goes into the
+    error message."""
+    from model.btrfs.mkfs import MkfsError
+    from model.btrfs.mount import predict_relayout
 
     try:
-        built = write_filesystem(spec_from_image(img, layout), NullSink())
+        return predict_relayout(img, layout)
     except MkfsError as e:
         raise UserError(f"{name}: cannot lay this image out as {layout}: {e}") from None
-    return predict_built(built, layout)
 
 
 def print_cost(cost: Any, what: str) -> None:

@@ -1,4 +1,5 @@
-"""The case table of issue 8 (host and VM runs share it)."""
+"""The compression case table: the writes each case makes and the outcome the model
+predicts for them (host and VM runs share it)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Guest side of issue 8's VM cases: one standard-library-only file run in the guest.
+"""Guest side of the compression VM cases: one standard-library-only file run in the guest.
 
 Pushed beside a verbatim copy of ``model/btrfs/datapattern.py`` (the same module the model
 and the host runner use, so every byte written is the one predicted), it reads a JSON list

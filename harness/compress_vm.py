@@ -1,4 +1,4 @@
-"""Run issue 8's compression case table in a guest kernel and read the result on the host.
+"""Run the compression case table in a guest kernel and read the result on the host.
 
 One boot per kernel for the whole table: each case gets its own small btrfs image (made
 here with mkfs.btrfs, attached as a virtio disk with serial ``cNN``); the guest runs

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Guest side of issue 9's VM test: one standard-library-only file run in the guest.
+"""Guest side of the ext4 allocator VM test: one standard-library-only file run in the guest.
 
 It reads a JSON list of jobs on stdin, each on its own (already made) ext4 filesystem, and
 prints one JSON line per job (name, status, error, and what it measured):

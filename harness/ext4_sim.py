@@ -56,15 +56,6 @@ SEED: dict[str, dict[str, dict[str, Any]]] = {
         "second": {"ram": "1023 MB", "trees": 30720, "seconds": 7, "perf": "77.1 MB/s"},
     },
 }
-SEED_ROWS = {
-    "buddy": "Buddy Allocator (v5.7)",
-    "frsp0": "level 0",
-    "frsp1": "level 1",
-    "frsp2": "level 2",
-    "frsp3": "level 3",
-    "frsp3@1G": "level 3 (1G limit)",
-}
-SEED_PREFETCH = {"first": 6 * 60 + 14, "second": 9 * 60 + 26}  # buddy + prefetch_block_bitmap
 
 
 def load_cost_model(path: str | None) -> CostModel:

@@ -1,4 +1,4 @@
-"""Issue 9 in the guest: ext4 images fragmented by a real kernel, and single allocations
+"""The ext4 allocator in the guest: ext4 images fragmented by a real kernel, and single allocations
 whose block the model must predict. One boot per kernel runs everything.
 
 - Parity (:data:`PARITY_VARIANTS`): each variant is ``mke2fs``'d here, attached as a virtio

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Guest side of issue 10's VM runs (``fsoracle hot trace`` and ``fsoracle hot bench``).
+"""Guest side of the hot-data tracking VM runs (``fsoracle hot trace`` and ``fsoracle hot bench``).
 
 Standard library only: pushed into the guest and run as ``python3 hot_guest.py ACTION``
 with a JSON object on stdin; it prints one JSON line with what it did. Actions:

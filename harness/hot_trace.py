@@ -44,11 +44,11 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.safeio import write_atomic
+from model.btrfs.constants import FIRST_FREE_OBJECTID  # inodes below are internal
 from model.hotdata.trace import FileRecord, HotEvent, Trace, TraceHeader, format_trace
 
 GROUP = "fsohot"
 GUEST_DIR = "/tmp/fso-hot"
-FIRST_FREE_OBJECTID = 256  # BTRFS_FIRST_FREE_OBJECTID: inodes below are internal (btree = 1)
 PAGE_SHIFT = 12
 
 # kprobe_events lines (Documentation/trace/kprobetrace.rst: BTF argument names and
@@ -274,9 +274,6 @@ def build_trace(
         int(f["inode"]): FileRecord(int(f["inode"]), int(f["size"]), str(f["name"])) for f in files
     }
     return Trace(header, dec.events, recs), dec
-
-
-MIXED_FILES = ("m0", "m1", "m2")
 
 
 def mixed_ops() -> list[list[Any]]:

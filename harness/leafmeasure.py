@@ -1,4 +1,4 @@
-"""Block group items per leaf, as a kernel lays them out (issue 11, the seed's "~680").
+"""Block group items per leaf, as a kernel lays them out (the seed's "~680").
 
 One boot: ``mkfs.btrfs -O block-group-tree`` on a sparse image (host), the guest mounts it
 and ``fallocate``s most of it, which makes the kernel create one 1 GiB data block group per

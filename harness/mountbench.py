@@ -83,7 +83,6 @@ EXIT_EVENT = "rbg_exit"
 VALIDATORS = (("btrfs_validate_extent_buffer", "eb"), ("validate_extent_buffer", "eb"))
 # a mount the kernel refuses for a feature it does not know: skipped, not failed
 UNSUPPORTED = re.compile(r"unknown incompat features|unsupported (optional )?features", re.I)
-SEED_MS = {"before": 805.85, "after": 63.40}  # series.yaml claim read-block-groups-time
 
 
 # ---------------------------------------------------------------- configuration

@@ -172,9 +172,6 @@ def parse_function_graph(text: str) -> GraphTrace:
     return out
 
 
-WINDOWS = ("before", "inside", "after")
-
-
 @dataclass
 class Windows:
     """Tree-block reads split by an interval [entry, exit] of the trace clock: before,

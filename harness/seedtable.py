@@ -1,6 +1,7 @@
 """``fsoracle btrfs seed-table``: the SKINNY_BG_TREE RFC's table of tree blocks read by
 ``btrfs_read_block_groups`` (1 TiB used, 4 KiB nodes, 4 MiB extents) beside the model's
-prediction for the same configuration, laid out by the writer in memory."""
+prediction for the same configuration, laid out by the writer in memory
+(:func:`model.btrfs.mount.predict_layout`: nothing is written)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ import yaml
 from harness.errors import UserError
 from harness.jsonout import dumps
 from harness.sizes import parse_size
-from model.blocksource import NullSink
-from model.btrfs.mkfs import MkfsConfig, MkfsError, plan_filesystem, write_filesystem
-from model.btrfs.mount import MountCost, predict_built
+from model.btrfs.mkfs import MkfsConfig, MkfsError, plan_filesystem
+from model.btrfs.mount import MountCost, predict_layout
 
 PATCHES = Path(__file__).resolve().parent.parent / "patches"
 SEED_LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
@@ -65,8 +65,7 @@ def seed_table(args: argparse.Namespace) -> int:
     rows: list[tuple[str, MountCost, dict[str, int]]] = []
     for layout in SEED_LAYOUTS:
         t1 = time.monotonic()
-        res = write_filesystem(dataclasses.replace(spec, layout=layout), NullSink())
-        cost = predict_built(res, layout)
+        cost = predict_layout(dataclasses.replace(spec, layout=layout))
         rows.append((layout, cost, claims[f"blocks-{layout}"]["seed"]))
         print(f"laid out {layout} in {time.monotonic() - t1:.1f} s", file=sys.stderr)
     if args.json:

@@ -131,19 +131,6 @@ class BlockSink(Protocol):
     def write(self, offset: int, data: bytes) -> None: ...
 
 
-class BytesSink:
-    """An image built in memory (grows as needed)."""
-
-    def __init__(self, size: int = 0) -> None:
-        self.data = bytearray(size)
-
-    def write(self, offset: int, data: bytes) -> None:
-        end = offset + len(data)
-        if end > len(self.data):
-            self.data.extend(bytes(end - len(self.data)))
-        self.data[offset:end] = data
-
-
 class FileSink:
     """A sparse image file: only the bytes written are allocated. ``existing=True`` writes
     into a file that is already there (keeping its other bytes) instead of starting empty.

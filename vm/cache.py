@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -75,13 +75,4 @@ def file_digest(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
-
-
-def digest_strings(items: Iterable[str]) -> str:
-    """SHA-256 over a sequence of strings (each one terminated, so boundaries count), hex."""
-    h = hashlib.sha256()
-    for s in items:
-        h.update(s.encode())
-        h.update(b"\0")
     return h.hexdigest()

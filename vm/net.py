@@ -30,7 +30,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from vm.errors import VMUserError
 
@@ -91,17 +91,6 @@ def create_netns(name: str) -> None:
     t.join()
     if err:
         raise err[0]
-
-
-class Network(Protocol):
-    mode: str
-    guest_cidr: str
-
-    def qemu_args(self) -> list[str]: ...
-
-    def connect(self, port: int, timeout: float) -> socket.socket: ...
-
-    def close(self) -> None: ...
 
 
 def _pid_alive(pid: int) -> bool:

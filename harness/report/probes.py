@@ -89,9 +89,10 @@ def probe_writeback_split(args: argparse.Namespace) -> dict[str, Any]:
 
 def probe_ext4_fresh_memory(args: argparse.Namespace) -> dict[str, Any]:
     from model.blocksource import FileSource
+    from model.ext4.constants import FRSP_NODE_SIZE
     from model.ext4.costs import CostModel
     from model.ext4.freespace import ImageGroups
-    from model.ext4.frsp import NODE, FrspAllocator
+    from model.ext4.frsp import FrspAllocator
     from model.ext4.image import Ext4Image
     from model.ext4.sim import write_file
 
@@ -127,8 +128,8 @@ def probe_ext4_fresh_memory(args: argparse.Namespace) -> dict[str, Any]:
                 "level": args.level,
                 "write_bytes": parse_size(args.write),
                 "memory_bytes": r.memory_bytes,
-                "node_bytes": NODE,
-                "nodes": r.memory_bytes // NODE,
+                "node_bytes": FRSP_NODE_SIZE,
+                "nodes": r.memory_bytes // FRSP_NODE_SIZE,
                 "trees_cached": r.trees_cached,
                 "free_blocks": sum(groups.desc_free(g) for g in range(geo.ngroups)),
             }

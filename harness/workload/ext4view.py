@@ -19,11 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.workload.view import OutsideView, need_tool
-
-S_IFMT = 0o170000
-S_IFDIR = 0o040000
-S_IFREG = 0o100000
-S_IFLNK = 0o120000
+from model.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 
 
 def debugfs_batch(image: Path, commands: list[str]) -> dict[str, str]:

@@ -1,9 +1,8 @@
 """Filesystems on the HOST kernel: images, loop mounts, and the checkers run after unmount.
 
-These are the interim runs issue 6 asks for before the VM half exists; everything here is
-labelled ``host kernel <uname -r>`` in reports. The same images and checkers serve the VM
-half: it makes the image here, boots a guest on it, and checks it here after the guest is
-gone.
+Runs on the host kernel need no VM; everything here is labelled ``host kernel <uname -r>``
+in reports. The same images and checkers serve the VM half: it makes the image here, boots
+a guest on it, and checks it here after the guest is gone.
 """
 
 from __future__ import annotations

@@ -5,14 +5,13 @@ The differential test runs many small examples on one mounted filesystem. Each e
 comes; the next one may be sent before that reply is read), ``walk``, ``rmroot``, whatever
 carries the lines. The transport is a target's process
 (:class:`harness.workload.ontarget.TargetTransport`: a local pipe on the host target, an SSH
-channel in a guest), a :class:`PipeTransport`, or any object with ``send``/``recv``/``close``;
+channel in a guest) or any object with ``send``/``recv``/``close``;
 :func:`harness.workload.ontarget.session` makes one.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import deque
 from typing import Any, Protocol
 
@@ -29,43 +28,6 @@ class Transport(Protocol):
 
 class SessionError(RuntimeError):
     pass
-
-
-class PipeTransport:
-    """Lines over a child process's stdin/stdout."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def recv(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise SessionError(f"{' '.join(self.argv)} ended: {err.strip()[-500:]}")
-        return line.rstrip("\n")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("quit")
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
 
 
 class DriverSession:

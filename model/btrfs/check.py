@@ -39,7 +39,6 @@ items).
 from __future__ import annotations
 
 import bisect
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,7 +57,15 @@ from model.btrfs.check_free_space import BgRange, FreeSpaceTreeChecker
 from model.btrfs.csum import btrfs_csum_data
 from model.btrfs.findings import Finding
 from model.btrfs.intervals import Interval, merge_intervals, subtract_intervals
-from model.btrfs.items import ChunkItem, DevExtent, DevItem, ExtentItem, Key, KeyedRef
+from model.btrfs.items import (
+    ChunkItem,
+    DevExtent,
+    DevItem,
+    ExtentItem,
+    FileExtentItem,
+    Key,
+    KeyedRef,
+)
 from model.btrfs.reader import BtrfsImage, TreeRoot, super_finding, tree_name
 from model.btrfs.superblock import (
     PROGS_CHECK_SUPER_RULES,
@@ -71,10 +78,6 @@ from model.errors import FormatError
 
 # codes of reader findings that btrfs check does not count as errors
 WARNING_CODES = frozenset({"bad-copy", "super-warning"})
-
-_FILE_EXTENT_HEAD = struct.Struct("<QQBBHB")  # generation .. type (21 bytes)
-_FILE_EXTENT_BODY = struct.Struct("<4Q")  # disk_bytenr, disk_num_bytes, offset, num_bytes
-_FILE_EXTENT_SIZE = 53
 
 
 @dataclass
@@ -338,27 +341,27 @@ class _Walk:
         ih = blk.items[slot]
         key = ih.key
         what = f"file extent item {key} in leaf {blk.logical}"
-        if ih.size < _FILE_EXTENT_HEAD.size:
+        if ih.size < FileExtentItem.HEAD.size:
             self.report(
                 Finding(
                     "file-extent",
                     what,
-                    f"item size {ih.size} is smaller than {_FILE_EXTENT_HEAD.size}",
+                    f"item size {ih.size} is smaller than {FileExtentItem.HEAD.size}",
                     blk.logical,
                     blk.header.owner,
                 )
             )
             return
         start = C.BTRFS_HEADER_SIZE + ih.offset
-        ftype = blk.raw[start + 20]
+        ftype = blk.raw[start + FileExtentItem.TYPE_OFFSET]
         if ftype == C.FILE_EXTENT_INLINE:
             return
-        if ih.size != _FILE_EXTENT_SIZE:
+        if ih.size != FileExtentItem.SIZE:
             self.report(
                 Finding(
                     "file-extent",
                     what,
-                    f"item size {ih.size}, a regular/prealloc extent is {_FILE_EXTENT_SIZE}",
+                    f"item size {ih.size}, a regular/prealloc extent is {FileExtentItem.SIZE}",
                     blk.logical,
                     blk.header.owner,
                 )
@@ -375,8 +378,8 @@ class _Walk:
                 )
             )
             return
-        disk_bytenr, disk_num_bytes, offset, _ = _FILE_EXTENT_BODY.unpack_from(
-            blk.raw, start + _FILE_EXTENT_HEAD.size
+        disk_bytenr, disk_num_bytes, offset, _ = FileExtentItem.BODY.unpack_from(
+            blk.raw, start + FileExtentItem.HEAD.size
         )
         if disk_bytenr == 0:
             return

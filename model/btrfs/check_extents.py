@@ -37,7 +37,6 @@ DATA_REF_TYPES = (C.EXTENT_DATA_REF_KEY, C.SHARED_DATA_REF_KEY)
 _DECLARED = struct.Struct(">QBQQQI")  # ref key + count (from the extent tree)
 _FOUND = struct.Struct(">QBQQQQ")  # ref key + bytes the referrer expects
 _EXTENT = struct.Struct(">QQQQBQ")  # start, num_bytes, refs, flags, key type, generation
-_REF_KEY_LEN = 33  # bytenr u64, type u8, a, b, c u64
 
 RefKey = tuple[int, int, int, int]  # type, a, b, c
 

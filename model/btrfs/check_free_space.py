@@ -40,8 +40,6 @@ from model.btrfs.intervals import (
 )
 from model.btrfs.items import ChunkItem, Key
 
-BTRFS_SUPER_INFO_OFFSET = C.SUPER_INFO_OFFSET
-
 
 @dataclass(frozen=True, slots=True)
 class BgRange:
@@ -106,8 +104,8 @@ def exclude_super_stripes(bg: BgRange, chunk: ChunkItem | None) -> list[Interval
     """``exclude_super_stripes()``: the ranges of the block group that hold superblock
     copies (and the bytes below 64 KiB when the block group starts there)."""
     out: list[Interval] = []
-    if bg.start < BTRFS_SUPER_INFO_OFFSET:
-        out.append((bg.start, BTRFS_SUPER_INFO_OFFSET))
+    if bg.start < C.SUPER_INFO_OFFSET:  # BTRFS_SUPER_INFO_OFFSET
+        out.append((bg.start, C.SUPER_INFO_OFFSET))
     if chunk is None:
         return out
     for mirror in range(C.SUPER_MIRROR_MAX):

@@ -34,6 +34,10 @@ from dataclasses import dataclass, field
 
 import zstandard
 
+from model.btrfs import constants as C
+from model.btrfs.items import FileExtentItem
+from model.btrfs.treeblock import btrfs_leaf_data_size
+
 # ---- constants (fs/btrfs/compression.h, fs.h, btrfs_tree.h) -------------------------------
 
 KERNELS = ("6.1", "6.12")
@@ -157,7 +161,7 @@ def parse_mount_options(text: str) -> MountOptions:
 def btrfs_max_inline_data_size(nodesize: int) -> int:
     """``BTRFS_MAX_INLINE_DATA_SIZE``: leaf data (nodesize - 101-byte header) minus one
     25-byte item header minus the file extent item's 21-byte head."""
-    return nodesize - 101 - 25 - 21
+    return btrfs_leaf_data_size(nodesize) - C.BTRFS_ITEM_SIZE - FileExtentItem.INLINE_DATA_START
 
 
 # ---- the heuristic (compression.c) ---------------------------------------------------------

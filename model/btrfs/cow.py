@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from model.btrfs import constants as C
 from model.btrfs.ctree import BtrfsTree, ExtentBuffer, Path
 from model.btrfs.items import Key
+from model.btrfs.treeblock import btrfs_leaf_data_size
 
 
 @dataclass
@@ -69,4 +71,4 @@ def leaf_capacity(nodesize: int, item_size: int) -> int:
     """Items of ``item_size`` body bytes one leaf holds: each costs a 25-byte item header
     plus its body in the ``nodesize - 101`` bytes after the tree block header
     (``BTRFS_LEAF_DATA_SIZE``)."""
-    return (nodesize - 101) // (25 + item_size)
+    return btrfs_leaf_data_size(nodesize) // (C.BTRFS_ITEM_SIZE + item_size)

@@ -31,11 +31,6 @@ CSUM_NAMES: Final = {
 }
 
 
-def btrfs_csum_type_size(csum_type: int) -> int:
-    """``btrfs_csum_type_size()``; KeyError for an unknown type."""
-    return CSUM_SIZES[csum_type]
-
-
 def crc32c_std(data: bytes, init: int = 0) -> int:
     """Standard CRC-32C (as used for the on-disk checksum), continuing from ``init``."""
     return int(_crc32c.crc32c(data, init)) & 0xFFFFFFFF
@@ -68,11 +63,6 @@ def csum_block(csum_type: int, block: bytes) -> bytes:
 def btrfs_name_hash(name: bytes) -> int:
     """``btrfs_name_hash()``: the DIR_ITEM key offset, ``crc32c((u32)~1, name)``."""
     return crc32c_raw(0xFFFFFFFE, name)
-
-
-def btrfs_extref_hash(parent_objectid: int, name: bytes) -> int:
-    """``btrfs_extref_hash()``: the INODE_EXTREF key offset, ``crc32c(parent, name)``."""
-    return crc32c_raw(parent_objectid & 0xFFFFFFFF, name)
 
 
 def hash_extent_data_ref(root_objectid: int, owner: int, offset: int) -> int:

@@ -45,13 +45,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from model.btrfs import constants as C
-from model.btrfs.items import Key
+from model.btrfs.constants import BTRFS_ITEM_SIZE, BTRFS_MAX_LEVEL
+from model.btrfs.items import FileExtentItem, Key
 from model.btrfs.reader import BtrfsImage, TreeRoot
+from model.btrfs.treeblock import btrfs_leaf_data_size, btrfs_nodeptrs_per_block
 
-BTRFS_MAX_LEVEL = C.BTRFS_MAX_LEVEL
-BTRFS_HEADER_SIZE = C.BTRFS_HEADER_SIZE
-BTRFS_ITEM_SIZE = C.BTRFS_ITEM_SIZE  # sizeof(struct btrfs_item)
-BTRFS_KEY_PTR_SIZE = C.BTRFS_KEY_PTR_SIZE
 U32_MAX = 0xFFFFFFFF
 
 # errno values the kernel functions return (negated), Linux numbering
@@ -64,24 +62,10 @@ EOVERFLOW = 75
 BTRFS_READ_LOCK = 1
 BTRFS_WRITE_LOCK = 2
 
-# struct btrfs_file_extent_item: the type byte and the inline header length
-_FILE_EXTENT_TYPE_OFFSET = 20
-BTRFS_FILE_EXTENT_INLINE_DATA_START = 21
-
 
 class CtreeBug(RuntimeError):
     """A ``BUG()``/``BUG_ON()`` of ctree.c was reached: the model (or its caller) broke an
     invariant the kernel relies on."""
-
-
-def BTRFS_LEAF_DATA_SIZE(nodesize: int) -> int:
-    """``BTRFS_LEAF_DATA_SIZE()`` (``ctree.h``): bytes after the header."""
-    return nodesize - BTRFS_HEADER_SIZE
-
-
-def BTRFS_NODEPTRS_PER_BLOCK(nodesize: int) -> int:
-    """``BTRFS_NODEPTRS_PER_BLOCK()`` (``ctree.h``)."""
-    return BTRFS_LEAF_DATA_SIZE(nodesize) // BTRFS_KEY_PTR_SIZE
 
 
 class ExtentBuffer:
@@ -204,6 +188,7 @@ class CtreeStats:
     """Running counters (never reset by a commit): what a COW/mount-cost model needs."""
 
     searches: int = 0
+    next_leaves: int = 0  # btrfs_next_leaf calls
     blocks_visited: int = 0  # root + children read by btrfs_search_slot / btrfs_next_leaf
     sibling_reads: int = 0  # btrfs_read_node_slot: neighbours read to push or balance
     search_restarts: int = 0  # btrfs_search_slot "goto again"
@@ -258,6 +243,10 @@ class BtrfsTree:
     ``btrfs_is_testing()``: ``should_cow_block`` is always false (blocks are changed in
     place, as an image writer wants). ``allocator`` returns the bytenr of each new block
     (default: increasing multiples of nodesize from ``first_bytenr``).
+
+    ``read_log``: None, or a list to which every block the searches obtain is appended in
+    order (the root, then each child read on the way down by ``btrfs_search_slot`` and
+    ``btrfs_next_leaf``; repeats included): the order a cold cache reads them from disk.
     """
 
     def __init__(
@@ -274,8 +263,8 @@ class BtrfsTree:
         if nodesize < 1024:
             raise ValueError(f"nodesize {nodesize} is too small for the model (>= 1024)")
         self.nodesize = nodesize
-        self.leaf_data_size = BTRFS_LEAF_DATA_SIZE(nodesize)
-        self.nodeptrs_per_block = BTRFS_NODEPTRS_PER_BLOCK(nodesize)
+        self.leaf_data_size = btrfs_leaf_data_size(nodesize)
+        self.nodeptrs_per_block = btrfs_nodeptrs_per_block(nodesize)
         self.root_id = root_id
         self.transid = transid
         self.cow_enabled = cow
@@ -287,6 +276,7 @@ class BtrfsTree:
         self.stats = CtreeStats()
         self._trans = TransactionSummary(transid)
         self._live_new: dict[int, ExtentBuffer] = {}  # allocated this transaction, alive
+        self.read_log: list[ExtentBuffer] | None = None
         self.node: ExtentBuffer
         if create_root:
             self.node = self.btrfs_alloc_tree_block(0)
@@ -385,7 +375,10 @@ class BtrfsTree:
         """``read_block_for_search()``: every block is cached, so never -EAGAIN."""
         p.visited += 1
         self.stats.blocks_visited += 1
-        return parent.children[slot]
+        child = parent.children[slot]
+        if self.read_log is not None:
+            self.read_log.append(child)
+        return child
 
     # ---- leaf space --------------------------------------------------------------------
 
@@ -437,6 +430,8 @@ class BtrfsTree:
         )
         p.visited += 1
         self.stats.blocks_visited += 1
+        if self.read_log is not None:
+            self.read_log.append(b)
         return b
 
     def unlock_up(
@@ -1287,10 +1282,10 @@ class BtrfsTree:
             key = leaf.keys[slot]
             if (
                 key.type == C.EXTENT_DATA_KEY
-                and len(old) > _FILE_EXTENT_TYPE_OFFSET
-                and old[_FILE_EXTENT_TYPE_OFFSET] == C.FILE_EXTENT_INLINE
+                and len(old) > FileExtentItem.TYPE_OFFSET
+                and old[FileExtentItem.TYPE_OFFSET] == C.FILE_EXTENT_INLINE
             ):
-                hdr = BTRFS_FILE_EXTENT_INLINE_DATA_START
+                hdr = FileExtentItem.INLINE_DATA_START
                 if new_size < hdr:  # the kernel's memmove of the header would overrun
                     raise CtreeBug("btrfs_truncate_item: inline extent cut below its header")
                 leaf.data[slot] = old[:hdr] + old[size_diff + hdr :]
@@ -1403,6 +1398,7 @@ class BtrfsTree:
     def btrfs_next_leaf(self, path: Path) -> int:
         """``btrfs_next_leaf()`` (``btrfs_next_old_leaf`` without a time_seq): move the path
         to the first item of the next leaf. 0, or 1 at the end of the tree."""
+        self.stats.next_leaves += 1
         nritems = path.leaf.nritems
         if nritems == 0:
             return 1
@@ -1450,6 +1446,17 @@ class BtrfsTree:
                 break
             nxt = self.read_block_for_search(path, nxt, level, 0)
         return 0
+
+    def btrfs_get_next_valid_item(self, path: Path) -> Key | None:
+        """``btrfs_get_next_valid_item()``: the key at the path's slot, moving to the next
+        leaf (``btrfs_next_leaf``) while the slot is past the end of its leaf; None at the
+        end of the tree (the kernel's return value 1)."""
+        while True:
+            leaf = path.leaf
+            if path.slots[0] < leaf.nritems:
+                return leaf.keys[path.slots[0]]
+            if self.btrfs_next_leaf(path):
+                return None
 
     def btrfs_next_item(self, path: Path) -> int:
         """``btrfs_next_item()``."""
@@ -1761,7 +1768,7 @@ def pack_sorted_items(
     """Greedy leaf packing for :meth:`BtrfsTree.from_sorted_items`: yields (keys, bodies)
     per leaf. Keys must strictly increase (ValueError otherwise); an item larger than
     ``BTRFS_MAX_ITEM_SIZE`` is a ValueError."""
-    lds = BTRFS_LEAF_DATA_SIZE(nodesize)
+    lds = btrfs_leaf_data_size(nodesize)
     cap = int(lds * leaf_fill)
     max_item = lds - BTRFS_ITEM_SIZE
     keys: list[Key] = []

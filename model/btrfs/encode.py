@@ -13,6 +13,8 @@ from typing import Any
 
 from model.btrfs import constants as C
 from model.btrfs.items import (
+    EXTENT_DATA_REF,
+    SHARED_DATA_REF,
     BlockGroupItem,
     ChunkItem,
     CsumItem,
@@ -138,26 +140,24 @@ def encode_root_ref(it: RootRef) -> bytes:
 
 def encode_inline_ref(r: InlineRef) -> bytes:
     if r.type == C.EXTENT_DATA_REF_KEY:
-        return bytes([r.type]) + ExtentItem.DATA_REF.pack(
-            r.root, r.objectid, r.file_offset, r.count
-        )
+        return bytes([r.type]) + EXTENT_DATA_REF.pack(r.root, r.objectid, r.file_offset, r.count)
     if r.type == C.SHARED_DATA_REF_KEY:
-        return bytes([r.type]) + ExtentItem.SHARED_DATA.pack(r.offset, r.count)
-    return bytes([r.type]) + struct.pack("<Q", r.offset)
+        return ExtentItem.INLINE_REF.pack(r.type, r.offset) + SHARED_DATA_REF.pack(r.count)
+    return ExtentItem.INLINE_REF.pack(r.type, r.offset)
 
 
 def encode_extent_item(it: ExtentItem) -> bytes:
     out = ExtentItem.STRUCT.pack(it.refs, it.generation, it.flags)
     if it.tree_block_key is not None:
-        out += it.tree_block_key.pack() + bytes([it.tree_block_level or 0])
+        out += ExtentItem.TREE_BLOCK_INFO.pack(it.tree_block_key.pack(), it.tree_block_level or 0)
     return out + b"".join(encode_inline_ref(r) for r in it.inline_refs)
 
 
 def encode_keyed_ref(it: KeyedRef) -> bytes:
     if it.key.type == C.EXTENT_DATA_REF_KEY:
-        return KeyedRef.DATA_REF.pack(it.root, it.objectid, it.file_offset, it.count)
+        return EXTENT_DATA_REF.pack(it.root, it.objectid, it.file_offset, it.count)
     if it.key.type == C.SHARED_DATA_REF_KEY:
-        return struct.pack("<I", it.count)
+        return SHARED_DATA_REF.pack(it.count)
     return b""
 
 

@@ -40,13 +40,9 @@ from model.btrfs.items import (
 )
 from model.btrfs.reader import BtrfsImage
 from model.errors import FormatError
+from model.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 
-S_IFMT = 0o170000
-S_IFDIR = 0o040000
-S_IFREG = 0o100000
-S_IFLNK = 0o120000
 STUB_MODE = S_IFDIR | 0o755
-BTRFS_EMPTY_SUBVOL_DIR_OBJECTID = 2
 
 
 @dataclass
@@ -211,7 +207,7 @@ def read_namespace(img: BtrfsImage, start: str = "") -> NamespaceView:
             if loc.type == C.ROOT_ITEM_KEY:
                 ref = refs.get((tree, loc.objectid))
                 if ref is None or ref.dirid != dir_ino or ref.name != name:
-                    return tree, BTRFS_EMPTY_SUBVOL_DIR_OBJECTID
+                    return tree, C.EMPTY_SUBVOL_DIR_OBJECTID
                 return loc.objectid, C.FIRST_FREE_OBJECTID
             return tree, loc.objectid
         raise FormatError("namespace", 0, f"no entry {name!r} in tree {tree} dir {dir_ino}")
@@ -235,7 +231,7 @@ def read_namespace(img: BtrfsImage, start: str = "") -> NamespaceView:
                             "mode": STUB_MODE,
                             "nlink": 1,
                             "size": 0,
-                            "ino": BTRFS_EMPTY_SUBVOL_DIR_OBJECTID,
+                            "ino": C.EMPTY_SUBVOL_DIR_OBJECTID,
                             "dev": tree,
                         }
                     )

@@ -22,8 +22,6 @@ from model.btrfs.items import Key
 SZ_128M = 128 << 20
 SZ_1G = 1 << 30
 
-GLOBAL_ROOT_TREES = (C.EXTENT_TREE_OBJECTID, C.CSUM_TREE_OBJECTID, C.FREE_SPACE_TREE_OBJECTID)
-
 
 def calculate_global_root_id(
     total_bytes: int, offset: int, nr_global_roots: int, extent_tree_v2: bool = True

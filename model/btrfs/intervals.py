@@ -105,15 +105,3 @@ def symmetric_difference(a: list[Interval], b: list[Interval]) -> list[tuple[int
             i += 1
         prev = pos
     return out
-
-
-def overlapping(ivs: list[Interval], start: int, end: int) -> list[Interval]:
-    """The members of sorted disjoint ``ivs`` that overlap ``[start, end)`` (unclipped)."""
-    i = max(bisect.bisect_right(ivs, (start, start)) - 1, 0)
-    out: list[Interval] = []
-    for s, e in ivs[i:]:
-        if s >= end:
-            break
-        if e > start:
-            out.append((s, e))
-    return out

@@ -11,19 +11,12 @@ All structs are packed and little-endian.
 from __future__ import annotations
 
 import struct
-import uuid as _uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 from model.btrfs import constants as C
 from model.errors import FormatError
-
-
-def fmt_uuid(b: bytes) -> str:
-    """A 16-byte UUID as btrfs-progs prints it."""
-    return str(_uuid.UUID(bytes=bytes(b)))
-
 
 _KEY_STRUCT = struct.Struct("<QBQ")
 
@@ -47,10 +40,6 @@ class Key(NamedTuple):
 
     def __str__(self) -> str:
         return f"({self.objectid} {self.type} {self.offset})"
-
-
-KEY_MIN = Key(0, 0, 0)
-KEY_MAX = Key(C.U64, 0xFF, C.U64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +104,8 @@ class InodeItem(Item):
     otime: Timespec
 
     KEY_TYPES: ClassVar[tuple[int, ...]] = (C.INODE_ITEM_KEY,)
-    SIZE: ClassVar[int] = 160
-    STRUCT: ClassVar[struct.Struct] = struct.Struct("<5Q4I3Q32x")
+    STRUCT: ClassVar[struct.Struct] = struct.Struct("<5Q4I3Q32x")  # up to the four times
+    SIZE: ClassVar[int] = STRUCT.size + 4 * Timespec.STRUCT.size
 
     @classmethod
     def unpack_from(cls, key: Key, buf: bytes, off: int = 0) -> InodeItem:
@@ -272,8 +261,9 @@ class FileExtentItem(Item):
     KEY_TYPES: ClassVar[tuple[int, ...]] = (C.EXTENT_DATA_KEY,)
     HEAD: ClassVar[struct.Struct] = struct.Struct("<QQBBHB")
     BODY: ClassVar[struct.Struct] = struct.Struct("<4Q")
-    INLINE_DATA_START: ClassVar[int] = 21
-    SIZE: ClassVar[int] = 53
+    TYPE_OFFSET: ClassVar[int] = HEAD.size - 1  # the type byte ends the head
+    INLINE_DATA_START: ClassVar[int] = HEAD.size  # BTRFS_FILE_EXTENT_INLINE_DATA_START
+    SIZE: ClassVar[int] = HEAD.size + BODY.size
 
     @classmethod
     def decode(cls, key: Key, data: bytes, where: int) -> FileExtentItem:
@@ -340,16 +330,18 @@ class RootItem(Item):
     rtime: Timespec = Timespec(0, 0)
 
     KEY_TYPES: ClassVar[tuple[int, ...]] = (C.ROOT_ITEM_KEY,)
-    V1: ClassVar[struct.Struct] = struct.Struct("<7QI17sBB")  # from byte 160
-    V2: ClassVar[struct.Struct] = struct.Struct("<Q16s16s16s4Q")  # from byte 239
-    SIZE_V1: ClassVar[int] = 239
-    SIZE: ClassVar[int] = 439
+    V1: ClassVar[struct.Struct] = struct.Struct("<7QI17sBB")  # after the inode item
+    V2: ClassVar[struct.Struct] = struct.Struct("<Q16s16s16s4Q")  # from SIZE_V1
+    # btrfs_legacy_root_item_size(): offsetof(struct btrfs_root_item, generation_v2)
+    SIZE_V1: ClassVar[int] = InodeItem.SIZE + V1.size
+    RESERVED: ClassVar[int] = 64  # reserved[8], after the four times
+    SIZE: ClassVar[int] = SIZE_V1 + V2.size + 4 * Timespec.STRUCT.size + RESERVED
 
     @classmethod
     def decode(cls, key: Key, data: bytes, where: int) -> RootItem:
         _need(key, data, cls.SIZE_V1, "ROOT_ITEM", where)
         inode = InodeItem.unpack_from(Key(0, 0, 0), data, 0)
-        v = list(cls.V1.unpack_from(data, 160))
+        v = list(cls.V1.unpack_from(data, InodeItem.SIZE))
         v[8] = Key.unpack_from(v[8])
         args: list[Any] = [key, inode, *v]
         if len(data) >= cls.SIZE:
@@ -399,6 +391,13 @@ class InlineRef:
     count: int = 1
 
 
+# struct btrfs_extent_data_ref: root, objectid, offset (u64), count (u32); inline after the
+# type byte, or the whole body of an EXTENT_DATA_REF item
+EXTENT_DATA_REF: struct.Struct = struct.Struct("<3QI")
+# struct btrfs_shared_data_ref: count (u32); the whole body of a SHARED_DATA_REF item
+SHARED_DATA_REF: struct.Struct = struct.Struct("<I")
+
+
 @dataclass(frozen=True, slots=True)
 class ExtentItem(Item):
     """``struct btrfs_extent_item`` (24 B) + optional ``btrfs_tree_block_info`` + inline refs.
@@ -419,15 +418,16 @@ class ExtentItem(Item):
 
     KEY_TYPES: ClassVar[tuple[int, ...]] = (C.EXTENT_ITEM_KEY, C.METADATA_ITEM_KEY)
     STRUCT: ClassVar[struct.Struct] = struct.Struct("<3Q")
-    TREE_BLOCK_INFO_SIZE: ClassVar[int] = 18
-    DATA_REF: ClassVar[struct.Struct] = struct.Struct("<3QI")
-    SHARED_DATA: ClassVar[struct.Struct] = struct.Struct("<QI")
+    TREE_BLOCK_INFO: ClassVar[struct.Struct] = struct.Struct("<17sB")  # first key, level
+    # struct btrfs_extent_inline_ref: type u8, offset u64 (root or parent); for
+    # EXTENT_DATA_REF the btrfs_extent_data_ref takes the offset's place
+    INLINE_REF: ClassVar[struct.Struct] = struct.Struct("<BQ")
     INLINE_SIZES: ClassVar[dict[int, int]] = {
-        C.TREE_BLOCK_REF_KEY: 9,
-        C.SHARED_BLOCK_REF_KEY: 9,
-        C.EXTENT_DATA_REF_KEY: 29,
-        C.SHARED_DATA_REF_KEY: 13,
-        C.EXTENT_OWNER_REF_KEY: 9,
+        C.TREE_BLOCK_REF_KEY: INLINE_REF.size,
+        C.SHARED_BLOCK_REF_KEY: INLINE_REF.size,
+        C.EXTENT_DATA_REF_KEY: 1 + EXTENT_DATA_REF.size,
+        C.SHARED_DATA_REF_KEY: INLINE_REF.size + SHARED_DATA_REF.size,
+        C.EXTENT_OWNER_REF_KEY: INLINE_REF.size,
     }
 
     @classmethod
@@ -438,10 +438,10 @@ class ExtentItem(Item):
         tbk: Key | None = None
         tbl: int | None = None
         if key.type == C.EXTENT_ITEM_KEY and flags & C.EXTENT_FLAG_TREE_BLOCK:
-            _need(key, data, p + cls.TREE_BLOCK_INFO_SIZE, "EXTENT_ITEM", where)
-            tbk = Key.unpack_from(data, p)
-            tbl = data[p + 17]
-            p += cls.TREE_BLOCK_INFO_SIZE
+            _need(key, data, p + cls.TREE_BLOCK_INFO.size, "EXTENT_ITEM", where)
+            raw_key, tbl = cls.TREE_BLOCK_INFO.unpack_from(data, p)
+            tbk = Key.unpack_from(raw_key)
+            p += cls.TREE_BLOCK_INFO.size
         inl: list[InlineRef] = []
         while p < len(data):
             t = data[p]
@@ -455,13 +455,14 @@ class ExtentItem(Item):
                     f"EXTENT_ITEM {key}", where + p, f"inline backref type {t} runs past the item"
                 )
             if t == C.EXTENT_DATA_REF_KEY:
-                root, oid, off, cnt = cls.DATA_REF.unpack_from(data, p + 1)
+                root, oid, off, cnt = EXTENT_DATA_REF.unpack_from(data, p + 1)
                 inl.append(InlineRef(t, root=root, objectid=oid, file_offset=off, count=cnt))
             elif t == C.SHARED_DATA_REF_KEY:
-                parent, cnt = cls.SHARED_DATA.unpack_from(data, p + 1)
+                _, parent = cls.INLINE_REF.unpack_from(data, p)
+                (cnt,) = SHARED_DATA_REF.unpack_from(data, p + cls.INLINE_REF.size)
                 inl.append(InlineRef(t, offset=parent, count=cnt))
             else:
-                (off,) = struct.unpack_from("<Q", data, p + 1)
+                _, off = cls.INLINE_REF.unpack_from(data, p)
                 inl.append(InlineRef(t, offset=off))
             p += size
         return cls(key, refs, gen, flags, tbk, tbl, tuple(inl))
@@ -488,17 +489,16 @@ class KeyedRef(Item):
         C.EXTENT_DATA_REF_KEY,
         C.SHARED_DATA_REF_KEY,
     )
-    DATA_REF: ClassVar[struct.Struct] = struct.Struct("<3QI")
 
     @classmethod
     def decode(cls, key: Key, data: bytes, where: int) -> KeyedRef:
         if key.type == C.EXTENT_DATA_REF_KEY:
-            _need(key, data, cls.DATA_REF.size, "EXTENT_DATA_REF", where, exact=True)
-            root, oid, off, cnt = cls.DATA_REF.unpack_from(data)
+            _need(key, data, EXTENT_DATA_REF.size, "EXTENT_DATA_REF", where, exact=True)
+            root, oid, off, cnt = EXTENT_DATA_REF.unpack_from(data)
             return cls(key, root, oid, off, cnt)
         if key.type == C.SHARED_DATA_REF_KEY:
-            _need(key, data, 4, "SHARED_DATA_REF", where, exact=True)
-            return cls(key, count=struct.unpack_from("<I", data)[0])
+            _need(key, data, SHARED_DATA_REF.size, "SHARED_DATA_REF", where, exact=True)
+            return cls(key, count=SHARED_DATA_REF.unpack_from(data)[0])
         return cls(key)
 
 
@@ -668,7 +668,7 @@ class DevItem(Item):
 
     KEY_TYPES: ClassVar[tuple[int, ...]] = (C.DEV_ITEM_KEY,)
     STRUCT: ClassVar[struct.Struct] = struct.Struct("<3Q3I3QIBB16s16s")
-    SIZE: ClassVar[int] = 98
+    SIZE: ClassVar[int] = STRUCT.size
 
     @classmethod
     def decode(cls, key: Key, data: bytes, where: int) -> DevItem:

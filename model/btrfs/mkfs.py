@@ -26,7 +26,8 @@ What it writes, and whose rules it follows:
 * Layouts: ``extent-tree`` (BLOCK_GROUP_ITEMs in the extent tree), ``bg-tree`` (the merged
   block group tree: compat_ro BLOCK_GROUP_TREE, which 6.12 requires with
   FREE_SPACE_TREE_VALID and NO_HOLES), ``skinny-bg-tree`` (bg-tree plus incompat
-  :data:`INCOMPAT_SKINNY_BG_TREE`, items (start, 193, used) with empty bodies).
+  :data:`~model.btrfs.constants.INCOMPAT_SKINNY_BG_TREE`, items (start, 193, used) with
+  empty bodies).
 
 The writer is deterministic: UUIDs and times derive from ``seed``.
 """
@@ -37,7 +38,6 @@ import bisect
 import dataclasses
 import hashlib
 import itertools
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -62,10 +62,13 @@ from model.btrfs.items import (
     ChunkItem,
     DevExtent,
     DevItem,
+    DirItem,
     ExtentItem,
+    FileExtentItem,
     FreeSpaceInfo,
     InlineRef,
     InodeItem,
+    InodeRef,
     Key,
     RootItem,
     Stripe,
@@ -81,8 +84,6 @@ SZ_256M = 256 << 20
 SZ_1G = 1 << 30
 BTRFS_MAX_DATA_CHUNK_SIZE = 10 * SZ_1G
 BTRFS_MAX_EXTENT_SIZE = 128 * SZ_1M
-
-INCOMPAT_SKINNY_BG_TREE = C.INCOMPAT_SKINNY_BG_TREE  # patches/skinny-bg-tree/series.yaml
 
 LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree", "extent-tree-v2")
 FILES_PER_DIR = 1000
@@ -293,10 +294,7 @@ class RangeAllocator:
 Items = list[tuple[Key, bytes]]
 
 
-Block = ExtentBuffer
-
-
-def build_tree(items: Items, nodesize: int, owner: int = 0, generation: int = 0) -> Block:
+def build_tree(items: Items, nodesize: int, owner: int = 0, generation: int = 0) -> ExtentBuffer:
     """A tree over sorted items, packed as append-ordered inserts leave it
     (:meth:`model.btrfs.ctree.BtrfsTree.from_sorted_items`): full leaves, full nodes, never
     a node with one pointer. Returns the root; addresses are assigned by the caller.
@@ -311,7 +309,7 @@ def build_tree(items: Items, nodesize: int, owner: int = 0, generation: int = 0)
     ).node
 
 
-def tree_blocks(root: Block) -> list[Block]:
+def tree_blocks(root: ExtentBuffer) -> list[ExtentBuffer]:
     """Breadth-first: the root first."""
     out = [root]
     i = 0
@@ -347,12 +345,7 @@ def bfs_levels(counts: Sequence[int]) -> list[int]:
     return [lvl for lvl in range(len(counts) - 1, -1, -1) for _ in range(counts[lvl])]
 
 
-_DIR_ITEM = struct.Struct("<QBQQHHB")  # location key, transid, data_len, name_len, type
-_INODE_REF = struct.Struct("<QH")
-_FILE_EXTENT = struct.Struct("<QQBBHB4Q")
-
-
-def serialize_block(b: Block, spec: FsSpec) -> bytes:
+def serialize_block(b: ExtentBuffer, spec: FsSpec) -> bytes:
     """A built block's on-disk bytes (checksum included)."""
     common = dict(
         nodesize=spec.nodesize, bytenr=b.bytenr, generation=spec.generation, owner=b.owner,
@@ -403,19 +396,19 @@ def inode_item(
 def dir_entry(ino: int, name: bytes, ftype: int, transid: int) -> bytes:
     """A DIR_ITEM / DIR_INDEX body with one entry pointing at inode ``ino``
     (``struct btrfs_dir_item`` + name, as :func:`encode_dir_item` writes it)."""
-    return _DIR_ITEM.pack(ino, C.INODE_ITEM_KEY, 0, transid, 0, len(name), ftype) + name
+    loc = Key(ino, C.INODE_ITEM_KEY, 0).pack()
+    return DirItem.STRUCT.pack(loc, transid, 0, len(name), ftype) + name
 
 
 def inode_ref(index: int, name: bytes) -> bytes:
     """An INODE_REF body with one entry (``struct btrfs_inode_ref`` + name)."""
-    return _INODE_REF.pack(index, len(name)) + name
+    return InodeRef.STRUCT.pack(index, len(name)) + name
 
 
 def prealloc_extent(gen: int, bytenr: int, length: int) -> bytes:
     """A PREALLOC file extent item covering the whole extent (``fallocate``)."""
-    return _FILE_EXTENT.pack(
-        gen, length, 0, 0, 0, C.FILE_EXTENT_PREALLOC, bytenr, length, 0, length
-    )
+    head = FileExtentItem.HEAD.pack(gen, length, 0, 0, 0, C.FILE_EXTENT_PREALLOC)
+    return head + FileExtentItem.BODY.pack(bytenr, length, 0, length)
 
 
 def root_item(
@@ -611,7 +604,7 @@ def free_space_items(chunks: Iterable[Chunk], used: dict[int, list[tuple[int, in
 class MkfsResult:
     """What was written: per tree (id → root block), the chunks, the superblock bytes."""
 
-    trees: dict[tuple[int, int], Block]  # (ROOT_ITEM objectid, offset) -> root block
+    trees: dict[tuple[int, int], ExtentBuffer]  # (ROOT_ITEM objectid, offset) -> root block
     chunks: list[Chunk]
     superblock: bytes
     bytes_used: int
@@ -730,7 +723,9 @@ def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
         ),
         (
             Key(C.ROOT_TREE_DIR_OBJECTID, C.DIR_ITEM_KEY, btrfs_name_hash(b"default")),
-            _DIR_ITEM.pack(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64, gen, 0, 7, C.FT_DIR)
+            DirItem.STRUCT.pack(
+                Key(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64).pack(), gen, 0, 7, C.FT_DIR
+            )
             + b"default",
         ),
     ]
@@ -848,10 +843,30 @@ def global_root_ids(spec: FsSpec) -> dict[int, int]:
     }
 
 
-def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
-    """Lay out and write an image: place every tree block, derive the extent, free space,
-    block group and root trees (a fixed point: they describe where the blocks landed), and
-    write the blocks to every stripe and the superblock to every mirror in the device.
+@dataclass
+class TreeLayout:
+    """Where :func:`lay_out_trees` puts every tree block, before anything is serialized.
+
+    ``static_roots``: the trees whose items do not depend on the placement (chunk, dev,
+    content trees), built. ``dyn_items``: the items of the trees that describe the
+    placement (extent, free space, block group trees), sorted; the root tree is built
+    last by :func:`write_filesystem` (its items hold the other roots' addresses).
+    ``placed``: per tree, the logical address of each block in :func:`tree_blocks` order.
+    """
+
+    static_roots: dict[TreeId, ExtentBuffer]
+    dyn_items: dict[TreeId, Items]
+    placed: dict[TreeId, list[int]]
+    trees_present: list[TreeId]
+    chunk_items: Items
+    dev_item: DevItem
+    sys_chunk: Chunk
+    n_global: int
+
+
+def lay_out_trees(spec: FsSpec) -> TreeLayout:
+    """Place every tree block and derive the extent, free space and block group trees (a
+    fixed point: they describe where the blocks landed); sets each chunk's ``used``.
 
     Blocks are placed tree by tree — chunk tree in the SYSTEM chunk; the dev tree and the
     content trees in METADATA; then the root, extent and free space trees; the block
@@ -968,9 +983,26 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
         guess = counts
     else:
         raise MkfsError("tree block layout did not converge")
+    return TreeLayout(
+        static_roots, dyn_items, placed, trees_present, chunk_items, dev_item, sys_chunk, n_global
+    )
 
-    roots: dict[TreeId, Block] = dict(static_roots)
-    for t, items in dyn_items.items():
+
+def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
+    """Lay out and write an image: place every tree block (:func:`lay_out_trees`), build
+    the trees and the root tree over them, and write the blocks to every stripe and the
+    superblock to every mirror in the device."""
+    ns = spec.nodesize
+    gen = spec.generation
+    layout = spec.layout
+    v2 = layout == "extent-tree-v2"
+    lay = lay_out_trees(spec)
+    placed, trees_present, chunk_items = lay.placed, lay.trees_present, lay.chunk_items
+    sys_chunk, n_global = lay.sys_chunk, lay.n_global
+    chunk_starts = [c.start for c in spec.chunks]
+    root_id = (C.ROOT_TREE_OBJECTID, 0)
+    roots: dict[TreeId, ExtentBuffer] = dict(lay.static_roots)
+    for t, items in lay.dyn_items.items():
         roots[t] = build_tree(items, ns, t[0], gen)
     for t, r in roots.items():
         for b, a in zip(tree_blocks(r), placed[t], strict=True):
@@ -1015,7 +1047,7 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
     if layout != "extent-tree":
         compat_ro |= C.COMPAT_RO_BLOCK_GROUP_TREE
     if layout == "skinny-bg-tree":
-        incompat |= INCOMPAT_SKINNY_BG_TREE
+        incompat |= C.INCOMPAT_SKINNY_BG_TREE
     if v2:
         incompat |= C.INCOMPAT_EXTENT_TREE_V2
     sys_array = b"".join(
@@ -1023,7 +1055,7 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
         if k.type == C.CHUNK_ITEM_KEY and k.offset == sys_chunk.start
     )  # fmt: skip
     sb = build_superblock(
-        spec, roots=roots, bytes_used=bytes_used, dev_item=dev_item, sys_array=sys_array,
+        spec, roots=roots, bytes_used=bytes_used, dev_item=lay.dev_item, sys_array=sys_array,
         compat_ro=compat_ro, incompat=incompat, nr_global_roots=n_global if v2 else 0,
     )  # fmt: skip
     for mirror in range(C.SUPER_MIRROR_MAX):
@@ -1039,8 +1071,18 @@ def write_filesystem(spec: FsSpec, sink: BlockSink) -> MkfsResult:
 
 def estimate_metadata_bytes(cfg: MkfsConfig) -> int:
     """A generous estimate of tree block bytes (to size the metadata chunks)."""
-    per_extent = (C.BTRFS_ITEM_SIZE + 53) * 2  # extent item + file extent item
-    per_file = 160 + 17 + 2 * (30 + 7) + 5 * C.BTRFS_ITEM_SIZE + 17
+    # counted as two 53-byte items: the file extent item, and the extent item
+    per_extent = (C.BTRFS_ITEM_SIZE + FileExtentItem.SIZE) * 2
+    # inode item, inode ref (7-byte name), dir item and dir index, 5 item headers, 17 more
+    name = 7
+    per_file = (
+        InodeItem.SIZE
+        + InodeRef.STRUCT.size
+        + name
+        + 2 * (DirItem.STRUCT.size + name)
+        + 5 * C.BTRFS_ITEM_SIZE
+        + 17
+    )
     payload = cfg.n_extents * per_extent + cfg.n_files * per_file
     leaf = cfg.nodesize - C.BTRFS_HEADER_SIZE
     blocks = payload // leaf + 64
@@ -1050,7 +1092,7 @@ def estimate_metadata_bytes(cfg: MkfsConfig) -> int:
 def build_superblock(
     spec: FsSpec,
     *,
-    roots: dict[tuple[int, int], Block],
+    roots: dict[tuple[int, int], ExtentBuffer],
     bytes_used: int,
     dev_item: DevItem,
     sys_array: bytes,

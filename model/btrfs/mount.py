@@ -26,226 +26,91 @@ With the 2019 SKINNY_BG_TREE RFC (``read_skinny_block_group_tree``) the loop is 
 ``btrfs_read_block_groups``: of the tree searched, only its root node (read by
 ``load_global_roots`` / ``btrfs_read_roots``). Everything else that open_ctree reads
 earlier (chunk tree, dev tree, root tree) belongs to other trees.
+
+The searches are :mod:`model.btrfs.ctree`'s (``btrfs_search_slot``, ``btrfs_next_leaf``,
+``btrfs_get_next_valid_item``), read-only, over the tree as a
+:class:`~model.btrfs.ctree.BtrfsTree`: an image's tree (:func:`predict_mount`), a tree the
+writer built (:func:`predict_built`), or the tree the writer would build from its input
+(:func:`predict_layout`), such as an image re-laid out in another layout
+(:func:`predict_relayout`). The blocks they read come from
+the tree's ``read_log``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from model.btrfs import constants as C
+from model.btrfs.convert import spec_from_image
+from model.btrfs.ctree import BtrfsTree, ExtentBuffer, Path
 from model.btrfs.items import Key
-from model.btrfs.mkfs import Block, MkfsResult, tree_blocks
-from model.btrfs.reader import BtrfsImage, TreeRoot
-from model.btrfs.treeblock import TreeBlock
+from model.btrfs.mkfs import FsSpec, MkfsResult, build_tree, lay_out_trees
+from model.btrfs.reader import BtrfsImage, TreeRoot, tree_name
+from model.btrfs.superblock import parse_superblock
 from model.errors import FormatError
-
-
-class SearchableTree(Protocol):
-    """What the search needs of a tree: its root block, and per block its level, its keys
-    (item keys of a leaf, pointer keys of a node) and its children."""
-
-    def root_block(self) -> Hashable: ...
-
-    def level(self, block: Hashable) -> int: ...
-
-    def keys(self, block: Hashable) -> Sequence[Key]: ...
-
-    def child(self, block: Hashable, slot: int) -> Hashable: ...
-
-
-class ImageTree:
-    """A tree of an image, blocks named by logical address (read once, cached)."""
-
-    def __init__(self, img: BtrfsImage, root: TreeRoot) -> None:
-        self.img = img
-        self.root = root
-        self._cache: dict[int, TreeBlock] = {}
-        self._expect: dict[int, int] = {root.bytenr: root.level}
-
-    def _get(self, logical: Hashable) -> TreeBlock:
-        assert isinstance(logical, int)
-        blk = self._cache.get(logical)
-        if blk is None:
-            blk = self.img.read_tree_block(logical, level=self._expect.get(logical))
-            self._cache[logical] = blk
-        return blk
-
-    def root_block(self) -> Hashable:
-        return self.root.bytenr
-
-    def level(self, block: Hashable) -> int:
-        return self._get(block).level
-
-    def keys(self, block: Hashable) -> Sequence[Key]:
-        blk = self._get(block)
-        if blk.is_leaf:
-            return [ih.key for ih in blk.items]
-        return [p.key for p in blk.ptrs]
-
-    def child(self, block: Hashable, slot: int) -> Hashable:
-        blk = self._get(block)
-        if slot >= len(blk.ptrs):  # an empty node (the tree checker reports it)
-            raise FormatError(
-                "tree block", blk.physical, f"node has no pointer in slot {slot}", blk.logical
-            )
-        p = blk.ptrs[slot]
-        self._expect[p.blockptr] = blk.level - 1
-        return p.blockptr
-
-
-class BuiltTree:
-    """A tree the writer built in memory (:class:`model.btrfs.ctree.ExtentBuffer`), so a layout can
-    be measured without writing an image."""
-
-    def __init__(self, root: Block) -> None:
-        self.root = root
-
-    def root_block(self) -> Hashable:
-        return self.root
-
-    def level(self, block: Hashable) -> int:
-        assert isinstance(block, Block)
-        return block.level
-
-    def keys(self, block: Hashable) -> Sequence[Key]:
-        assert isinstance(block, Block)
-        return block.keys
-
-    def child(self, block: Hashable, slot: int) -> Hashable:
-        assert isinstance(block, Block)
-        return block.children[slot]
-
-
-def btrfs_bin_search(keys: Sequence[Key], key: Key) -> tuple[bool, int]:
-    """``btrfs_bin_search()``: (exact, slot) where slot is the first key >= ``key``."""
-    lo, hi = 0, len(keys)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        k = keys[mid]
-        if k < key:
-            lo = mid + 1
-        elif k == key:
-            return True, mid
-        else:
-            hi = mid
-    return False, lo
-
-
-@dataclass
-class Path:
-    """``struct btrfs_path``: nodes[level] and slots[level], leaf at level 0."""
-
-    nodes: list[Hashable | None] = field(default_factory=lambda: [None] * C.BTRFS_MAX_LEVEL)
-    slots: list[int] = field(default_factory=lambda: [0] * C.BTRFS_MAX_LEVEL)
 
 
 @dataclass
 class SearchCost:
-    """Blocks touched by a sequence of searches, in first-touch order."""
+    """The distinct blocks a sequence of searches read, in first-read order, and how many
+    searches and ``btrfs_next_leaf`` calls it took."""
 
-    visited: list[Hashable] = field(default_factory=list)
-    levels: dict[Hashable, int] = field(default_factory=dict)
-    searches: int = 0
-    next_leaf_calls: int = 0
-
-    def touch(self, tree: SearchableTree, block: Hashable) -> None:
-        if block not in self.levels:
-            self.levels[block] = tree.level(block)
-            self.visited.append(block)
+    visited: list[ExtentBuffer]
+    searches: int
+    next_leaf_calls: int
 
 
 class Searcher:
-    """The kernel's read-only search primitives over a :class:`SearchableTree`."""
+    """``btrfs_read_block_groups``' searches over one tree (read-only ``btrfs_search_slot``
+    and ``btrfs_next_leaf`` of :class:`~model.btrfs.ctree.BtrfsTree`), recording the blocks
+    they read (:attr:`BtrfsTree.read_log <model.btrfs.ctree.BtrfsTree>`)."""
 
-    def __init__(self, tree: SearchableTree) -> None:
+    def __init__(self, tree: BtrfsTree) -> None:
         self.tree = tree
-        self.cost = SearchCost()
+        self.searches = 0
+        self._next_leaves = tree.stats.next_leaves
+        tree.read_log = []
 
-    def btrfs_search_slot(self, key: Key) -> tuple[int, Path]:
-        """Read-only ``btrfs_search_slot(NULL, root, key, path, 0, 0)``: 0 if found, 1 if
-        not (path at the slot where it would be)."""
-        t = self.tree
-        self.cost.searches += 1
+    def btrfs_search_slot(self, key: Key) -> Path:
+        """Read-only ``btrfs_search_slot(NULL, root, key, path, 0, 0)``: the path at the
+        slot of ``key``, or where it would be."""
+        self.searches += 1
         path = Path()
-        b = t.root_block()
-        while True:
-            self.cost.touch(t, b)
-            lvl = t.level(b)
-            exact, slot = btrfs_bin_search(t.keys(b), key)
-            path.nodes[lvl] = b
-            if lvl == 0:
-                path.slots[0] = slot
-                return (0 if exact else 1), path
-            if not exact and slot > 0:
-                slot -= 1
-            path.slots[lvl] = slot
-            b = t.child(b, slot)
-
-    def btrfs_next_leaf(self, path: Path) -> int:
-        """``btrfs_next_leaf()``: 0 and the path at slot 0 of the next leaf, or 1 at the
-        end. The kernel re-searches the current leaf's last key first; that walks blocks
-        already touched, so only the climb and the descent to the next leaf are new."""
-        t = self.tree
-        self.cost.next_leaf_calls += 1
-        leaf = path.nodes[0]
-        assert leaf is not None
-        keys = t.keys(leaf)
-        if not keys:
-            return 1
-        _, fresh = self.btrfs_search_slot(keys[-1])
-        self.cost.searches -= 1  # part of next_leaf, not a search of its own
-        path.nodes[:] = fresh.nodes
-        path.slots[:] = fresh.slots
-        level = 1
-        nxt: Hashable | None = None
-        while level < C.BTRFS_MAX_LEVEL:
-            node = path.nodes[level]
-            if node is None:
-                return 1
-            slot = path.slots[level] + 1
-            if slot >= len(t.keys(node)):
-                level += 1
-                continue
-            nxt = t.child(node, slot)
-            path.slots[level] = slot
-            break
-        if nxt is None:
-            return 1
-        while True:
-            level -= 1
-            self.cost.touch(t, nxt)
-            path.nodes[level] = nxt
-            path.slots[level] = 0
-            if level == 0:
-                return 0
-            nxt = t.child(nxt, 0)
-
-    def btrfs_get_next_valid_item(self, path: Path) -> Key | None:
-        """``btrfs_get_next_valid_item()``: the key at the path, moving to the next leaf
-        when the slot is past the end; None at the end of the tree."""
-        t = self.tree
-        while True:
-            leaf = path.nodes[0]
-            assert leaf is not None
-            keys = t.keys(leaf)
-            if path.slots[0] < len(keys):
-                return keys[path.slots[0]]
-            if self.btrfs_next_leaf(path):
-                return None
+        self.tree.btrfs_search_slot(key, path, 0, 0)
+        return path
 
     def find_first_block_group(self, key: Key, item_type: int) -> Key | None:
-        """``find_first_block_group()``: the first item at or after ``key`` with
-        objectid >= key.objectid and the block group item type."""
-        _, path = self.btrfs_search_slot(key)
+        """``find_first_block_group()`` (``btrfs_for_each_slot``): the first item at or
+        after ``key`` with objectid >= key.objectid and the block group item type."""
+        path = self.btrfs_search_slot(key)
         while True:
-            found = self.btrfs_get_next_valid_item(path)
+            found = self.tree.btrfs_get_next_valid_item(path)
             if found is None:
                 return None
             if found.objectid >= key.objectid and found.type == item_type:
                 return found
             path.slots[0] += 1
+
+    def read_skinny_block_group_tree(self) -> int:
+        """The RFC's ``read_skinny_block_group_tree()``: one search from (0, 0, 0), then
+        every item of the tree in turn; the number of skinny block group items."""
+        path = self.btrfs_search_slot(Key(0, 0, 0))
+        n = 0
+        while True:
+            found = self.tree.btrfs_get_next_valid_item(path)
+            if found is None:
+                return n
+            if found.type == C.SKINNY_BLOCK_GROUP_ITEM_KEY:
+                n += 1
+            path.slots[0] += 1
+
+    def cost(self) -> SearchCost:
+        log = self.tree.read_log or []
+        return SearchCost(
+            list(dict.fromkeys(log)),
+            self.searches,
+            self.tree.stats.next_leaves - self._next_leaves,
+        )
 
 
 @dataclass
@@ -267,7 +132,7 @@ class MountCost:
 
 
 def read_block_groups_search(
-    tree: SearchableTree,
+    tree: BtrfsTree,
     *,
     layout: str,
     chunk_lengths: dict[int, int] | None = None,
@@ -283,14 +148,7 @@ def read_block_groups_search(
     s = Searcher(tree)
     n = 0
     if layout == "skinny-bg-tree":
-        _, path = s.btrfs_search_slot(Key(0, 0, 0))
-        while True:
-            found = s.btrfs_get_next_valid_item(path)
-            if found is None:
-                break
-            if found.type == C.SKINNY_BLOCK_GROUP_ITEM_KEY:
-                n += 1
-            path.slots[0] += 1
+        n = s.read_skinny_block_group_tree()
     else:
         key = Key(0, C.BLOCK_GROUP_ITEM_KEY, 0)
         while True:
@@ -310,40 +168,31 @@ def read_block_groups_search(
                     found.objectid,
                 )
             key = Key(found.objectid + length, C.BLOCK_GROUP_ITEM_KEY, 0)
-    return s.cost, n
+    return s.cost(), n
 
 
 def read_block_groups_cost(
-    tree: SearchableTree,
+    tree: BtrfsTree,
     *,
     layout: str,
-    tree_id: int,
     chunk_lengths: dict[int, int] | None = None,
-    tree_nodes: int = 0,
-    tree_leaves: int = 0,
 ) -> MountCost:
     """Run ``btrfs_read_block_groups``'s search over ``tree`` and count blocks
-    (:func:`read_block_groups_search`)."""
+    (:func:`read_block_groups_search`); the tree's own node and leaf counts come along."""
     cost, n = read_block_groups_search(tree, layout=layout, chunk_lengths=chunk_lengths)
-    return mount_cost(cost, n, tree.root_block(), layout, tree_id, tree_nodes, tree_leaves)
+    return mount_cost(cost, n, tree, layout)
 
 
-def mount_cost(
-    cost: SearchCost,
-    block_groups: int,
-    root: Hashable,
-    layout: str,
-    tree_id: int,
-    tree_nodes: int = 0,
-    tree_leaves: int = 0,
-) -> MountCost:
+def mount_cost(cost: SearchCost, block_groups: int, tree: BtrfsTree, layout: str) -> MountCost:
     """The counts of a search's blocks: visited, and first read inside (all but the root
     node, which ``open_ctree`` read before)."""
-    leaves = sum(1 for b in cost.visited if cost.levels[b] == 0)
-    already = 1 if root in cost.levels else 0
+    leaves = sum(1 for b in cost.visited if b.level == 0)
+    already = 1 if any(b is tree.node for b in cost.visited) else 0
+    tree_blocks = sum(1 for _ in tree.iter_blocks())
+    tree_leaves = sum(1 for _ in tree.leaves())
     return MountCost(
         layout=layout,
-        tree=tree_id,
+        tree=tree.root_id,
         block_groups=block_groups,
         visited=len(cost.visited),
         visited_nodes=len(cost.visited) - leaves,
@@ -352,7 +201,7 @@ def mount_cost(
         first_read_inside=len(cost.visited) - already,
         searches=cost.searches,
         next_leaf_calls=cost.next_leaf_calls,
-        tree_nodes=tree_nodes,
+        tree_nodes=tree_blocks - tree_leaves,
         tree_leaves=tree_leaves,
     )
 
@@ -389,19 +238,25 @@ def block_group_root(img: BtrfsImage) -> TreeRoot:
     raise FormatError("root tree", phys, msg, rt.bytenr)
 
 
+def image_tree(img: BtrfsImage, root: TreeRoot) -> BtrfsTree:
+    """The tree ``root`` of ``img`` as a read-only :class:`BtrfsTree`: every block read and
+    checked by the reader's walk, and the tree's structure by :meth:`BtrfsTree.check` (keys
+    strictly increasing, no empty leaf below the root...), which the kernel's tree checker
+    guarantees before any search runs (``btrfs_search_slot`` and ``btrfs_next_leaf`` rely on
+    it: over unsorted keys ``btrfs_next_leaf`` can return to the same leaf forever). A bad
+    block or structure is a :class:`FormatError`."""
+    tree = BtrfsTree.from_image(img, root, cow=False)
+    errs = tree.check()
+    if errs:
+        phys = img.chunk_map.map_read(root.bytenr, img.sb.nodesize)[0]
+        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+        raise FormatError(f"tree {tree_name(root.objectid)}", phys, errs[0] + more, root.bytenr)
+    return tree
+
+
 def predict_mount(img: BtrfsImage) -> MountCost:
     """``btrfs_read_block_groups``'s tree-block cost for an image as it is laid out."""
-    layout = image_layout(img)
-    root = block_group_root(img)
-    st = img.tree_stats(root)
-    return read_block_groups_cost(
-        ImageTree(img, root),
-        layout=layout,
-        tree_id=root.objectid,
-        chunk_lengths={c.key.offset: c.length for c in img.chunk_map},
-        tree_nodes=st.nodes,
-        tree_leaves=st.leaves,
-    )
+    return predict_mount_reads(img)[0]
 
 
 def predict_mount_reads(img: BtrfsImage) -> tuple[MountCost, list[int], int]:
@@ -410,32 +265,58 @@ def predict_mount_reads(img: BtrfsImage) -> tuple[MountCost, list[int], int]:
     node's address (read earlier by ``open_ctree``), for comparison with a kernel trace."""
     layout = image_layout(img)
     root = block_group_root(img)
-    st = img.tree_stats(root)
-    search, n = read_block_groups_search(
-        ImageTree(img, root),
-        layout=layout,
-        chunk_lengths={c.key.offset: c.length for c in img.chunk_map},
-    )
-    cost = mount_cost(search, n, root.bytenr, layout, root.objectid, st.nodes, st.leaves)
-    reads = [b for b in search.visited if isinstance(b, int) and b != root.bytenr]
+    tree = image_tree(img, root)
+    lengths = {c.key.offset: c.length for c in img.chunk_map}
+    search, n = read_block_groups_search(tree, layout=layout, chunk_lengths=lengths)
+    cost = mount_cost(search, n, tree, layout)
+    reads = [b.bytenr for b in search.visited if b is not tree.node]
     return cost, reads, root.bytenr
 
 
 def bg_tree_id(layout: str) -> int:
+    """The tree that holds the block group items in ``layout``."""
     return C.EXTENT_TREE_OBJECTID if layout == "extent-tree" else C.BLOCK_GROUP_TREE_OBJECTID
+
+
+def built_tree(root: ExtentBuffer, nodesize: int, tree_id: int) -> BtrfsTree:
+    """A tree the writer built in memory (:func:`model.btrfs.mkfs.build_tree`), read-only."""
+    return BtrfsTree.from_blocks(nodesize, tree_id, root, transid=0, cow=False)
 
 
 def predict_built(res: MkfsResult, layout: str) -> MountCost:
     """The prediction for a filesystem the writer laid out in memory."""
     tid = bg_tree_id(layout)
-    root = res.trees[(tid, 0)]
-    blocks = tree_blocks(root)
-    leaves = sum(1 for b in blocks if b.level == 0)
+    nodesize = parse_superblock(res.superblock).nodesize
     return read_block_groups_cost(
-        BuiltTree(root),
+        built_tree(res.trees[(tid, 0)], nodesize, tid),
         layout=layout,
-        tree_id=tid,
         chunk_lengths={c.start: c.length for c in res.chunks},
-        tree_nodes=len(blocks) - leaves,
-        tree_leaves=leaves,
     )
+
+
+def predict_layout(spec: FsSpec) -> MountCost:
+    """The prediction for the filesystem the writer would lay out from ``spec``, without
+    writing it: the writer places every tree block (:func:`~model.btrfs.mkfs.lay_out_trees`:
+    which gives the block group items — one per chunk, in the layout's form — and, in the
+    extent tree, the items they sit among: the data extents and one METADATA_ITEM per tree
+    block placed), and only the tree holding the block group items is built and searched.
+    Nothing is serialized. What the writer cannot lay out raises
+    :class:`~model.btrfs.mkfs.MkfsError`."""
+    plan = lay_out_trees(spec)
+    tid = bg_tree_id(spec.layout)
+    root = build_tree(plan.dyn_items[(tid, 0)], spec.nodesize, tid, spec.generation)
+    return read_block_groups_cost(
+        built_tree(root, spec.nodesize, tid),
+        layout=spec.layout,
+        chunk_lengths={c.start: c.length for c in spec.chunks},
+    )
+
+
+def predict_relayout(img: BtrfsImage, layout: str) -> MountCost:
+    """The prediction for ``img`` re-laid out in ``layout`` by the writer, without writing
+    it: the writer's input is read back from the image
+    (:func:`~model.btrfs.convert.spec_from_image`) and laid out by :func:`predict_layout`.
+
+    Bad input raises :class:`FormatError` (the reader's) or
+    :class:`~model.btrfs.mkfs.MkfsError` (what the writer cannot lay out)."""
+    return predict_layout(spec_from_image(img, layout))

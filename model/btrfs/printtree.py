@@ -66,7 +66,6 @@ from model.errors import FormatError
 CSUM_ITEM_KEY = 120  # BTRFS_CSUM_ITEM_KEY (never written by current kernels)
 EXTENT_REF_V0_KEY = 180  # BTRFS_EXTENT_REF_V0_KEY (deprecated)
 CSUM_CHANGE_OBJECTID = C.u64(-13)  # BTRFS_CSUM_CHANGE_OBJECTID (btrfstune --csum)
-NAME_LEN = C.BTRFS_NAME_LEN  # print-tree's namebuf[BTRFS_NAME_LEN]
 QGROUP_LEVEL_SHIFT = 48
 DEV_STAT_VALUES_MAX = 5
 
@@ -220,7 +219,7 @@ BACKREF_REV_MASK = 0xFF << C.BACKREF_REV_SHIFT
 # ---- small formatting helpers ---------------------------------------------------------
 
 
-def _cstr(b: bytes, n: int = NAME_LEN) -> str:
+def _cstr(b: bytes, n: int = C.BTRFS_NAME_LEN) -> str:
     """``printf("%.*s", n, buf)``: at most n bytes, stopping at a NUL; bytes that are not
     UTF-8 come back as surrogate escapes (encode with ``surrogateescape`` to get them)."""
     return bytes(b[:n]).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
@@ -230,7 +229,7 @@ _ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "
 _ESCAPES.update({32: "\\ ", 92: "\\\\"})
 
 
-def print_escaped(b: bytes, n: int = NAME_LEN) -> str:
+def print_escaped(b: bytes, n: int = C.BTRFS_NAME_LEN) -> str:
     """How 6.14 prints names and xattr values (dir items, inode refs and extrefs): the
     first ``min(len, 255)`` bytes, NULs included; C escapes for BEL..CR and ESC, ``\\ ``
     for a space, ``\\\\`` for a backslash, ``\\ooo`` for other bytes outside 33..126.

@@ -171,8 +171,6 @@ def parse_superblock(raw: bytes, where: int = C.SUPER_INFO_OFFSET) -> Superblock
 
 # the page size btrfs_validate_super compares sectorsize with (x86-64, arm64 with 4K pages)
 PAGE_SIZE: Final = 4096
-# sizeof(struct btrfs_chunk): the chunk with its one struct btrfs_stripe
-SIZEOF_BTRFS_CHUNK: Final = 80
 # fs/btrfs/disk-io.c
 BTRFS_SUPER_FLAG_SUPP: Final = (
     C.HEADER_FLAG_WRITTEN
@@ -492,9 +490,10 @@ VALIDATE_SUPER_RULES: tuple[SuperRule, ...] = (
         "sys-array-too-small",
         _V,
         "error",
-        lambda f: f.sb.sys_chunk_array_size < C.BTRFS_DISK_KEY_SIZE + SIZEOF_BTRFS_CHUNK,
+        # sizeof(struct btrfs_chunk): the chunk with its one struct btrfs_stripe
+        lambda f: f.sb.sys_chunk_array_size < C.BTRFS_DISK_KEY_SIZE + ChunkItem.item_size(1),
         "system chunk array too small %u < %zu",
-        lambda f: (f.sb.sys_chunk_array_size, C.BTRFS_DISK_KEY_SIZE + SIZEOF_BTRFS_CHUNK),
+        lambda f: (f.sb.sys_chunk_array_size, C.BTRFS_DISK_KEY_SIZE + ChunkItem.item_size(1)),
         fatal=True,  # without one SYSTEM chunk the chunk tree cannot be found
     ),
     SuperRule(
@@ -658,7 +657,7 @@ def btrfs_read_sys_array(sb: Superblock, where: int) -> list[ChunkItem]:
             raise FormatError("sys_chunk_array", base + p, f"unexpected item type {key.type}")
         if p + ChunkItem.STRUCT.size > len(arr):
             raise FormatError("sys_chunk_array", base + p, "short chunk item")
-        num_stripes = struct.unpack_from("<H", arr, p + 44)[0]
+        num_stripes = ChunkItem.STRUCT.unpack_from(arr, p)[7]
         size = ChunkItem.item_size(num_stripes)
         if num_stripes == 0 or p + size > len(arr):
             raise FormatError(

@@ -32,46 +32,55 @@ from collections.abc import Callable
 from model.btrfs import constants as C
 from model.btrfs.csum import CSUM_SIZES, btrfs_name_hash, hash_extent_data_ref
 from model.btrfs.findings import Finding
-from model.btrfs.items import ChunkItem, Key
+from model.btrfs.items import (
+    EXTENT_DATA_REF,
+    SHARED_DATA_REF,
+    BlockGroupItem,
+    ChunkItem,
+    DevItem,
+    DirItem,
+    ExtentItem,
+    FileExtentItem,
+    InodeExtref,
+    InodeItem,
+    InodeRef,
+    Key,
+    RootItem,
+    RootRef,
+)
 from model.btrfs.superblock import Superblock
 from model.btrfs.treeblock import TreeBlock, btrfs_leaf_data_size, btrfs_nodeptrs_per_block
+from model.stat import S_IFBLK, S_IFDIR, S_IFLNK, S_IFMT, S_IFSOCK, S_ISGID, S_ISUID, S_ISVTX
 
 CODE = "tree-checker"
 
-# sizes of the on-disk structs (include/uapi/linux/btrfs_tree.h)
-SIZEOF_FILE_EXTENT_ITEM = 53
-FILE_EXTENT_INLINE_DATA_START = 21  # BTRFS_FILE_EXTENT_INLINE_DATA_START
-SIZEOF_DIR_ITEM = 30
-SIZEOF_BLOCK_GROUP_ITEM = 24
-SIZEOF_CHUNK = 80  # struct btrfs_chunk includes one struct btrfs_stripe
-SIZEOF_DEV_ITEM = 98
-SIZEOF_INODE_ITEM = 160
-SIZEOF_ROOT_ITEM = 439
-LEGACY_ROOT_ITEM_SIZE = 239  # btrfs_legacy_root_item_size(): offsetof(generation_v2)
-SIZEOF_ROOT_REF = 18
-SIZEOF_EXTENT_ITEM = 24
-SIZEOF_TREE_BLOCK_INFO = 18
-SIZEOF_EXTENT_INLINE_REF = 9
-SIZEOF_EXTENT_DATA_REF = 28
-SIZEOF_SHARED_DATA_REF = 4
-SIZEOF_INODE_REF = 10
-SIZEOF_INODE_EXTREF = 18
+# the kernel's sizeof() of the on-disk structs (include/uapi/linux/btrfs_tree.h), from the
+# layouts in model.btrfs.items
+SIZEOF_FILE_EXTENT_ITEM = FileExtentItem.SIZE
+FILE_EXTENT_INLINE_DATA_START = FileExtentItem.INLINE_DATA_START
+SIZEOF_DIR_ITEM = DirItem.STRUCT.size
+SIZEOF_BLOCK_GROUP_ITEM = BlockGroupItem.STRUCT.size
+# sizeof(struct btrfs_chunk) includes one struct btrfs_stripe (its last member is
+# ``struct btrfs_stripe stripe``, the first of num_stripes)
+SIZEOF_CHUNK = ChunkItem.item_size(1)
+SIZEOF_DEV_ITEM = DevItem.SIZE
+SIZEOF_INODE_ITEM = InodeItem.SIZE
+SIZEOF_ROOT_ITEM = RootItem.SIZE
+LEGACY_ROOT_ITEM_SIZE = RootItem.SIZE_V1  # btrfs_legacy_root_item_size()
+SIZEOF_ROOT_REF = RootRef.STRUCT.size
+SIZEOF_EXTENT_ITEM = ExtentItem.STRUCT.size
+SIZEOF_TREE_BLOCK_INFO = ExtentItem.TREE_BLOCK_INFO.size
+SIZEOF_EXTENT_INLINE_REF = ExtentItem.INLINE_REF.size
+SIZEOF_EXTENT_DATA_REF = EXTENT_DATA_REF.size
+SIZEOF_SHARED_DATA_REF = SHARED_DATA_REF.size
+SIZEOF_INODE_REF = InodeRef.STRUCT.size
+SIZEOF_INODE_EXTREF = InodeExtref.STRUCT.size
 SZ_4K = 4096
 XATTR_NAME_MAX = 255
 BTRFS_NR_FILE_EXTENT_TYPES = 3
 BTRFS_NR_COMPRESS_TYPES = 4
 BTRFS_STRIPE_LEN_SHIFT = 16
 U32_MAX = 0xFFFFFFFF
-
-# include/uapi/linux/stat.h
-S_IFMT = 0o170000
-S_IFSOCK = 0o140000
-S_IFLNK = 0o120000
-S_IFBLK = 0o060000
-S_IFDIR = 0o040000
-S_ISUID = 0o4000
-S_ISGID = 0o2000
-S_ISVTX = 0o1000
 
 # include/uapi/linux/btrfs_tree.h: BTRFS_INODE_FLAG_MASK, BTRFS_INODE_RO_FLAG_MASK
 BTRFS_INODE_FLAG_MASK = 0xFFF | (1 << 31)
@@ -887,11 +896,11 @@ def check_root_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | No
     p = eb.item_ptr(slot)
     # a legacy item reads as zeros from generation_v2 on ("ri = { 0 }")
     ri = eb.read(p, item_size).ljust(SIZEOF_ROOT_ITEM, b"\0")
-    generation, _dirid, bytenr = struct.unpack_from("<3Q", ri, 160)
-    last_snapshot, flags = struct.unpack_from("<2Q", ri, 200)
-    drop_objectid = _U64.unpack_from(ri, 220)[0]
-    drop_level, level = ri[237], ri[238]
-    generation_v2 = _U64.unpack_from(ri, 239)[0]
+    v1 = RootItem.V1.unpack_from(ri, InodeItem.SIZE)
+    generation, bytenr, last_snapshot, flags = v1[0], v1[2], v1[5], v1[6]
+    drop_objectid = Key.unpack_from(v1[8]).objectid
+    drop_level, level = v1[9], v1[10]
+    generation_v2 = RootItem.V2.unpack_from(ri, RootItem.SIZE_V1)[0]
     gen_limit = eb.super_gen + 1
     if generation > gen_limit:
         return eb.generic_err(

@@ -14,17 +14,13 @@ covers bytes 32..nodesize and is stored zero-padded in the first 32 bytes.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 
 from model.btrfs import constants as C
 from model.btrfs.csum import csum_block
 from model.btrfs.ctree import ExtentBuffer
 from model.btrfs.items import Key
-
-_HEADER_NO_CSUM = struct.Struct("<16sQQ16sQQIB")  # struct btrfs_header after csum[32]
-_ITEM = struct.Struct("<QBQII")  # struct btrfs_item: disk key, offset, size
-_KEY_PTR = struct.Struct("<QBQQQ")  # struct btrfs_key_ptr: disk key, blockptr, generation
+from model.btrfs.treeblock import Header, ItemHeader, KeyPtr
 
 
 def _pack_header(
@@ -41,9 +37,10 @@ def _pack_header(
 ) -> None:
     if len(fsid) != 16 or len(chunk_tree_uuid) != 16:
         raise ValueError("fsid and chunk_tree_uuid are 16 bytes")
-    _HEADER_NO_CSUM.pack_into(
-        buf, C.BTRFS_CSUM_SIZE, fsid, bytenr, flags, chunk_tree_uuid, generation, owner,
-        nritems, level,
+    # the csum field stays zero until csum_tree_block fills it
+    Header.STRUCT.pack_into(
+        buf, 0, bytes(C.BTRFS_CSUM_SIZE), fsid, bytenr, flags, chunk_tree_uuid, generation,
+        owner, nritems, level,
     )  # fmt: skip
 
 
@@ -86,7 +83,7 @@ def serialize_leaf(
         end -= size
         if C.BTRFS_HEADER_SIZE + end < table_end:
             raise ValueError(f"items do not fit in a {nodesize}-byte leaf")
-        _ITEM.pack_into(buf, pos, key.objectid, key.type, key.offset, end, size)
+        ItemHeader.STRUCT.pack_into(buf, pos, key.pack(), end, size)
         start = C.BTRFS_HEADER_SIZE + end
         buf[start : start + size] = data
         pos += C.BTRFS_ITEM_SIZE
@@ -126,7 +123,7 @@ def serialize_node(
     )
     pos = C.BTRFS_HEADER_SIZE
     for key, blockptr, gen in ptrs:
-        _KEY_PTR.pack_into(buf, pos, key.objectid, key.type, key.offset, blockptr, gen)
+        KeyPtr.STRUCT.pack_into(buf, pos, key.pack(), blockptr, gen)
         pos += C.BTRFS_KEY_PTR_SIZE
     return csum_tree_block(buf, csum_type)
 

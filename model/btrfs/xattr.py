@@ -12,23 +12,19 @@ the delayed-inode code and rewrites the inode item in place (no shape change).
 
 from __future__ import annotations
 
-import struct
 from typing import Final
 
 from model.btrfs import constants as C
+from model.btrfs.constants import BTRFS_ITEM_SIZE
 from model.btrfs.csum import btrfs_name_hash
 from model.btrfs.ctree import (
-    BTRFS_ITEM_SIZE,
     EEXIST,
     ENOSPC,
     EOVERFLOW,
     BtrfsTree,
     Path,
 )
-from model.btrfs.items import Key
-
-DIR_ITEM: Final = struct.Struct("<17sQHHB")  # struct btrfs_dir_item
-DIR_ITEM_SIZE: Final = DIR_ITEM.size  # 30
+from model.btrfs.items import DirItem, Key
 
 XATTR_CREATE: Final = 0x1
 XATTR_REPLACE: Final = 0x2
@@ -38,7 +34,7 @@ ENODATA: Final = 61
 
 def BTRFS_MAX_XATTR_SIZE(tree: BtrfsTree) -> int:
     """``BTRFS_MAX_XATTR_SIZE()``: name + value bytes one xattr item can hold."""
-    return tree.leaf_data_size - BTRFS_ITEM_SIZE - DIR_ITEM_SIZE
+    return tree.leaf_data_size - BTRFS_ITEM_SIZE - DirItem.STRUCT.size
 
 
 def xattr_key(ino: int, name: bytes) -> Key:
@@ -47,7 +43,7 @@ def xattr_key(ino: int, name: bytes) -> Key:
 
 def dir_item_entry(name: bytes, value: bytes, transid: int) -> bytes:
     """One xattr entry as ``btrfs_insert_xattr_item`` writes it."""
-    return DIR_ITEM.pack(bytes(17), transid, len(value), len(name), C.FT_XATTR) + name + value
+    return DirItem.STRUCT.pack(bytes(17), transid, len(value), len(name), C.FT_XATTR) + name + value
 
 
 def btrfs_match_dir_item_name(tree: BtrfsTree, path: Path, name: bytes) -> int | None:
@@ -56,8 +52,8 @@ def btrfs_match_dir_item_name(tree: BtrfsTree, path: Path, name: bytes) -> int |
     data = path.leaf.data[path.slots[0]]
     cur = 0
     while cur < len(data):
-        _, _, dlen, nlen, _ = DIR_ITEM.unpack_from(data, cur)
-        start = cur + DIR_ITEM_SIZE
+        _, _, dlen, nlen, _ = DirItem.STRUCT.unpack_from(data, cur)
+        start = cur + DirItem.STRUCT.size
         if nlen == len(name) and data[start : start + nlen] == name:
             return cur
         cur = start + nlen + dlen
@@ -102,7 +98,7 @@ def btrfs_insert_xattr_item(
     """``btrfs_insert_xattr_item()``."""
     if len(name) + len(value) > BTRFS_MAX_XATTR_SIZE(tree):
         return -ENOSPC
-    data_size = DIR_ITEM_SIZE + len(name) + len(value)
+    data_size = DirItem.STRUCT.size + len(name) + len(value)
     ret = insert_with_overflow(tree, path, xattr_key(ino, name), data_size, name)
     if ret:
         return ret
@@ -116,8 +112,8 @@ def btrfs_delete_one_dir_name(tree: BtrfsTree, path: Path, di: int) -> int:
     leaf = path.leaf
     slot = path.slots[0]
     data = leaf.data[slot]
-    _, _, dlen, nlen, _ = DIR_ITEM.unpack_from(data, di)
-    sub_item_len = DIR_ITEM_SIZE + nlen + dlen
+    _, _, dlen, nlen, _ = DirItem.STRUCT.unpack_from(data, di)
+    sub_item_len = DirItem.STRUCT.size + nlen + dlen
     item_len = len(data)
     if sub_item_len == item_len:
         return tree.btrfs_del_item(path)
@@ -171,12 +167,12 @@ def btrfs_setxattr(
     leaf = path.leaf
     slot = path.slots[0]
     item = leaf.data[slot]
-    _, _, old_data_len, _, _ = DIR_ITEM.unpack_from(item, found)
+    _, _, old_data_len, _, _ = DirItem.STRUCT.unpack_from(item, found)
     item_size = len(item)
-    data_size = DIR_ITEM_SIZE + name_len + size
+    data_size = DirItem.STRUCT.size + name_len + size
     if size > old_data_len and tree.btrfs_leaf_free_space(leaf) < size - old_data_len:
         return -ENOSPC
-    if old_data_len + name_len + DIR_ITEM_SIZE == item_size:
+    if old_data_len + name_len + DirItem.STRUCT.size == item_size:
         # no other xattrs packed in the same item
         if size > old_data_len:
             tree.btrfs_extend_item(path, size - old_data_len)

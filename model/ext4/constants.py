@@ -16,7 +16,6 @@ EXT4_MIN_BLOCK_LOG_SIZE = 10  # s_log_block_size is log2(blocksize) - 10
 
 # byte offsets inside the superblock
 S_INODES_COUNT = 0x0
-S_FREE_INODES_COUNT = 0x10
 S_BLOCKS_COUNT_LO = 0x4
 S_FREE_BLOCKS_COUNT_LO = 0xC
 S_FIRST_DATA_BLOCK = 0x14
@@ -53,7 +52,6 @@ EXT4_CRC32C_CHKSUM = 1  # s_checksum_type
 EXT4_MAX_DESC_SIZE = 1024  # EXT4_MIN_BLOCK_SIZE
 
 # features (ext4.h)
-COMPAT_RESIZE_INODE = 0x0010
 COMPAT_SPARSE_SUPER2 = 0x0200
 RO_COMPAT_SPARSE_SUPER = 0x0001
 RO_COMPAT_GDT_CSUM = 0x0010
@@ -170,14 +168,6 @@ CR_GOAL_LEN_FAST = 1
 CR_BEST_AVAIL_LEN = 2
 CR_GOAL_LEN_SLOW = 3
 CR_ANY_FREE = 4
-CR_NAMES_612 = [
-    "CR_POWER2_ALIGNED",
-    "CR_GOAL_LEN_FAST",
-    "CR_BEST_AVAIL_LEN",
-    "CR_GOAL_LEN_SLOW",
-    "CR_ANY_FREE",
-]
-CR_NAMES_61 = ["CR0", "CR1", "CR2", "CR3"]
 
 # --- free-space tree allocator RFC (v1, Aug 2020) -------------------------------------------
 # struct ext4_frsp_node: two ext4_grpblk_t (4 B each) + two struct rb_node (24 B each on 64-bit)

@@ -35,8 +35,6 @@ from model.ext4.costs import AllocCosts
 from model.ext4.freespace import Geometry, GroupSource
 from model.ext4.mballoc import Allocation, AllocRequest
 
-NODE = C.FRSP_NODE_SIZE
-
 
 class FrspTree:
     """``struct ext4_frsp_tree``: the free-space nodes (offset in flex-bg, length)."""
@@ -176,12 +174,13 @@ class FrspAllocator:
         self.meta_seq = 0
         # patch 7: default limit = buddy memory, floor = one worst-case tree; 0 = off
         default = geo.ngroups << (geo.blocksize_bits + 1)
-        floor = NODE * self.flex_size * (geo.blocks_per_group // 2)
+        floor = C.FRSP_NODE_SIZE * self.flex_size * (geo.blocks_per_group // 2)
         if mem_limit is None:
             mem_limit = max(default, floor)
         self.mem_limit = mem_limit & 0xFFFFFFFF  # u32 s_mb_frsp_mem_limit
-        self.max_nodes = self.mem_limit // NODE  # EXT4_FRSP_MEM_LIMIT_TO_NUM_NODES
-        self.max_active = self.mem_limit // (2 * NODE)  # EXT4_MB_FRSP_MAX_ACTIVE_FRAGMENTS
+        # EXT4_FRSP_MEM_LIMIT_TO_NUM_NODES, EXT4_MB_FRSP_MAX_ACTIVE_FRAGMENTS
+        self.max_nodes = self.mem_limit // C.FRSP_NODE_SIZE
+        self.max_active = self.mem_limit // (2 * C.FRSP_NODE_SIZE)
         self.active: dict[int, None] = {}  # oldest first (list tail = first key)
         self.inactive: dict[int, None] = {}
         self.active_fragments = 0
@@ -199,7 +198,7 @@ class FrspAllocator:
     @property
     def memory_bytes(self) -> int:
         """``frsp_tree_usage``: nodes x sizeof(struct ext4_frsp_node)."""
-        return self.num_fragments * NODE
+        return self.num_fragments * C.FRSP_NODE_SIZE
 
     def _jiffies(self) -> int:
         return int(self.clock(self.costs) * self.hz) if self.clock else 0

@@ -100,7 +100,8 @@ from model.fsstate.namespace import (
     Unmodeled,
 )
 from model.fsstate.oplog import Op
-from model.fsstate.tree import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, FsSemantics
+from model.fsstate.tree import FsSemantics
+from model.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 
 BLOCK = 4096
 

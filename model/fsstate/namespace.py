@@ -31,13 +31,11 @@ from model.fsstate import ops as op_registry
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import FALLOC_FLAGS, LogError, Op, falloc_mode, write_data
 from model.fsstate.tree import (
-    S_IFDIR,
-    S_IFLNK,
-    S_IFREG,
     Entry,
     FsSemantics,
     semantics,
 )
+from model.stat import S_IFDIR, S_IFLNK, S_IFREG
 
 MAXSYMLINKS = 40
 NAMESPACE_FIELDS = ("exists", "type", "subvol", "links")

@@ -51,15 +51,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from model.btrfs.constants import EMPTY_SUBVOL_DIR_OBJECTID, FIRST_FREE_OBJECTID
+from model.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
+
 FIELDS = ("type", "mode", "size", "nlink", "sha256", "target", "links", "subvol")
-
-S_IFMT = 0o170000
-S_IFREG = 0o100000
-S_IFDIR = 0o040000
-S_IFLNK = 0o120000
-
-BTRFS_FIRST_FREE_OBJECTID = 256
-BTRFS_EMPTY_SUBVOL_DIR_OBJECTID = 2
 
 
 @dataclass(frozen=True)
@@ -145,9 +140,9 @@ def entries_from_walk(records: list[dict[str, Any]], sem: FsSemantics) -> dict[s
                 ino = int(r["ino"])
                 subvol = (
                     "subvol"
-                    if ino == BTRFS_FIRST_FREE_OBJECTID
+                    if ino == FIRST_FREE_OBJECTID
                     else "stub"
-                    if ino == BTRFS_EMPTY_SUBVOL_DIR_OBJECTID
+                    if ino == EMPTY_SUBVOL_DIR_OBJECTID
                     else ""
                 )
         else:

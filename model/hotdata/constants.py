@@ -30,7 +30,6 @@ U32 = 0xFFFF_FFFF
 U64 = 0xFFFF_FFFF_FFFF_FFFF
 NSEC_PER_SEC = 1_000_000_000  # [linux]
 PAGE_CACHE_SHIFT = 12  # [linux] 4 KiB pages (x86-64), as hot_relocate.c moves whole pages
-PAGE_CACHE_SIZE = 1 << PAGE_CACHE_SHIFT
 
 # --- tracking granularity and moving average ------------------------------------------
 RANGE_BITS = 20  # [2013-VFS] (also [2012-VFS]): sub-file ranges of 1 MiB; 2010 value unknown
@@ -61,8 +60,8 @@ MAX_TYPES = 2
 
 # --- timers ----------------------------------------------------------------------------
 HOT_UPDATE_INTERVAL = 150  # [2013-VFS] s between hot_update_worker runs (re-bucketing)
-HEAT_UPDATE_DELAY = 300  # [2012-VFS] the same period in 2012
-HOT_AGE_INTERVAL = 300  # [2013-VFS] defined in fs/hot_tracking.h; unused by that version's .c
+# (the same period in [2012-VFS] was HEAT_UPDATE_DELAY, 300 s)
+# [2013-VFS] fs/hot_tracking.h also defines HOT_AGE_INTERVAL 300, unused by that version's .c
 TIME_TO_KICK = 300  # [2012-VFS] s: hot_is_obsolete when both last read and write are older
 
 # --- btrfs relocation ([2013-BTRFS]; the 2010 hotdata_relocate.h values are unknown) ------
@@ -83,12 +82,8 @@ STORAGE_UNKNOWN = -1  # [2013-VFS] hot_range_item_init: storage_type = -1
 
 # --- errno values hot_relocate_extent can return ---------------------------------------
 ENOENT = 2  # [linux]
-ENOMEM = 12
 ENOSPC = 28
 
 # --- the seed's claim -------------------------------------------------------------------
-SEED_SPEEDUP = 5.0  # [seed] "about 5x throughput" in random-read tests ...
-SEED_SSD_FRACTION = 0.20  # [seed] ... "by adding an SSD of about 20% of the total capacity"
-
-# --- btrfs inode numbers ([linux] BTRFS_FIRST_FREE_OBJECTID) -----------------------------
-BTRFS_FIRST_FREE_OBJECTID = 256  # the subvolume's root directory; files follow from 257
+# [seed] "about 5x throughput" in random-read tests "by adding an SSD of about 20% of the
+# total capacity"

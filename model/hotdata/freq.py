@@ -41,7 +41,6 @@ from model.hotdata.constants import (
     U64,
 )
 
-_S64_MIN = -(1 << 63)
 _S64_MAX = (1 << 63) - 1
 
 

@@ -17,7 +17,8 @@ import bisect
 import random
 from dataclasses import dataclass
 
-from model.hotdata.constants import BTRFS_FIRST_FREE_OBJECTID, NSEC_PER_SEC, RANGE_SIZE
+from model.btrfs.constants import FIRST_FREE_OBJECTID
+from model.hotdata.constants import NSEC_PER_SEC, RANGE_SIZE
 from model.hotdata.trace import FileRecord, HotEvent, Trace, TraceHeader
 
 
@@ -29,7 +30,7 @@ class ZipfWorkload:
     s: float = 0.99
     unit: int = RANGE_SIZE
     seed: int = 1
-    first_inode: int = BTRFS_FIRST_FREE_OBJECTID + 1
+    first_inode: int = FIRST_FREE_OBJECTID + 1  # the subvolume's root dir, then files
 
     def __post_init__(self) -> None:
         if self.files <= 0 or self.file_size <= 0 or self.io_size <= 0 or self.unit <= 0:

@@ -30,8 +30,6 @@ from model.blocksource import BytesSource, FileSource
 from model.btrfs import constants as C
 from model.btrfs.csum import btrfs_name_hash
 from model.btrfs.ctree import (
-    BTRFS_LEAF_DATA_SIZE,
-    BTRFS_NODEPTRS_PER_BLOCK,
     EEXIST,
     EOVERFLOW,
     BtrfsTree,
@@ -40,6 +38,7 @@ from model.btrfs.ctree import (
 from model.btrfs.ctree import Path as BPath
 from model.btrfs.items import Key
 from model.btrfs.reader import BtrfsImage
+from model.btrfs.treeblock import btrfs_leaf_data_size, btrfs_nodeptrs_per_block
 from model.btrfs.treeblock_write import (
     csum_tree_block,
     serialize_extent_buffer,
@@ -56,9 +55,9 @@ Shape = list[list[tuple[Key | None, int]]]
 
 
 def test_sizes() -> None:
-    assert BTRFS_LEAF_DATA_SIZE(4096) == 4096 - 101 == 3995
-    assert BTRFS_NODEPTRS_PER_BLOCK(4096) == 3995 // 33 == 121
-    assert BTRFS_NODEPTRS_PER_BLOCK(16384) == 16283 // 33 == 493
+    assert btrfs_leaf_data_size(4096) == 4096 - 101 == 3995
+    assert btrfs_nodeptrs_per_block(4096) == 3995 // 33 == 121
+    assert btrfs_nodeptrs_per_block(16384) == 16283 // 33 == 493
     t = BtrfsTree(4096)
     assert t.btrfs_leaf_free_space(t.node) == 3995
     assert t.btrfs_insert_item(Key(1, 1, 0), b"x" * 100) == 0
@@ -561,7 +560,7 @@ def test_append_order_fill() -> None:
         assert ts[-1][:-2] == bs[-1][:-2]
         per_leaf = (nodesize - 101) // (size + 25)
         assert all(n == per_leaf for _, n in ts[-1][:-2])
-        full = BTRFS_NODEPTRS_PER_BLOCK(nodesize)
+        full = btrfs_nodeptrs_per_block(nodesize)
         for level in ts[:-1]:
             assert all(n == full for _, n in level[:-2])
 

@@ -16,7 +16,12 @@ from model.btrfs import constants as C
 from model.btrfs.check import btrfs_check
 from model.btrfs.contention import ContentionConfig, simulate_contention
 from model.btrfs.cow import leaf_capacity
-from model.btrfs.globalroots import calculate_global_root_id
+from model.btrfs.globalroots import (
+    BlockGroupRef,
+    GlobalRoots,
+    calculate_global_root_id,
+    nr_global_roots,
+)
 from model.btrfs.items import BlockGroupItem
 from model.btrfs.mkfs import MkfsConfig, make_btrfs
 from model.btrfs.reader import BtrfsImage
@@ -32,6 +37,42 @@ def test_calculate_global_root_id_rule() -> None:
     assert calculate_global_root_id(10 * G, 3 * (128 << 20), 4) == 3
     assert calculate_global_root_id(10 * G + 1, 3 * (128 << 20), 4) == 0
     assert calculate_global_root_id(100 * G, 5 * G, 4, extent_tree_v2=False) == 256
+
+
+def test_global_root_lookups_by_the_kernel_rule() -> None:
+    """disk-io.c btrfs_global_root_id(): 0 without extent-tree-v2; else the global_root_id of
+    the block group holding bytenr (the first block group's for bytenr 0, 0 outside every
+    block group); btrfs_csum_root/btrfs_extent_root are the ROOT_ITEMs of that id,
+    btrfs_free_space_root the block group's own id. load_global_roots_objectid(): the
+    highest extent-root offset + 1. Ids from the commit message's rule, (start / 1 GiB) % 3
+    on a 100 GiB device."""
+    starts = [G, 3 * G, 4 * G, 8 * G]
+    bgs = [BlockGroupRef(s, G, calculate_global_root_id(100 * G, s, 3)) for s in starts]
+    assert [b.global_root_id for b in bgs] == [1, 0, 1, 2]
+    v2 = GlobalRoots(list(reversed(bgs)), extent_tree_v2=True)
+    assert v2.btrfs_global_root_id(0) == 1  # the first block group
+    assert v2.btrfs_global_root_id(G + 5) == 1
+    assert v2.btrfs_global_root_id(3 * G) == 0
+    assert v2.btrfs_global_root_id(5 * G - 1) == 1
+    assert v2.btrfs_global_root_id(8 * G + G // 2) == 2
+    assert v2.btrfs_global_root_id(2 * G) == 0  # between block groups
+    assert v2.btrfs_global_root_id(9 * G) == 0  # past the last one
+    assert tuple(v2.btrfs_csum_root(8 * G)) == (C.CSUM_TREE_OBJECTID, C.ROOT_ITEM_KEY, 2)
+    assert tuple(v2.btrfs_extent_root(4 * G)) == (C.EXTENT_TREE_OBJECTID, C.ROOT_ITEM_KEY, 1)
+    assert tuple(v2.btrfs_free_space_root(bgs[3])) == (
+        C.FREE_SPACE_TREE_OBJECTID,
+        C.ROOT_ITEM_KEY,
+        2,
+    )
+    v1 = GlobalRoots(bgs, extent_tree_v2=False)
+    assert {v1.btrfs_global_root_id(b) for b in (0, G, 8 * G + 1)} == {0}
+    assert tuple(v1.btrfs_free_space_root(bgs[3])) == (
+        C.FREE_SPACE_TREE_OBJECTID,
+        C.ROOT_ITEM_KEY,
+        0,
+    )
+    assert nr_global_roots([0, 2, 1]) == 3
+    assert nr_global_roots([]) == 1
 
 
 def test_leaf_capacity_arithmetic() -> None:

@@ -20,7 +20,8 @@ import pytest
 from model.blocksource import FileSink, FileSource
 from model.btrfs import constants as C
 from model.btrfs.check import btrfs_check
-from model.btrfs.mkfs import INCOMPAT_SKINNY_BG_TREE, MkfsConfig, MkfsError, make_btrfs
+from model.btrfs.constants import INCOMPAT_SKINNY_BG_TREE
+from model.btrfs.mkfs import MkfsConfig, MkfsError, make_btrfs
 from model.btrfs.printtree import dump_tree
 from model.btrfs.reader import BtrfsImage
 from tests.btrfs.images import loop_mounted

@@ -11,18 +11,24 @@ k.objectid and type BLOCK_GROUP_ITEM (192) is found (find_first_block_group, 6.1
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness.dumptree_text import parse_dump_tree
-from model.blocksource import FileSource
-from model.btrfs.mount import predict_mount
+from model.blocksource import FileSource, NullSink
+from model.btrfs.convert import spec_from_image
+from model.btrfs.mkfs import MkfsError, write_filesystem
+from model.btrfs.mount import MountCost, predict_built, predict_mount, predict_relayout
 from model.btrfs.reader import BtrfsImage
+from model.errors import FormatError
 from tests.btrfs.images import loop_mounted
 from tests.tools import require_root, require_tool, run
 
@@ -196,3 +202,82 @@ def test_seed_table_reproduced() -> None:
     assert rows["bg-tree"]["ours"]["visited"] == 14
     assert rows["skinny-bg-tree"]["ours"]["visited"] == 8
     assert abs(rows["extent-tree"]["ours"]["visited"] - 1080) <= 0.02 * 1080
+
+
+# ---- --what-if: the re-layout computed without writing, against writing it ---------------
+#
+# The oracle is how `predict-mount --what-if` used to be computed: the writer writes the whole
+# re-laid-out filesystem (into a sink that drops the bytes) and the prediction runs over the
+# trees it built. predict_relayout must give the same prediction, or refuse the image with the
+# same error, on every layout.
+
+RELAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
+
+
+def relayout_by_writing(img: BtrfsImage, layout: str) -> MountCost:
+    built = write_filesystem(spec_from_image(img, layout), NullSink())
+    return predict_built(built, layout)
+
+
+def outcome(f: Callable[[], MountCost]) -> dict[str, Any] | tuple[str, str]:
+    try:
+        return dataclasses.asdict(f())
+    except (FormatError, MkfsError) as e:
+        return (type(e).__name__, str(e))
+
+
+def relayout_outcomes(path: Path) -> list[tuple[Any, Any]]:
+    """(by writing, predict_relayout) per layout."""
+    img = BtrfsImage.open(FileSource(path))
+    return [
+        (
+            outcome(lambda: relayout_by_writing(img, lay)),  # noqa: B023
+            outcome(lambda: predict_relayout(img, lay)),  # noqa: B023
+        )
+        for lay in RELAYOUTS
+    ]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["default", "nodesize-4k", "nodesize-64k", "bg-tree", "meta-single", "rootdir", "kernel"],
+)
+def test_relayout_equals_writing_it(btrfs_image, variant: str) -> None:  # type: ignore[no-untyped-def]
+    """mkfs.btrfs images (one of them a block group tree), a --rootdir one and a
+    kernel-written one (it holds a snapshot: both refuse it alike)."""
+    for old, new in relayout_outcomes(btrfs_image(variant)):
+        assert new == old
+
+
+@pytest.fixture(scope="module")
+def writer_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """24 GiB, 4 KiB nodes, 22 GiB of 4 MiB extents, written in two layouts: 24 block
+    groups and an extent tree of two levels."""
+    from model.blocksource import FileSink
+    from model.btrfs.mkfs import MkfsConfig, make_btrfs
+
+    d = tmp_path_factory.mktemp("relayout")
+    out = {}
+    for layout in ("extent-tree", "skinny-bg-tree"):
+        cfg = MkfsConfig(size=24 << 30, nodesize=4096, fill=22 << 30, layout=layout)
+        out[layout] = d / f"{layout}.img"
+        with FileSink(out[layout], cfg.size) as sink:
+            make_btrfs(cfg, sink)
+    return out
+
+
+def test_relayout_equals_writing_it_many_block_groups(
+    writer_images: dict[str, Path], many_bg: dict[str, Path]
+) -> None:
+    """Writer-made and kernel-made (3000 preallocated files) images with many block groups,
+    from each source layout to each layout; the extent tree re-laid out has a node level, so
+    the search crosses leaves and nodes."""
+    pairs = []
+    for path in [*writer_images.values(), *many_bg.values()]:
+        pairs += relayout_outcomes(path)
+    for old, new in pairs:
+        assert new == old
+    assert all(isinstance(old, dict) for old, _ in pairs)
+    extent = [old for old, _ in pairs if old["layout"] == "extent-tree"]  # type: ignore[index]
+    assert min(c["tree_nodes"] for c in extent) >= 1  # type: ignore[index]
+    assert min(c["block_groups"] for c in extent) >= 12  # type: ignore[index]

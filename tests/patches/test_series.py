@@ -139,7 +139,7 @@ def test_skinny_series_defines_what_the_model_writes() -> None:
     """The incompat bit and key type in series.yaml are those the patches define and the
     writer (model/btrfs/mkfs.py, constants.py) uses."""
     from model.btrfs import constants as C
-    from model.btrfs.mkfs import INCOMPAT_SKINNY_BG_TREE
+    from model.btrfs.constants import INCOMPAT_SKINNY_BG_TREE
 
     series = PATCHES / "skinny-bg-tree"
     doc = load(series)
