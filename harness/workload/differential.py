@@ -5,9 +5,9 @@ One mounted filesystem (one :class:`~harness.workload.session.DriverSession`) se
 example. An example (:func:`machine_class`) is a ``RuleBasedStateMachine`` run: a fresh
 root below the mount (on btrfs a fresh subvolume, so snapshots of ``.`` work), then its
 steps, each a rule built from the op registry (``model/fsstate/ops.py``) whose op goes over
-the session and whose result is checked against the model's as soon as it comes back (the
-next op is sent before that reply is read), then at teardown the whole tree against the
-model's, and the root removed. Names come from bundles of what the example made (files,
+the session and whose result is checked against the model's when its reply is read (up to
+:data:`WINDOW` later ops may be sent first, so the target works while hypothesis draws),
+then at teardown the whole tree against the model's, and the root removed. Names come from bundles of what the example made (files,
 directories, symlinks, subvolumes) and, for new ones, from a pool of three (``a b c``,
 below a directory made earlier) so ops collide: a creat then a rename onto it, a truncate
 of what was written.
