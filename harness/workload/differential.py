@@ -7,10 +7,10 @@ root below the mount (on btrfs a fresh subvolume, so snapshots of ``.`` work), t
 steps, each a rule built from the op registry (``model/fsstate/ops.py``) whose op goes over
 the session and whose result is checked against the model's when its reply is read (up to
 :data:`WINDOW` later ops may be sent first, so the target works while hypothesis draws),
-then at teardown the whole tree against the model's, and the root removed. Names come from bundles of what the example made (files,
-directories, symlinks, subvolumes) and, for new ones, from a pool of three (``a b c``,
-below a directory made earlier) so ops collide: a creat then a rename onto it, a truncate
-of what was written.
+then at teardown the whole tree against the model's, and the root removed. Names come from
+bundles of what the example made (files, directories, symlinks, subvolumes) and, for new
+ones, from a pool of three (``a b c``, below a directory made earlier) so ops collide: a
+creat then a rename onto it, a truncate of what was written.
 
 A failing example is shrunk by hypothesis for a bounded number of examples, then by
 :func:`minimize` (drop one op at a time while it still disagrees: 1-minimal), and saved
