@@ -213,8 +213,13 @@ CATEGORY_BUNDLES = {  # what was made -> the bundles its name joins
     "symlink": ("symlinks", "nondirs", "names"),
     "subvol": ("subvols", "sources", "dirs", "parents", "names"),
 }
-MADE_CATEGORY = {"file": "file", "dir": "dir", "symlink": "symlink", "subvol": "subvol"}
-MADE_CATEGORY["snapshot"] = "subvol"
+MADE_CATEGORY = {  # what an op makes (Effects.made) -> the category of its name
+    "file": "file",
+    "dir": "dir",
+    "symlink": "symlink",
+    "subvol": "subvol",
+    "snapshot": "subvol",
+}
 KIND_CATEGORIES = {  # a path kind -> the categories of name it takes
     ops.FILE: ("file",),
     ops.DIR: ("dir", "subvol"),

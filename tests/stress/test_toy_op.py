@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.target import TargetSpec
+from harness.workload.differential import SearchOutcome
 from harness.workload.diffrun import run_differential
 from harness.workload.hostmount import FsSpec, loop_mount, make_image
 from harness.workload.ontarget import DRIVER
@@ -76,6 +77,21 @@ def chmod_op(tmp_path: Path) -> Iterator[Path]:
         yield plugin
 
 
+def differential_with(semantics: ops.Semantics, tmp_path: Path, examples: int) -> SearchOutcome:
+    """The host differential on ext4 (seed 0) with chmod modelled by ``semantics``."""
+    plugin = tmp_path / "chmod_handler.py"
+    plugin.write_text(CHMOD_HANDLER)
+    with ops.registered(chmod_entry(semantics)):
+        return run_differential(
+            FsSpec(fs="ext4"),
+            HOST,
+            examples=examples,
+            seed=0,
+            plugins=[plugin],
+            results=tmp_path / "res",
+        )
+
+
 @pytest.mark.parametrize("fs", ["btrfs", "ext4"])
 def test_a_toy_op_runs_through_the_host_differential(
     chmod_op: Path, fs: str, tmp_path: Path
@@ -98,17 +114,7 @@ def test_a_wrong_model_of_the_toy_op_is_found_and_shrunk(tmp_path: Path) -> None
         model.resolve(op.arg("path"), True)
         return "0"
 
-    plugin = tmp_path / "chmod_handler.py"
-    plugin.write_text(CHMOD_HANDLER)
-    with ops.registered(chmod_entry(forgets_the_mode)):
-        out = run_differential(
-            FsSpec(fs="ext4"),
-            HOST,
-            examples=200,
-            seed=0,
-            plugins=[plugin],
-            results=tmp_path / "res",
-        )
+    out = differential_with(forgets_the_mode, tmp_path, examples=200)
     assert out.found is not None, "\n".join(out.lines())
     assert out.found[-1].name == "chmod" and len(out.found) <= 3, "\n".join(out.lines())
     assert any(d.field == "mode" for d in out.differences), "\n".join(out.lines())
@@ -122,17 +128,7 @@ def test_a_wrong_result_of_the_toy_op_is_caught_at_the_op(tmp_path: Path) -> Non
     def always_eperm(model: FsModel, op: Op) -> str:
         raise OpError("EPERM")
 
-    plugin = tmp_path / "chmod_handler.py"
-    plugin.write_text(CHMOD_HANDLER)
-    with ops.registered(chmod_entry(always_eperm)):
-        out = run_differential(
-            FsSpec(fs="ext4"),
-            HOST,
-            examples=100,
-            seed=0,
-            plugins=[plugin],
-            results=tmp_path / "res",
-        )
+    out = differential_with(always_eperm, tmp_path, examples=100)
     assert out.found is not None, "\n".join(out.lines())
     assert [op.name for op in out.found] == ["chmod"], "\n".join(out.lines())
     assert out.found[0].result == "ENOENT"
