@@ -61,6 +61,8 @@ class DriverSession:
         self.expect.append(line)
         if wait:
             self.settle()
+            if self.expect:  # an op or walk reply is owed first: its reader comes first
+                raise SessionError(f"{line}: cannot wait behind {list(self.expect)}")
 
     def settle(self) -> None:
         """Read every ``ok`` owed (raises on the first that is not)."""
@@ -88,11 +90,6 @@ class DriverSession:
         if reply.startswith("err "):
             raise SessionError(reply)
         return parse_op(reply)
-
-    def run_op(self, op: Op) -> Op:
-        """One op, one round trip: the op with the result it got."""
-        self.send_op(op)
-        return self.recv_op()
 
     def run_ops(self, ops: list[Op]) -> list[Op]:
         """Run ops (their results ignored) and return them with the results they got."""
