@@ -33,6 +33,12 @@ class BootError(VMUserError):
     """QEMU would not start, or the guest did not come up."""
 
 
+class EmulatorCrash(BootError):
+    """QEMU itself died of a signal during boot (an assertion or a fault inside the
+    emulator, e.g. TCG's ``iotlb_to_section`` assertion), with no kernel report on the
+    console and no deadline reached: the emulator's bug, not the guest's."""
+
+
 @dataclass(frozen=True)
 class Fault:
     """One kernel report found in the console stream.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 from vmtesting import expected_release, require_root
 
 from vm.disks import Disk, Throttle
-from vm.errors import AbnormalShutdown, GuestTimeout, VMError
+from vm.errors import AbnormalShutdown, BootError, EmulatorCrash, GuestTimeout, VMError
 from vm.machine import Machine, MachineConfig
 from vm.net import GUEST_ADDR, HOST_ADDR, PREFIX, create_netns, run_in_netns
 
@@ -261,3 +262,58 @@ def test_isolation_and_guest_api(vm_tools: None, kernel_spec: str, tmp_path: Pat
         m.crash()
         assert not m.running and not Path(f"/proc/{pid}").exists()
     assert m.faults == []
+
+
+def _aborting_qemu(tmp_path: Path, tries_to_abort: int) -> Path:
+    """A wrapper that execs the real QEMU and, for its first ``tries_to_abort`` runs, sends
+    that QEMU SIGABRT one second in (mid-boot: the guest takes about 3 s to answer), as
+    TCG's own assertions do; each run is counted in ``runs``."""
+    real = shutil.which("qemu-system-x86_64")
+    assert real is not None
+    runs = tmp_path / "runs"
+    runs.write_text("")
+    wrapper = tmp_path / "qemu-system-x86_64"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "ulimit -c 0\n"
+        f"echo run >> {runs}\n"
+        f'if [ "$(wc -l < {runs})" -le {tries_to_abort} ]; then\n'
+        "  me=$$; (sleep 1; kill -ABRT $me) &\n"
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(600)
+def test_a_qemu_that_aborts_during_boot_is_tried_once_more(
+    vm_tools: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU dying of SIGABRT mid-boot (no kernel report, no deadline) is the emulator's bug:
+    the boot is tried once more and the first try's logs are kept; a second abort is an
+    EmulatorCrash (a BootError: one line, exit 2 in the CLI) and leaves no QEMU behind."""
+    import vm.machine
+
+    (tmp_path / "once").mkdir()
+    once = _aborting_qemu(tmp_path / "once", 1)
+    monkeypatch.setattr(vm.machine, "find_qemu", lambda: str(once))
+    with Machine(MachineConfig(name="abort-once", accel="tcg", log_dir=tmp_path / "l1")) as m:
+        assert m.run("echo up").out.strip() == "up"
+    assert (once.parent / "runs").read_text().count("run") == 2
+    logs = sorted(p.name for p in (tmp_path / "l1").iterdir())
+    assert {"console.log.try1", "qemu.log.try1", "qemu.argv.try1", "console.log"} <= set(logs)
+    assert "FSORACLE-READY" not in (tmp_path / "l1" / "console.log.try1").read_text()
+    assert m.returncode == 0
+
+    (tmp_path / "always").mkdir()
+    always = _aborting_qemu(tmp_path / "always", 99)
+    monkeypatch.setattr(vm.machine, "find_qemu", lambda: str(always))
+    m2 = Machine(MachineConfig(name="abort-always", accel="tcg", log_dir=tmp_path / "l2"))
+    with pytest.raises(EmulatorCrash, match=r"QEMU died of signal 6 during boot") as ei:
+        m2.start()
+    assert isinstance(ei.value, BootError) and "\n" not in str(ei.value)
+    assert (always.parent / "runs").read_text().count("run") == 2
+    assert m2.phase == "down" and not m2.running and m2.returncode == -6
+    assert (tmp_path / "l2" / "console.log.try1").exists()
