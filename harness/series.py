@@ -289,7 +289,7 @@ def _validate(doc: Any, shown: str) -> None:
         want = (
             err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         )
-        names = " or ".join(_TYPE_NAMES.get(t, t) for t in want)
+        names = " or ".join(_TYPE_NAMES.get(str(t), str(t)) for t in want)
         msg = f"{at}: {_short(err.instance)} is not {names}"
     elif kind == "enum":
         msg = f"{at}: {_short(err.instance)} is not one of {', '.join(err.validator_value)}"
