@@ -41,7 +41,6 @@ from harness.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "patches" / "series.schema.json"
 FILE = "series.yaml"
-COSTS = ("fast", "slow", "vm")
 
 ValueSpec = str | dict[str, Any]  # a path into an experiment's JSON, or {extract: NAME, ...}
 
