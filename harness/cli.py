@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     func: Command = args.func
+    from harness.patchsets import register
+
+    register()  # build: kernel specs name the series of patches/
     try:
         with _signals_exit():
             return func(args)

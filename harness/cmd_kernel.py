@@ -23,9 +23,10 @@ from harness.cmd_vm import vm_errors
 
 
 def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from harness.patchsets import series_patch_sets
     from vm.kbuild import make_request
 
-    return make_request(args.base, args.series, args.config_only)
+    return make_request(args.base, args.series, args.config_only, series_patch_sets())
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.build import build_report
     from harness.report.render import write_index, write_report
     from harness.report.runner import Runner, git_commit
-    from harness.report.series import load_series, series_names
+    from harness.series import load_series, patches_dir, series_names
 
     names = series_names() if args.series == "all" else [args.series]
     if not names:
@@ -56,7 +56,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     written = []
     bad = 0
     for name in names:
-        series = load_series(name)
+        series = load_series(patches_dir() / name)
         runner = Runner(
             name,
             out / name / "results",

@@ -592,9 +592,9 @@ def seed_claims() -> dict[str, Any]:
     claims = load_seed_claims()
     return {
         "file": "btrfs-skinny-bg-tree-rfc-2019.txt",
-        "blocks": {lay: claims[f"blocks-{lay}"]["seed"] for lay in LAYOUTS},
-        "read_block_groups_ms": claims["read-block-groups-time"]["seed"],
-        "open_ctree_ms": claims["open-ctree-time"]["seed"],
+        "blocks": {lay: claims[f"blocks-{lay}"].seed for lay in LAYOUTS},
+        "read_block_groups_ms": claims["read-block-groups-time"].seed,
+        "open_ctree_ms": claims["open-ctree-time"].seed,
     }
 
 

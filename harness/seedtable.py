@@ -9,18 +9,14 @@ import argparse
 import dataclasses
 import sys
 import time
-from pathlib import Path
-from typing import Any
-
-import yaml
 
 from harness.errors import UserError
 from harness.jsonout import dumps
+from harness.series import Claim, load_series, patches_dir
 from harness.sizes import parse_size
 from model.btrfs.mkfs import MkfsConfig, MkfsError, plan_filesystem
 from model.btrfs.mount import MountCost, predict_layout
 
-PATCHES = Path(__file__).resolve().parent.parent / "patches"
 SEED_LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
 
 EXPLANATION = """\
@@ -40,12 +36,9 @@ Why the numbers differ from the seed's:
   reads each tree's root before btrfs_read_block_groups runs."""
 
 
-def load_seed_claims() -> dict[str, dict[str, Any]]:
-    path = PATCHES / "skinny-bg-tree" / "series.yaml"
-    if not path.exists():
-        raise UserError(f"{path} is missing: run from a checkout of fsoracle")
-    doc = yaml.safe_load(path.read_text())
-    return {c["id"]: c for c in doc["claims"]}
+def load_seed_claims() -> dict[str, Claim]:
+    """The skinny-bg-tree series' claims by id (the seed's numbers are each one's ``seed``)."""
+    return {c.id: c for c in load_series(patches_dir() / "skinny-bg-tree").claims}
 
 
 def seed_table(args: argparse.Namespace) -> int:
@@ -66,7 +59,7 @@ def seed_table(args: argparse.Namespace) -> int:
     for layout in SEED_LAYOUTS:
         t1 = time.monotonic()
         cost = predict_layout(dataclasses.replace(spec, layout=layout))
-        rows.append((layout, cost, claims[f"blocks-{layout}"]["seed"]))
+        rows.append((layout, cost, claims[f"blocks-{layout}"].seed))
         print(f"laid out {layout} in {time.monotonic() - t1:.1f} s", file=sys.stderr)
     if args.json:
         sys.stdout.write(

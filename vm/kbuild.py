@@ -4,13 +4,18 @@
     build:6.12+skinny-bg-tree             with the series in patches/skinny-bg-tree/
     build:6.12+skinny-bg-tree+debug       ... and the config-only fragment vm/kconfig/debug.config
 
+Each name after the base is a :class:`KernelPatchSet` (diff files in order, config lines).
+vm/ does not read ``patches/``: the caller hands the sets over, to
+:func:`parse_build_spec` or once for all with :func:`register_patch_sets` (the harness
+registers the series of ``patches/``, read by its series loader); a name no set takes may be
+a config-only fragment ``vm/kconfig/NAME.config`` (``debug``).
+
 A build takes ``linux-source-6.12`` (6.12.117) from Debian (``apt-get download``, cached
-under ``<cache>/debs/``), applies each series' patches in order (GNU ``patch``; a patch that
+under ``<cache>/debs/``), applies each set's patches in order (GNU ``patch``; a patch that
 does not apply fails with patch's message and the rejected hunks), and configures the kernel
 from ``make tinyconfig`` plus config fragments: :data:`GUEST_FRAGMENT` (what the guest root
-needs; everything built in, so no modules) and each series' ``config:`` list from its
-``series.yaml`` (or, for a name that is no series, the config-only fragment
-``vm/kconfig/NAME.config``: ``debug``), later fragments overriding earlier ones. After
+needs; everything built in, so no modules) and each set's config lines, later fragments
+overriding earlier ones. After
 ``make olddefconfig`` every fragment option must have survived into ``.config`` (the check
 kunit_tool makes); the options that fell out are named and the build stops. Then
 ``make bzImage`` (and ``modules`` if a fragment turned them on), at ``nice -n 10`` and
@@ -47,7 +52,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,75 +104,62 @@ class KernelBuildError(VMUserError):
     compiler failed, or a build tool is missing. The message says which and where the log is."""
 
 
-# ---------------------------------------------------------------- series
-
-
-def patches_root() -> Path:
-    """``$FSORACLE_PATCHES`` or the repository's ``patches/``."""
-    env = os.environ.get("FSORACLE_PATCHES")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "patches"
+# ---------------------------------------------------------------- patch sets
 
 
 @dataclass(frozen=True)
-class Series:
-    """One folder of ``patches/``: its diffs (the cover letter left out) and config lines."""
+class KernelPatchSet:
+    """One named change to the kernel: diffs applied in order, then config lines. The caller
+    reads them (the harness, from ``patches/NAME/``); ``origin`` says from where."""
 
     name: str
-    status: str
-    patches: tuple[Path, ...]
-    config: tuple[str, ...]
+    patch_files: tuple[Path, ...] = ()  # diffs only, in order (no cover letter)
+    config: tuple[str, ...] = ()  # fragment lines: CONFIG_X=v or # CONFIG_X is not set
+    status: str = ""
     origin: str = ""  # patches/NAME or vm/kconfig/NAME.config
 
     @property
     def config_only(self) -> bool:
-        return not self.patches
+        return not self.patch_files
 
 
-def available_series(root: Path | None = None) -> list[str]:
-    """Series folders of ``patches/`` and config fragments of ``vm/kconfig/`` (but vm's own)."""
-    root = root or patches_root()
-    names = (
-        [p.name for p in root.iterdir() if (p / "series.yaml").is_file()] if root.is_dir() else []
-    )
-    names += [p.stem for p in FRAGMENTS.glob("*.config") if p != GUEST_FRAGMENT]
-    return sorted(names)
+PatchSetSource = Callable[[], Mapping[str, KernelPatchSet]]
+_SOURCES: list[PatchSetSource] = []
 
 
-def load_series(name: str, root: Path | None = None) -> Series:
-    """Read ``patches/NAME/series.yaml`` (``patches:`` in order, ``config:``), or else the
-    config-only fragment ``vm/kconfig/NAME.config`` (debug builds)."""
-    import yaml
+def register_patch_sets(source: PatchSetSource) -> None:
+    """Make ``build:`` specs find the sets ``source()`` returns, by name (the harness
+    registers the series of ``patches/``); vm/kconfig/'s config-only fragments are always
+    found, under a name no registered set takes."""
+    if source not in _SOURCES:
+        _SOURCES.append(source)
 
-    root = root or patches_root()
-    path = root / name / "series.yaml"
-    valid = re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name) is not None
-    fragment = FRAGMENTS / f"{name}.config"
-    if valid and not path.is_file() and fragment.is_file() and fragment != GUEST_FRAGMENT:
-        origin = f"vm/kconfig/{fragment.name}"
-        opts = parse_fragment(fragment.read_text(), origin)
-        return Series(name, "config-fragment", (), tuple(o.line for o in opts), origin)
-    if not valid or not path.is_file():
-        raise KernelSpecError(
-            f"no series {name!r} in {root} or vm/kconfig/: use one of "
-            + ", ".join(available_series(root))
-        )
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise KernelSpecError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(doc, dict):
-        raise KernelSpecError(f"{path}: not a mapping")
-    files: list[Path] = []
-    for fname in doc.get("patches") or []:
-        p = root / name / str(fname)
-        if not p.is_file():
-            raise KernelSpecError(f"{path} lists {fname}, which is not in {p.parent}")
-        if "\ndiff --git " in p.read_text(errors="replace") or p.read_text().startswith("diff "):
-            files.append(p)  # the cover letter (0000-) carries no diff
-    config = tuple(str(c) for c in doc.get("config") or [])
-    for line in config:
-        parse_config_line(line, f"{name}/series.yaml")
-    return Series(name, str(doc.get("status", "")), tuple(files), config, f"patches/{name}")
+
+def fragment_sets() -> dict[str, KernelPatchSet]:
+    """The config-only fragments of ``vm/kconfig/`` but vm's own (``debug``), by name."""
+    out = {}
+    for p in sorted(FRAGMENTS.glob("*.config")):
+        if p != GUEST_FRAGMENT:
+            origin = f"vm/kconfig/{p.name}"
+            lines = tuple(o.line for o in parse_fragment(p.read_text(), origin))
+            out[p.stem] = KernelPatchSet(p.stem, (), lines, "config-fragment", origin)
+    return out
+
+
+def patch_sets(given: Mapping[str, KernelPatchSet] | None = None) -> dict[str, KernelPatchSet]:
+    """``given`` (default: what the registered sources return), then the fragments."""
+    sets: dict[str, KernelPatchSet] = {}
+    if given is None:
+        for source in _SOURCES:
+            sets.update(source())
+    else:
+        sets.update(given)
+    for name, fragment in fragment_sets().items():
+        sets.setdefault(name, fragment)
+    for s in sets.values():
+        for line in s.config:
+            parse_config_line(line, s.origin or s.name)
+    return sets
 
 
 # ---------------------------------------------------------------- specs
@@ -175,10 +167,10 @@ def load_series(name: str, root: Path | None = None) -> Series:
 
 @dataclass(frozen=True)
 class BuildRequest:
-    """What to build: a base and series in order (config-only ones among them)."""
+    """What to build: a base and patch sets in order (config-only ones among them)."""
 
     base: str
-    series: tuple[Series, ...] = ()
+    series: tuple[KernelPatchSet, ...] = ()
 
     @property
     def spec(self) -> str:
@@ -189,8 +181,9 @@ class BuildRequest:
         return BASES[self.base]
 
 
-def parse_build_spec(rest: str, root: Path | None = None) -> BuildRequest:
-    """``6.12+SERIES+...`` (the part after ``build:``) -> :class:`BuildRequest`."""
+def parse_build_spec(rest: str, sets: Mapping[str, KernelPatchSet] | None = None) -> BuildRequest:
+    """``6.12+SERIES+...`` (the part after ``build:``) -> :class:`BuildRequest`, each name
+    looked up in :func:`patch_sets` of ``sets``."""
     base, *names = rest.split("+")
     if base not in BASES:
         raise KernelSpecError(
@@ -199,19 +192,29 @@ def parse_build_spec(rest: str, root: Path | None = None) -> BuildRequest:
         )
     if len(set(names)) != len(names) or any(not n for n in names):
         raise KernelSpecError(f"build:{rest}: name each series once, separated by '+'")
-    return BuildRequest(base, tuple(load_series(n, root) for n in names))
+    known = patch_sets(sets) if names else {}
+    for n in names:
+        if n not in known:
+            raise KernelSpecError(
+                f"no series {n!r} in patches/ or vm/kconfig/: use one of "
+                + ", ".join(sorted(known))
+            )
+    return BuildRequest(base, tuple(known[n] for n in names))
 
 
 def make_request(
-    base: str, series: Sequence[str] = (), config_only: Sequence[str] = ()
+    base: str,
+    series: Sequence[str] = (),
+    config_only: Sequence[str] = (),
+    sets: Mapping[str, KernelPatchSet] | None = None,
 ) -> BuildRequest:
     """The request ``fsoracle kernel build --base B --series S... --config-only C...`` makes:
     the series in order, then the config-only ones, which must carry no patches."""
-    req = parse_build_spec("+".join([base, *series, *config_only]))
+    req = parse_build_spec("+".join([base, *series, *config_only]), sets)
     for s in req.series[len(series) :]:
         if not s.config_only:
             raise KernelSpecError(
-                f"--config-only {s.name}: that series has {len(s.patches)} patch(es); "
+                f"--config-only {s.name}: that series has {len(s.patch_files)} patch(es); "
                 f"use --series {s.name}"
             )
     return req
@@ -262,7 +265,7 @@ def request_fragments(req: BuildRequest) -> list[tuple[str, list[ConfigOption]]]
     """vm/'s own fragment first, then each series' ``config:`` in order."""
     frags = [("vm/kconfig/guest.config", parse_fragment(GUEST_FRAGMENT.read_text(), "vm"))]
     for s in req.series:
-        origin = s.origin or f"patches/{s.name}"
+        origin = s.origin or s.name
         frags.append(
             (
                 origin,
@@ -361,7 +364,7 @@ def build_key(req: BuildRequest, merged: dict[str, ConfigOption], toolchain: lis
     add(f"{src.package}={src.version}".encode())
     for s in req.series:
         add(f"series {s.name}".encode())
-        for p in s.patches:
+        for p in s.patch_files:
             add(p.read_bytes())
     add(fragment_text(merged).encode())
     for t in toolchain:
@@ -741,7 +744,7 @@ def _switch_tree(req: BuildRequest, tree: Path, top: Path) -> None:
     """Make the work tree hold the source with ``req``'s patches (call under the lock)."""
     state = TreeState.load(tree, top)
     desired: dict[str, bytes | None] = {}
-    patches = [p for s in req.series for p in s.patches]
+    patches = [p for s in req.series for p in s.patch_files]
     with tempfile.TemporaryDirectory(prefix="patches.", dir=top) as scratch:
         if patches:
             with progress.step(f"applying {len(patches)} patch(es) for {req.spec}"):
@@ -855,7 +858,7 @@ def build_kernel(req: BuildRequest, *, force: bool = False) -> Kernel:
                         "status": s.status,
                         "patches": [
                             {"file": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
-                            for p in s.patches
+                            for p in s.patch_files
                         ],
                         "config": list(s.config),
                     }

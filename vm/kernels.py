@@ -12,8 +12,8 @@ A spec is ``SCHEME:REST``; each scheme has a resolver that turns ``REST`` into a
   ``lib/modules/<release>`` directory, or a directory holding ``lib/modules/<release>``
   (``make modules_install INSTALL_MOD_PATH=DIR``), or one holding ``<release>``.
 
-- ``build:6.12[+SERIES...]``: built here from Debian's ``linux-source-6.12`` with the series
-  in ``patches/`` (:mod:`vm.kbuild`).
+- ``build:6.12[+SERIES...]``: built here from Debian's ``linux-source-6.12`` with the patch
+  sets the caller registered (the harness: the series in ``patches/``) (:mod:`vm.kbuild`).
 
 Other schemes register themselves with :func:`register_resolver`.
 

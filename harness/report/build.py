@@ -12,16 +12,9 @@ from typing import Any
 from harness.report import extract as X
 from harness.report import seedtext as S
 from harness.report import verdict as V
+from harness.report.refs import FunctionRef, pytest_node_exists, resolve_function
 from harness.report.runner import Outcome, Runner
-from harness.report.series import (
-    ROOT,
-    Claim,
-    FunctionRef,
-    Invariant,
-    Series,
-    pytest_node_exists,
-    resolve_function,
-)
+from harness.series import ROOT, Claim, Invariant, Series
 
 
 @dataclass
@@ -182,7 +175,7 @@ def build_report(
     commit: str,
     plots: bool = True,
 ) -> Report:
-    seed_path = S.seeds_dir() / series.seed_file
+    seed_path = S.seeds_dir() / series.seed.file
     seed_text = seed_path.read_text(errors="replace") if seed_path.exists() else None
     problems: list[str] = []
     claims = []

@@ -12,9 +12,9 @@ from pathlib import Path
 from harness.report import verdict as V
 from harness.report.build import ClaimReport, InvariantReport, Report, display_path
 from harness.report.extract import describe
+from harness.report.refs import FunctionRef
 from harness.report.runner import Outcome
 from harness.report.seedtext import default_token
-from harness.report.series import FunctionRef
 from harness.safeio import write_atomic
 
 
@@ -110,7 +110,7 @@ def measured_cell(cr: ClaimReport) -> str:
 def claim_blocks(cr: ClaimReport, rep: Report) -> list[Block]:
     c = cr.claim
     b: list[Block] = [Heading(3, f"{c.id}: {c.text}", anchor=f"claim-{c.id}")]
-    src = rep.series.seed_file
+    src = rep.series.seed.file
     if cr.quote_found is None:
         qnote = f"seed file {code(str(rep.seed_path))} not available: quote not verified"
     elif cr.quote_found:
@@ -265,18 +265,18 @@ def report_blocks(rep: Report) -> list[Block]:
     b: list[Block] = [Heading(1, f"{s.title}", anchor="top")]
     up = []
     for u in s.upstream:
-        ident = u.get("message-id") or (("commit " + u["commit"]) if u.get("commit") else None)
-        up.append(f"{u.get('subject', '?')}" + (f" ({code(ident)})" if ident else ""))
+        ident = u.message_id or (("commit " + u.commit) if u.commit else None)
+        up.append(u.subject + (f" ({code(ident)})" if ident else ""))
     b.append(
         Bullets(
             [
                 f"**Series:** {code(s.name)}, status {s.status}, base {s.base or 'none'}; "
                 f"{len([p for p in s.patches if not p.startswith('0000')])} patches",
                 "**Upstream:** " + "; ".join(up),
-                f"**Seed:** {code(s.seed_file)}"
+                f"**Seed:** {code(s.seed.file)}"
                 + (
-                    f" ({', '.join(f'{k} {v}' for k, v in s.seed_configuration.items())})"
-                    if s.seed_configuration
+                    f" ({', '.join(f'{k} {v}' for k, v in s.seed.configuration.items())})"
+                    if s.seed.configuration
                     else ""
                 ),
                 f"**Generated** {rep.generated} by {code(rep.command)} at commit "

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.report.series import ROOT, Experiment
 from harness.safeio import output_dir, write_atomic
+from harness.series import ROOT, Experiment
 
 REUSED = "reused"
 RAN = "ran"

@@ -26,12 +26,12 @@ from harness.report import extract as X
 from harness.report import seedtext as S
 from harness.report import verdict as V
 from harness.report.runner import CANNOT, FAILED, RAN, SKIPPED, Runner
-from harness.report.series import ROOT, Experiment, load_series, series_names
+from harness.series import ROOT, Experiment, load_series, series_names
 from tests.tools import require_tool
 
 DATA = Path(__file__).parent / "data"
 SYNTHETIC = Path(__file__).parent / "data-synthetic"
-SERIES = series_names()
+SERIES = series_names(ROOT / "patches")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_every_series_renders(out: Path) -> None:
     for name in SERIES:
         md = (out / f"{name}.md").read_text()
         page = (out / f"{name}.html").read_text()
-        s = load_series(name)
+        s = load_series(ROOT / "patches" / name)
         got = sections(md)
         assert list(got) == [c.id for c in s.claims]
         assert '## <a id="invariants"></a>' in md and '## <a id="gaps"></a>' in md
@@ -92,10 +92,10 @@ def test_seed_numbers_are_the_seeds(out: Path) -> None:
     above it (which series.yaml's number is read from) is verbatim in the seed file."""
     checked = 0
     for name in SERIES:
-        s = load_series(name)
+        s = load_series(ROOT / "patches" / name)
         md = (out / f"{name}.md").read_text()
         secs = sections(md)
-        seed_text = (S.seeds_dir() / s.seed_file).read_text() if S.seeds_dir().exists() else None
+        seed_text = (S.seeds_dir() / s.seed.file).read_text() if S.seeds_dir().exists() else None
         for c in s.claims:
             sec = secs[c.id]
             quote = "\n".join(
@@ -120,7 +120,7 @@ def test_measured_numbers_come_from_the_named_files(out: Path) -> None:
     """Re-read every measured cell from the results file named in its row."""
     checked = 0
     for name in SERIES:
-        s = load_series(name)
+        s = load_series(ROOT / "patches" / name)
         secs = sections((out / f"{name}.md").read_text())
         for c in s.claims:
             rows = table_rows(secs[c.id])

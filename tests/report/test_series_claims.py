@@ -11,16 +11,12 @@ import pytest
 
 from harness.report import seedtext as S
 from harness.report.build import seed_values
+from harness.report.refs import pytest_node_exists, resolve_function
 from harness.report.runner import cli_missing
-from harness.report.series import (
-    Claim,
-    load_series,
-    pytest_node_exists,
-    resolve_function,
-    series_names,
-)
+from harness.series import ROOT, Claim, load_series, series_names
 
-SERIES = series_names()
+PATCHES = ROOT / "patches"
+SERIES = series_names(PATCHES)
 # the five seeds' series and the block group tree's own
 EXPECTED = {
     "block-group-tree",
@@ -45,7 +41,7 @@ def seed_file(name: str) -> Path:
 def test_every_series_has_claims() -> None:
     assert set(SERIES) >= EXPECTED
     for name in SERIES:
-        s = load_series(name)
+        s = load_series(PATCHES / name)
         assert s.claims, name
         for c in s.claims:
             assert c.quote.strip(), f"{name}: {c.id} has no quote"
@@ -54,15 +50,15 @@ def test_every_series_has_claims() -> None:
 
 @pytest.mark.parametrize("name", SERIES)
 def test_quotes_are_verbatim_in_the_seed(name: str) -> None:
-    s = load_series(name)
-    text = seed_file(s.seed_file).read_text()
+    s = load_series(PATCHES / name)
+    text = seed_file(s.seed.file).read_text()
     missing = [c.id for c in s.claims if not S.quote_in_seed(c.quote, text)]
-    assert not missing, f"{name}: quotes not in {s.seed_file}: {missing}"
+    assert not missing, f"{name}: quotes not in {s.seed.file}: {missing}"
 
 
 @pytest.mark.parametrize("name", SERIES)
 def test_seed_numbers_come_from_the_quote(name: str) -> None:
-    s = load_series(name)
+    s = load_series(PATCHES / name)
     for c in s.claims:
         values, problems = seed_values(c)
         assert not problems, problems
@@ -96,7 +92,7 @@ def test_seed_number_checks_can_fail() -> None:
 
 @pytest.mark.parametrize("name", SERIES)
 def test_model_functions_tests_and_experiments_exist(name: str) -> None:
-    s = load_series(name)
+    s = load_series(PATCHES / name)
     refs = [r for c in s.claims for r in c.model] + [r for i in s.invariants for r in i.model]
     refs += [f"{m.module}:{f}" for m in s.model for f in m.functions]
     bad = [(r, p) for r in refs if (p := resolve_function(s, r).problem)]
@@ -116,7 +112,7 @@ def test_model_functions_tests_and_experiments_exist(name: str) -> None:
 
 
 def test_function_resolution_reports_what_is_missing() -> None:
-    s = load_series("skinny-bg-tree")
+    s = load_series(PATCHES / "skinny-bg-tree")
     r = resolve_function(s, "predict_built")
     assert r.file == "model/btrfs/mount.py" and r.line > 0 and r.doc
     assert resolve_function(s, "Searcher.find_first_block_group").file == "model/btrfs/mount.py"

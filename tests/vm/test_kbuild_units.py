@@ -1,8 +1,8 @@
-"""vm/kbuild.py without compiling a kernel: specs, series, config fragments and the check that
-they survived, the cache key, patch application and the work tree's switching between
-series, the error lines shown for a failed build.
+"""vm/kbuild.py without compiling a kernel: config fragments and the check that they survived,
+patch application and the work tree's switching between series, the error lines shown for a
+failed build. (Specs, the patch sets and the cache key: tests/patches/test_patchsets.py.)
 
-Expected values come from the files in patches/ and vm/kconfig/ themselves, from GNU diff and
+Expected values come from the files in vm/kconfig/ themselves, from GNU diff and
 patch (the synthetic patches are made by ``diff -u``), and from the kconfig ``.config``
 syntax (``CONFIG_X=v`` / ``# CONFIG_X is not set``)."""
 
@@ -16,61 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.tools import require_tool
 from vm import kbuild
 from vm.errors import KernelSpecError
 from vm.guestroot import MODULE_CONFIG, OPTIONAL_MODULES, REQUIRED_MODULES, missing_builtins
-from vm.kernels import Kernel, resolve_kernel
+from vm.kernels import Kernel
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# ---------------------------------------------------------------- specs and series
-
-
-def test_spec_parsing() -> None:
-    req = kbuild.parse_build_spec("6.12")
-    assert req.base == "6.12" and req.series == () and req.spec == "build:6.12"
-    req = kbuild.parse_build_spec("6.12+skinny-bg-tree+debug")
-    assert [s.name for s in req.series] == ["skinny-bg-tree", "debug"]
-    assert req.spec == "build:6.12+skinny-bg-tree+debug"
-    assert req.source.version == "6.12.117-1~deb12u1"
-    with pytest.raises(KernelSpecError, match=r"unknown base '6\.13'"):
-        kbuild.parse_build_spec("6.13")
-    with pytest.raises(KernelSpecError, match=r"no series 'nope'.*skinny-bg-tree"):
-        kbuild.parse_build_spec("6.12+nope")
-    with pytest.raises(KernelSpecError, match="once"):
-        kbuild.parse_build_spec("6.12+debug+debug")
-
-
-def test_build_scheme_is_registered() -> None:
-    with pytest.raises(KernelSpecError, match="no series"):
-        resolve_kernel("build:6.12+no-such-series")
-
-
-def test_series_from_yaml() -> None:
-    """skinny-bg-tree: the five diffs in series.yaml order (the cover letter carries none)."""
-    doc = yaml.safe_load((ROOT / "patches/skinny-bg-tree/series.yaml").read_text())
-    s = kbuild.load_series("skinny-bg-tree")
-    assert [p.name for p in s.patches] == doc["patches"][1:]
-    assert s.config == tuple(doc["config"]) and not s.config_only
-    d = kbuild.load_series("debug")  # vm/kconfig/debug.config: no series of that name
-    assert d.config_only and "CONFIG_KASAN=y" in d.config and "CONFIG_PROVE_LOCKING=y" in d.config
-    assert d.origin == "vm/kconfig/debug.config"
-    assert "debug" in kbuild.available_series() and "guest" not in kbuild.available_series()
-    with pytest.raises(KernelSpecError, match="no series 'guest'"):
-        kbuild.load_series("guest")
-    e = kbuild.load_series("extent-tree-v2")
-    assert e.config_only and "CONFIG_BTRFS_DEBUG=y" in e.config
-
-
-def test_config_only_refuses_a_patched_series() -> None:
-    req = kbuild.make_request("6.12", ["skinny-bg-tree"], ["debug"])
-    assert req.spec == "build:6.12+skinny-bg-tree+debug"
-    with pytest.raises(KernelSpecError, match="5 patch"):
-        kbuild.make_request("6.12", [], ["skinny-bg-tree"])
 
 
 # ---------------------------------------------------------------- fragments
@@ -143,39 +96,6 @@ def test_missing_builtins(tmp_path: Path) -> None:
     k = Kernel("path:x", "6.12.117", tmp_path / "bzImage", None, cfg)
     assert missing_builtins(k) == ["dm_flakey (CONFIG_DM_FLAKEY=n)"]
     assert missing_builtins(Kernel("path:x", "r", tmp_path / "b", tmp_path, cfg)) == []
-
-
-# ---------------------------------------------------------------- cache keys
-
-
-def _copy_series(tmp: Path) -> Path:
-    root = tmp / "patches"
-    shutil.copytree(ROOT / "patches" / "skinny-bg-tree", root / "skinny-bg-tree")
-    return root
-
-
-def test_key_follows_patch_bytes_and_config(tmp_path: Path) -> None:
-    root = _copy_series(tmp_path)
-    tool = ["gcc 12", "ld 2.40"]
-
-    def key(rest: str) -> tuple[str, str]:
-        req = kbuild.parse_build_spec(rest, root)
-        merged, _ = kbuild.merge_fragments(kbuild.request_fragments(req))
-        return kbuild.build_key(req, merged, tool), kbuild.config_key(req, merged)
-
-    base, skinny, debug = key("6.12"), key("6.12+skinny-bg-tree"), key("6.12+skinny-bg-tree+debug")
-    assert len({base[0], skinny[0], debug[0]}) == 3
-    # the series adds no config the guest fragment lacks: baseline and series share objects
-    assert base[1] == skinny[1] != debug[1]
-    assert key("6.12+skinny-bg-tree") == skinny
-    p = root / "skinny-bg-tree" / "0003-btrfs-read-skinny-block-group-items-at-mount.patch"
-    p.write_text(p.read_text().replace("lockless is fine", "lockless is fine."))
-    assert key("6.12+skinny-bg-tree")[0] != skinny[0]
-    assert key("6.12+skinny-bg-tree")[1] == skinny[1]
-    merged, _ = kbuild.merge_fragments(
-        kbuild.request_fragments(kbuild.parse_build_spec("6.12", root))
-    )
-    assert kbuild.build_key(kbuild.parse_build_spec("6.12", root), merged, ["gcc 13"]) != base[0]
 
 
 # ---------------------------------------------------------------- patches and the work tree
