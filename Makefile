@@ -75,7 +75,7 @@ report: deps
 # typed strictly: the model, and the seams the studies stand on (targets, safe I/O, options,
 # the stress family's experiments)
 TYPED := model harness/target harness/safeio.py harness/argtypes.py harness/cli.py \
-	harness/series.py harness/patchsets.py \
+	harness/series.py harness/kernel/patchsets.py \
 	harness/workload/ontarget.py harness/workload/stress.py harness/workload/crash.py \
 	harness/workload/replay.py harness/workload/fsx.py harness/workload/diffrun.py \
 	harness/workload/differential.py harness/workload/opstable.py harness/workload/view.py \

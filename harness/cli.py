@@ -1,6 +1,6 @@
 """The ``fsoracle`` command line.
 
-Each command family lives in its own ``harness.cmd_*`` module exposing
+Each command family lives in its room's ``cli`` module (``harness.<room>.cli``) exposing
 ``register(subparsers)``; a command is a function ``(args) -> int`` (the exit status).
 Errors the user can cause (:class:`harness.errors.UserError`, :class:`model.errors.FormatError`
 where the input is the problem) end in one line on stderr and exit status 2.
@@ -22,16 +22,16 @@ from model.errors import FormatError
 
 # command families, in the order `fsoracle --help` lists them
 FAMILIES = [
-    "harness.cmd_btrfs",
+    "harness.btrfs.cli",
     "harness.cmd_etv2",
     "harness.cmd_ext4",
     "harness.cmd_hot",
     "harness.cmd_compress",
-    "harness.cmd_stress",
-    "harness.cmd_vm",
-    "harness.cmd_kernel",
+    "harness.workload.cli",
+    "harness.target.cli",
+    "harness.kernel.cli",
     "harness.cmd_bench",
-    "harness.cmd_report",
+    "harness.report.cli",
 ]
 
 Command = Callable[[argparse.Namespace], int]
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     func: Command = args.func
-    from harness.patchsets import register
+    from harness.kernel.patchsets import register
 
     register()  # build: kernel specs name the series of patches/
     try:

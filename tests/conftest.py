@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from harness.patchsets import register
+from harness.kernel.patchsets import register
 from tests.tools import require_root, require_tool
 
 register()  # build: kernel specs name the series of patches/, as under the CLI

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.cmd_btrfs import summarize
+from harness.btrfs.cli import summarize
 from model.blocksource import BytesSource
 from model.btrfs import constants as C
 from model.btrfs.check import btrfs_check

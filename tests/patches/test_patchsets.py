@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.patchsets import series_patch_sets
+from harness.kernel.patchsets import series_patch_sets
 from vm import kbuild
 from vm.errors import KernelSpecError
 from vm.kernels import resolve_kernel

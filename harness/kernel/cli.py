@@ -19,11 +19,11 @@ import json
 import sys
 import time
 
-from harness.cmd_vm import vm_errors
+from harness.errors import vm_errors
 
 
 def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from harness.patchsets import series_patch_sets
+    from harness.kernel.patchsets import series_patch_sets
     from vm.kbuild import make_request
 
     return make_request(args.base, args.series, args.config_only, series_patch_sets())

@@ -14,35 +14,19 @@ printed above that line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 
 from harness.argtypes import float_range, int_range
-from harness.errors import UserError
+from harness.errors import UserError, vm_errors
 from vm.accel import ACCELS, choose_accel, find_qemu
-from vm.console import render_faults
 from vm.disks import Disk
-from vm.errors import GuestFault, VMUserError
+from vm.errors import VMUserError
 from vm.guestroot import build_guest_root
 from vm.kernels import DEFAULT_SPEC, boot_image, resolve_kernel, schemes
 from vm.machine import Machine, MachineConfig, parse_mem
 
 DEFAULT_RUN_TIMEOUT = 600.0
-
-
-@contextlib.contextmanager
-def vm_errors() -> Iterator[None]:
-    """Turn ``vm``'s user-facing errors into :class:`UserError` (exit 2, one line), printing
-    a kernel fault's excerpt first. Other harness commands that boot machines use it too."""
-    try:
-        yield
-    except GuestFault as e:
-        print(render_faults(e.faults), file=sys.stderr)
-        raise UserError(str(e)) from e
-    except VMUserError as e:
-        raise UserError(str(e)) from e
 
 
 def _machine_args(p: argparse.ArgumentParser, timeout: float | None) -> None:
