@@ -25,7 +25,7 @@ $(DEBSTAMP): harness/install-debian-deps.sh | $(STAMP)
 	$(BIN)/pip install -q 'python-lzo>=1.15,<2'  # needs liblzo2-dev (compressed-size estimates)
 	@touch $@
 
-# zstd as the stock kernels' lib/zstd writes it (harness/kernel_zstd.py): python-zstandard
+# zstd as the stock kernels' lib/zstd writes it (harness/compress/kernel_zstd.py): python-zstandard
 # releases bundling zstd 1.5.2 (6.12) and 1.4.8 (6.1), each in its own directory
 $(KZSTAMP): | $(STAMP)
 	$(BIN)/pip install -q wheel setuptools cffi  # 0.15.2 builds from its sdist, without isolation

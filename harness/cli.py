@@ -26,7 +26,7 @@ FAMILIES = [
     "harness.cmd_etv2",
     "harness.cmd_ext4",
     "harness.cmd_hot",
-    "harness.cmd_compress",
+    "harness.compress.cli",
     "harness.workload.cli",
     "harness.target.cli",
     "harness.kernel.cli",

@@ -386,7 +386,7 @@ def zstd_compress_folios(
 def zstd_outcome(frame_len: int, data_len: int, nr_dest_pages: int, exact: bool) -> CompressOutcome:
     """``zstd_compress_folios``' verdict on a frame of ``frame_len`` bytes for ``data_len``
     bytes of input (the frame itself may come from another zstd build, e.g. the kernel's
-    version: harness/kernel_zstd.py)."""
+    version: harness/compress/kernel_zstd.py)."""
     max_out = nr_dest_pages * PAGE_SIZE
     if frame_len >= max_out or frame_len >= data_len:
         return CompressOutcome(E2BIG, data_len, frame_len, exact)

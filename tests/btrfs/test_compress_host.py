@@ -21,9 +21,8 @@ import os
 
 import pytest
 
-from harness.cmd_compress import parse_ops
-from harness.compress_cases import CASES, Case
-from harness.compress_host import run_host_case
+from harness.compress.config import CASES, Case, parse_ops
+from harness.compress.host import run_host_case
 from model.btrfs.compress_predict import predict
 from tests.tools import require_root, require_tool
 

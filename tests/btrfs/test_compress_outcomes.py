@@ -18,10 +18,14 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from harness.cmd_compress import parse_ops
-from harness.compress_cases import CASES, SEED_OPS
-from harness.compress_vm import flusher_before_umount, parse_ordered_trace
-from harness.kernel_zstd import KERNEL_ZSTANDARD, KernelZstd, available, compress_fn_for
+from harness.compress.config import CASES, SEED_OPS, parse_ops
+from harness.compress.experiment import flusher_before_umount, parse_ordered_trace
+from harness.compress.kernel_zstd import (
+    KERNEL_ZSTANDARD,
+    KernelZstd,
+    available,
+    compress_fn_for,
+)
 from model.btrfs import compression as Z
 from model.btrfs.compress_predict import (
     PredictedOrdered,
@@ -130,7 +134,7 @@ def test_flusher_before_umount_counts_only_the_file() -> None:
 def test_guest_driver_is_stdlib_only() -> None:
     """The guest has the standard library alone: the driver imports nothing else (the
     data pattern module is shipped beside it)."""
-    src = Path(__file__).parents[2] / "harness" / "compress_guest.py"
+    src = Path(__file__).parents[2] / "harness" / "compress" / "guest.py"
     mods = set()
     for node in ast.walk(ast.parse(src.read_text())):
         if isinstance(node, ast.Import):

@@ -98,7 +98,7 @@ def test_zstd_failure_rule() -> None:
 
 
 def _flags(kernel: str, mount: str, ops: str, data: str, existing: int = 0) -> list[str]:
-    from harness.cmd_compress import parse_ops
+    from harness.compress.config import parse_ops
 
     return predict(kernel, mount, parse_ops(ops), data, existing).inode_flags
 

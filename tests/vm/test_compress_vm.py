@@ -1,6 +1,6 @@
 """Issue 8's case table on the stock kernels, against the compression model.
 
-One boot per kernel runs the whole table (``harness/compress_cases.py``; one small btrfs
+One boot per kernel runs the whole table (``harness/compress/config.py``; one small btrfs
 image per case, attached as its own virtio disk): the guest does each case's pwrite/fsync
 sequence with the deterministic data of ``model/btrfs/datapattern.py`` (shipped verbatim)
 and unmounts; the host then reads each image with our reader and with ``dump-tree``.
@@ -12,7 +12,7 @@ the flusher reach the delalloc ranges, so the deterministic run has one vCPU, mo
 ``thread_pool=1`` (one btrfs-delalloc worker: chunks are compressed one at a time, in queue
 order) and keeps the flusher away during the ops (``dirty_writeback_centisecs`` an hour,
 not 0: with 0 the flusher wakes as soon as the file is first dirtied and writes it back
-between the case's writes, see ``harness/compress_guest.py``). The trace shows it: no
+between the case's writes, see ``harness/compress/guest.py``). The trace shows it: no
 flusher writeback of the file before the unmount. Under those conditions the kernel's
 layout is the model's eager schedule on every case.
 
@@ -24,7 +24,7 @@ schedules that differ in that order; the racy run (a second boot, the cases with
 one schedule) asserts the kernel's result is one of them and reports which.
 
 Ordered extents: the guest traces ``btrfs_ordered_extent_add`` / ``_remove`` / ``_split``
-for the file in a tracefs instance per case (read with ``Machine.read_trace``); the
+for the file in a tracefs instance per case (fetched from the target); the
 model's async path must add and finish the same ordered extents (file offset, length,
 compression type; the disk length within a sector), with no split.
 """
@@ -34,17 +34,11 @@ from __future__ import annotations
 import pytest
 from vmtesting import _missing, require_tools
 
-from harness.cmd_compress import parse_ops
-from harness.compress_cases import CASES, Case
-from harness.compress_vm import (
-    VmRun,
-    compare_case,
-    compare_ordered,
-    layout,
-    render_run,
-    run_vm_cases,
-)
-from harness.kernel_zstd import KERNEL_ZSTANDARD, available, compress_fn_for
+from harness.compress.compare import compare_case, compare_ordered, layout
+from harness.compress.config import CASES, Case, parse_ops
+from harness.compress.experiment import VmRun, run_vm_cases
+from harness.compress.kernel_zstd import KERNEL_ZSTANDARD, available, compress_fn_for
+from harness.compress.render import render_run
 from model.btrfs import compression as Z
 from model.btrfs.compress_predict import enumerate_outcomes
 
@@ -166,7 +160,7 @@ def test_racy_outcome_is_enumerated(
 def test_zstd_sizes_are_the_kernels(
     vm_tools: None, kernel_spec: str, case: Case, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """With the kernel's zstd version (harness/kernel_zstd.py) every zstd extent's size is
+    """With the kernel's zstd version (harness/compress/kernel_zstd.py) every zstd extent's size is
     predicted exactly, and its frame on disk is that library's output byte for byte."""
     kernel = Z.check_kernel(kernel_spec)
     if not available(kernel):

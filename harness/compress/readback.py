@@ -1,22 +1,15 @@
-"""Run compression cases through the host kernel on a loop mount and read the result back.
-
-Each case: mkfs.btrfs a sparse image, mount it ``-o loop,OPTS``, (for an existing file:
-write and fsync it, unmount, mount again), run the ops (``write`` = pwrite of the
-deterministic pattern, ``sync`` = fsync of the file, ``truncate`` = fsync then ftruncate),
-unmount, then read the file's EXTENT_DATA items and INODE_ITEM with
-:class:`model.btrfs.reader.BtrfsImage` and, for cross-checking, with ``btrfs
-inspect-internal dump-tree``. Needs root and btrfs-progs.
-"""
+"""What a compression case left in its image, read on the host: the file's EXTENT_DATA items
+and INODE_ITEM through :class:`model.btrfs.reader.BtrfsImage` (compressed extents read
+from disk, decompressed and checked against the data written) and, for cross-checking,
+through ``btrfs inspect-internal dump-tree``. Host and VM runs share it."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
-import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +17,7 @@ import zstandard
 
 from model.blocksource import FileSource
 from model.btrfs import compression as Z
-from model.btrfs.compress_predict import Op, PredictedExtent
+from model.btrfs.compress_predict import PredictedExtent
 from model.btrfs.datapattern import pattern_bytes
 from model.btrfs.items import FileExtentItem, InodeItem
 from model.btrfs.reader import BtrfsImage
@@ -41,81 +34,6 @@ class HostResult:
     dump_tree_extents: list[tuple[int, str, str, int, int, int]] = field(default_factory=list)
     compressed_payload_sizes: dict[int, int] = field(default_factory=dict)
     zstd_byte_exact: dict[int, bool] = field(default_factory=dict)
-
-
-def _run(cmd: list[str]) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-
-
-def _mount(img: Path, mnt: Path, opts: str) -> None:
-    _run(["mount", "-o", "loop" + ("," + opts if opts else ""), str(img), str(mnt)])
-
-
-@contextlib.contextmanager
-def no_background_writeback() -> Iterator[None]:
-    """Keep the flusher threads from writing back between the case's ops: the extent
-    layout depends on which dirty ranges are written back together, and a flusher
-    writeback landing between two writes splits them. The interval is an hour, not 0:
-    with 0, fs-writeback.c ``wb_wakeup_delayed`` wakes the flusher the moment the file is
-    first dirtied, and a fresh filesystem's bdi is over its (near-zero) share of the
-    background threshold, so it writes the file back at once (seen in the VM's trace; see
-    harness/compress_guest.py). The vm sysctls are restored afterwards; only explicit
-    fsync/unmount writes back meanwhile."""
-    knobs = {"dirty_writeback_centisecs": "360000", "dirty_expire_centisecs": "360000"}
-    saved = {}
-    for k, v in knobs.items():
-        p = Path("/proc/sys/vm") / k
-        saved[k] = p.read_text()
-        p.write_text(v)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            (Path("/proc/sys/vm") / k).write_text(v)
-
-
-def run_host_case(
-    mount_opts: str, ops: list[Op], data: str, existing_size: int = 0, workdir: Path | None = None
-) -> HostResult:
-    tmp = Path(tempfile.mkdtemp(prefix="fsoracle-compress-", dir=workdir))
-    img, mnt = tmp / "img", tmp / "mnt"
-    mnt.mkdir()
-    with open(img, "wb") as f:
-        f.truncate(512 << 20)
-    _run(["mkfs.btrfs", "-q", "-f", str(img)])
-    path = mnt / "f"
-    try:
-        if existing_size:
-            _mount(img, mnt, mount_opts)
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
-            os.pwrite(fd, pattern_bytes(data, 0, existing_size), 0)
-            os.fsync(fd)
-            os.close(fd)
-            _run(["umount", str(mnt)])
-        _mount(img, mnt, mount_opts)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
-        try:
-            with no_background_writeback():
-                for op in ops:
-                    if op.kind == "write":
-                        os.pwrite(fd, pattern_bytes(data, op.offset, op.length), op.offset)
-                    elif op.kind == "sync":
-                        os.fsync(fd)
-                    elif op.kind == "truncate":
-                        os.fsync(fd)
-                        os.ftruncate(fd, op.offset)
-        finally:
-            os.close(fd)
-        _run(["umount", str(mnt)])
-        res = read_back(img, data)
-        res.dump_tree_extents = dump_tree_extents(img)
-        return res
-    finally:
-        if os.path.ismount(mnt):
-            _run(["umount", str(mnt)])
-        img.unlink(missing_ok=True)
-        mnt.rmdir()
-        tmp.rmdir()
 
 
 def read_back(
@@ -199,7 +117,12 @@ def dump_tree_extents(img: Path) -> list[tuple[int, str, str, int, int, int]]:
     """(offset, type, compression, ram_bytes, num_bytes, disk_num_bytes or inline data
     size) per EXTENT_DATA item of the file, parsed from ``btrfs inspect-internal dump-tree
     -t 5`` (print-tree.c ``print_file_extent_item``)."""
-    out = _run(["btrfs", "inspect-internal", "dump-tree", "-t", "5", str(img)])
+    out = subprocess.run(
+        ["btrfs", "inspect-internal", "dump-tree", "-t", "5", str(img)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     res = []
     lines = out.splitlines()
     for i, line in enumerate(lines):
