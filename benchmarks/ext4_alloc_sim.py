@@ -3,7 +3,7 @@
 flex-bgs of 16, highly fragmented) described by the statistical generator, a 10 MB then a
 100 MB write through each allocator, the table printed beside the seed's with the orderings
 compared. Budget: 10 minutes and 8 GiB for both runs. The cost model is
-``harness/presets/ext4_cost_model.yaml`` (committed before the study first ran). The
+``harness/ext4/presets/ext4_cost_model.yaml`` (committed before the study first ran). The
 fragmentation (0.0151: 247 free extents per group) is the one number taken from the seed:
 its level-3 figure, 6.8 GB for all 30 720 trees, is 6.8e9 / 56 / 491 520 = 247 nodes per
 group. The seed does not say how full the disk was; two runs: 50 % free (free extents of

@@ -24,7 +24,7 @@ from model.errors import FormatError
 FAMILIES = [
     "harness.btrfs.cli",
     "harness.cmd_etv2",
-    "harness.cmd_ext4",
+    "harness.ext4.cli",
     "harness.cmd_hot",
     "harness.compress.cli",
     "harness.workload.cli",

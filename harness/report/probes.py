@@ -97,7 +97,7 @@ def probe_ext4_fresh_memory(args: argparse.Namespace) -> dict[str, Any]:
     from model.ext4.sim import write_file
 
     size = parse_size(args.size)
-    preset = Path(__file__).resolve().parents[1] / "presets" / "ext4_cost_model.yaml"
+    preset = Path(__file__).resolve().parents[1] / "ext4" / "presets" / "ext4_cost_model.yaml"
     import yaml
 
     cm = CostModel.from_dict(yaml.safe_load(preset.read_text()) or {})

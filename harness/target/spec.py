@@ -95,7 +95,12 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """An image given to the target as a disk, and the filesystem type to mount it as."""
+    """An image given to the target as a disk, and the filesystem type to mount it as (and,
+    on a VM, the interface it is attached by when not the target's)."""
 
     image: Path
     fs: str
+    # --- added for the ext4 study
+    # this disk's interface on a VM (``virtio``: rotational in the guest, ``nvme``: not),
+    # when it is not the target's ``device``; one boot can then hold both kinds
+    device: str | None = None

@@ -1,5 +1,5 @@
 """What an allocation costs (counted by the allocators) and the device/CPU cost model that
-turns counts into modelled seconds (``harness/presets/ext4_cost_model.yaml``)."""
+turns counts into modelled seconds (``harness/ext4/presets/ext4_cost_model.yaml``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Issue 9 on the stock kernels: reader parity on kernel-fragmented images, and exact
 placement of single allocations against the mballoc model of each version.
 
-One boot per kernel, one vCPU (``harness/ext4_vm.py``). Parity: each variant is fragmented
+One boot per kernel, one vCPU (``harness/ext4/``). Parity: each variant is fragmented
 in the guest by a seeded create/extend/truncate/delete workload and unmounted; ``dumpe2fs``
 and our reader must give the same per-group free counts and free extents. Placement: on a
 fresh filesystem (and again on each fragmented one) the guest makes one ``fallocate`` of a
@@ -22,17 +22,14 @@ from pathlib import Path
 import pytest
 from vmtesting import require_tools
 
-from harness.ext4_vm import (
-    PARITY_VARIANTS,
-    PLACE_CASES,
-    Ext4VmRun,
-    JobResult,
+from harness.ext4.config import PARITY_VARIANTS, PLACE_CASES
+from harness.ext4.experiment import Ext4VmRun, JobResult, run_ext4_vm
+from harness.ext4.placement import (
     debugfs_extents,
     free_extents,
     inode_group,
     kernel_version,
     predict_placement,
-    run_ext4_vm,
 )
 from model.blocksource import FileSource
 from model.ext4.image import Ext4Image

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Guest side of the ext4 allocator VM test: one standard-library-only file run in the guest.
+"""Guest side of the ext4 allocator study: one standard-library-only file run on the target.
 
-It reads a JSON list of jobs on stdin, each on its own (already made) ext4 filesystem, and
+It reads a JSON list of jobs on stdin, each on its own (already made) ext4 filesystem whose
+device (``dev``: a path or a link to one, e.g. ``/dev/disk/by-id/...``) it names, and
 prints one JSON line per job (name, status, error, and what it measured):
 
 - ``fragment``: mount, run the seeded workload below, unmount. The workload creates files of
@@ -19,7 +20,7 @@ prints one JSON line per job (name, status, error, and what it measured):
   extents scanned, buddies generated) and ``mb_max_linear_groups``, and unmounts. The
   host reads the extents back with ``debugfs``.
 
-Usage: ``python3 ext4_guest.py < jobs.json``.
+Usage: ``python3 guest.py < jobs.json`` (pushed to the target as ``ext4_guest.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import random
 import subprocess
 import sys
 import time
+from typing import Any
 
 
 def _sh(*argv: str) -> str:
@@ -131,9 +133,9 @@ def mb_stats_hits(text: str) -> dict[str, int]:
     return out
 
 
-def place(job: dict, dev: str, mnt: str) -> dict:
+def place(job: dict[str, Any], dev: str, mnt: str) -> dict[str, Any]:
     name = os.path.basename(dev)
-    res: dict = {"rotational": rotational(dev)}
+    res: dict[str, Any] = {"rotational": rotational(dev)}
     _sh("mount", "-t", "ext4", "-o", job.get("mount_opts", "no_prefetch_block_bitmaps"), dev, mnt)
     try:
         _write(f"/sys/fs/ext4/{name}/mb_stats", "1")
@@ -159,13 +161,14 @@ def main() -> int:
     jobs = json.load(sys.stdin)
     for job in jobs:
         t0 = time.monotonic()
-        out: dict = {"name": job["name"], "status": "ok", "error": ""}
+        out: dict[str, Any] = {"name": job["name"], "status": "ok", "error": ""}
         mnt = f"/mnt/{job['name']}"
         try:
             os.makedirs(mnt, exist_ok=True)
+            dev = os.path.realpath(job["dev"])  # /dev/vda: the name sysfs and /proc use
             if job["kind"] == "fragment":
-                out["rotational"] = rotational(job["dev"])
-                _sh("mount", "-t", "ext4", job["dev"], mnt)
+                out["rotational"] = rotational(dev)
+                _sh("mount", "-t", "ext4", dev, mnt)
                 try:
                     out["ops"] = fragment(
                         mnt, job["seed"], job["fill"], job["rounds"], job["blocksize"]
@@ -173,7 +176,7 @@ def main() -> int:
                 finally:
                     _sh("umount", mnt)
             elif job["kind"] == "place":
-                out.update(place(job, job["dev"], mnt))
+                out.update(place(job, dev, mnt))
             else:
                 raise ValueError(f"unknown job kind {job['kind']!r}")
         except Exception as e:  # reported per job; the host fails the test that needs it
