@@ -23,7 +23,7 @@ from model.errors import FormatError
 # command families, in the order `fsoracle --help` lists them
 FAMILIES = [
     "harness.cmd_btrfs",
-    "harness.cmd_etv2",
+    "harness.etv2.cli",
     "harness.cmd_ext4",
     "harness.cmd_hot",
     "harness.cmd_compress",

@@ -99,3 +99,9 @@ class DiskSpec:
 
     image: Path
     fs: str
+
+    # --- added for the etv2 study
+    # ``snapshot``: the target writes to a throw-away copy of the image (a VM: a qcow2
+    # overlay; the host: a sparse copy in the target's work directory, which ``Attached.image``
+    # then names); ``image`` itself is never changed, so one image can back several disks.
+    snapshot: bool = False
