@@ -23,7 +23,7 @@ from model.errors import FormatError
 # command families, in the order `fsoracle --help` lists them
 FAMILIES = [
     "harness.btrfs.cli",
-    "harness.cmd_etv2",
+    "harness.etv2.cli",
     "harness.ext4.cli",
     "harness.cmd_hot",
     "harness.compress.cli",

@@ -16,6 +16,7 @@ target opened, where the machine lets us read it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import select
@@ -130,6 +131,8 @@ class HostTarget(Target):
         self.workdir = Path(tempfile.mkdtemp(prefix="fsoracle-host-"))
         for i, d in enumerate(self.disk_specs):
             mnt = self.workdir / "mnt" / f"t{i}"
+            if d.snapshot:
+                d = self._snapshot_copy(i, d)
             self.disks.append(Attached(i, d, str(d.image), str(mnt)))
         lines = _dmesg()
         self._dmesg_start = len(lines) if lines is not None else None
@@ -303,3 +306,20 @@ class HostTarget(Target):
         if lines is None or self._dmesg_start is None:
             return []
         return [f"{f.kind}: {f.title}" for f in find_faults(lines[self._dmesg_start :])]
+
+    # --- added for the etv2 study
+
+    def _snapshot_copy(self, i: int, d: DiskSpec) -> DiskSpec:
+        """A ``snapshot`` disk: a sparse copy of its image in the work directory, which the
+        target then uses (and removes with the work directory)."""
+        copy = self._work() / f"snapshot{i}.img"
+        sfd = os.open(d.image, os.O_RDONLY)
+        try:
+            dfd = os.open(copy, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                sparse_copy(sfd, dfd, os.fstat(sfd).st_size)
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
+        return dataclasses.replace(d, image=copy)

@@ -100,7 +100,16 @@ class DiskSpec:
 
     image: Path
     fs: str
-    # --- added for the ext4 study
     # this disk's interface on a VM (``virtio``: rotational in the guest, ``nvme``: not),
     # when it is not the target's ``device``; one boot can then hold both kinds
     device: str | None = None
+    # ``snapshot``: the target writes to a throw-away copy of the image (a VM: a qcow2
+    # overlay; the host: a sparse copy in the target's work directory, which ``Attached.image``
+    # then names); ``image`` itself is never changed, so one image can back several disks.
+    snapshot: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device is not None and self.device not in DEVICES:
+            raise UserError(
+                f"disk {self.image}: device {self.device!r}: one of {', '.join(DEVICES)}"
+            )

@@ -71,7 +71,12 @@ class VmTarget(Target):
         cfg = MachineConfig(
             kernel=self.spec.kernel,
             disks=tuple(
-                Disk(d.image, d.device or self.spec.device, serial=f"fst{i}")  # type: ignore[arg-type]
+                Disk(
+                    d.image,
+                    d.device or self.spec.device,  # type: ignore[arg-type]
+                    serial=f"fst{i}",
+                    snapshot=d.snapshot,
+                )
                 for i, d in enumerate(self.disk_specs)
             ),
             mem=self.spec.mem_mib,

@@ -141,6 +141,52 @@ def test_cow_cost_command() -> None:
     assert max(bgt["cowed_histogram"], key=lambda k: bgt["cowed_histogram"][k]) == "2"
 
 
+def test_cow_cost_from_the_layout_equals_the_written_image() -> None:
+    """``etv2 cow-cost`` builds the block group items' tree from the writer's layout
+    (nothing is serialized); the trees :func:`write_filesystem` builds while writing the
+    whole image (to a NullSink) must give the same COW counts for every adjacent pair of
+    data block groups, per layout. 100 GiB, 96 GiB of files: a height-3 extent tree with
+    both the 4 and the 5 case, a two-level block group tree."""
+    import dataclasses
+    import itertools
+    from collections import Counter
+
+    from harness.etv2.config import CowCostConfig
+    from harness.etv2.experiment import run_cow_cost
+    from model.blocksource import NullSink
+    from model.btrfs.cow import cow_updates
+    from model.btrfs.ctree import BtrfsTree
+    from model.btrfs.items import Key
+    from model.btrfs.mkfs import plan_filesystem, write_filesystem
+
+    cfg = MkfsConfig(size=100 * G, nodesize=4096, fill=96 * G)
+    spec = plan_filesystem(cfg)
+    written: dict[str, dict[str, object]] = {}
+    for layout in ("extent-tree", "bg-tree", "skinny-bg-tree"):
+        res = write_filesystem(dataclasses.replace(spec, layout=layout), NullSink())
+        tid = C.EXTENT_TREE_OBJECTID if layout == "extent-tree" else C.BLOCK_GROUP_TREE_OBJECTID
+        root = res.trees[(tid, 0)]
+        data = [c for c in res.chunks if c.flags & C.BLOCK_GROUP_DATA]
+        hist: Counter[int] = Counter()
+        for a, b in itertools.pairwise(data):
+            if layout == "skinny-bg-tree":
+                keys = [Key(c.start, C.SKINNY_BLOCK_GROUP_ITEM_KEY, c.used) for c in (a, b)]
+            else:
+                keys = [Key(c.start, C.BLOCK_GROUP_ITEM_KEY, c.length) for c in (a, b)]
+            tree = BtrfsTree.from_blocks(cfg.nodesize, tid, root, transid=100)
+            hist[cow_updates(tree, keys).cowed] += 1
+        written[layout] = {
+            "tree_height": root.level + 1,
+            "pairs": len(data) - 1,
+            "cowed_histogram": dict(sorted(hist.items())),
+        }
+    got = run_cow_cost(CowCostConfig(size=cfg.size, fill=cfg.fill, nodesize=cfg.nodesize))
+    assert got.layouts == written
+    assert got.configuration == dataclasses.asdict(cfg)
+    assert set(written["extent-tree"]["cowed_histogram"]) == {4, 5}  # type: ignore[arg-type]
+    assert written["bg-tree"]["tree_height"] == 2
+
+
 def test_contention_light_load_matches_queueing_formula() -> None:
     """Light load, spread placement: each root lock sees arrivals at rate
     T / (think + 3 hold) / M; with Poisson-like arrivals a request waits with probability
@@ -176,7 +222,7 @@ def test_leaf_capacity_read_off_dump_tree_leaves() -> None:
     (16 KiB nodes): 166 items with 8149 bytes free, 238 with 4621. (16384-101-8149)/166 =
     (16384-101-4621)/238 = 49 bytes per item; 166 + 8149 // 49 = 238 + 4621 // 49 = 332."""
     from harness.errors import UserError
-    from harness.leafmeasure import capacity_of, leaves_of
+    from harness.etv2.leafmeasure import capacity_of, leaves_of
 
     dump = (
         "node 30687232 level 1 items 2 free space 491 generation 9 owner BLOCK_GROUP_TREE\n"

@@ -4,6 +4,7 @@ filesystem (files there or not, bytes, mount table), not from the target's own r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -176,3 +177,29 @@ def test_host_target_needs_root_for_disks(tmp_path: Path, monkeypatch: pytest.Mo
         pass
     with open_target(HOST) as t:
         assert t.run(["true"]).status == 0
+
+
+def test_snapshot_disk_leaves_the_image_alone(tmp_path: Path) -> None:
+    """Two snapshot disks of one image: a file written on the first is on neither the
+    second nor the image (its bytes hash as before, and a plain mount of it lacks the
+    file)."""
+    _need()
+    img = tmp_path / "fs.img"
+    make_image(img, FsSpec("ext4", size=64 << 20))
+    before = hashlib.sha256(img.read_bytes()).hexdigest()
+    disks = [DiskSpec(img, "ext4", snapshot=True), DiskSpec(img, "ext4", snapshot=True)]
+    with open_target(HOST, disks) as t:
+        a, b = t.disks
+        assert a.image != img and b.image != img and a.image != b.image
+        assert t.mount(a).status == 0 and t.mount(b).status == 0
+        Path(a.mnt, "new").write_bytes(b"x" * 5000)
+        t.umount(a)
+        assert not Path(b.mnt, "new").exists()
+        t.umount(b)
+        copies = [a.image, b.image]
+    assert not any(p.exists() for p in copies)  # gone with the target
+    assert hashlib.sha256(img.read_bytes()).hexdigest() == before
+    with open_target(HOST, [DiskSpec(img, "ext4")]) as t:
+        d = t.disks[0]
+        assert t.mount(d).status == 0
+        assert not Path(d.mnt, "new").exists()

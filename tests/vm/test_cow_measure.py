@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.cowmeasure import measure
+from harness.etv2.cowmeasure import measure
 
 
 @pytest.mark.vm
@@ -30,7 +30,7 @@ def test_block_group_items_per_leaf_on_a_kernel(vm_tools: None, kernel_spec: str
     """The seed's "~680 block group items per 16 KiB leaf", read off the leaves the kernel
     wrote for ~400 block groups: struct btrfs_item (25 bytes) + struct
     btrfs_block_group_item (24 bytes) per item, so (16384 - 101) // 49 = 332."""
-    from harness.leafmeasure import measure_leaf_capacity
+    from harness.etv2.leafmeasure import measure_leaf_capacity
 
     got = measure_leaf_capacity(kernel_spec, block_groups=400)
     assert got.block_groups >= 400  # fallocate's + the ones mkfs made

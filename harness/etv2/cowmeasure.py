@@ -1,12 +1,13 @@
 """Blocks a real kernel COWs when two adjacent block groups change, beside the model.
 
 For each layout (block group items in the extent tree, or in the block group tree) the
-writer makes the same filesystem; one boot of the kernel mounts each image, settles it
-(``btrfs filesystem sync``), has the guest's btrfs-progs dump the tree that holds the
-block group items (the state the next transaction starts from), then enables the
-``btrfs_cow_block`` tracepoint for that tree, deletes one file whose extent lies in each of
-two adjacent data block groups, and syncs: one transaction that changes both groups'
-``used`` and so rewrites both items (``update_block_group_item``).
+writer makes the same filesystem; one target mounts each image (a snapshot disk: the image
+itself is never changed), settles it (``btrfs filesystem sync``), has the target's
+btrfs-progs dump the tree that holds the block group items (the state the next transaction
+starts from), then enables the ``btrfs_cow_block`` tracepoint for that tree, deletes one
+file whose extent lies in each of two adjacent data block groups, and syncs: one
+transaction that changes both groups' ``used`` and so rewrites both items
+(``update_block_group_item``). The commands are :func:`harness.etv2.guest.cow_script`.
 
 Separating the block group updates from the rest: the same transaction COWs other blocks
 of the extent tree too (the deleted extents' items, tree-block backrefs). The blocks the
@@ -28,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.dumptree_text import Blk, parse_dump_tree, path_to
+from harness.etv2 import guest
+from harness.etv2.config import vm_target
+from harness.target import DiskSpec, TargetError, TargetSpec, open_target
 from model.blocksource import FileSink, FileSource
 from model.btrfs import constants as C
 from model.btrfs.cow import cow_updates
@@ -110,27 +114,6 @@ def tree_from_dump(blocks: dict[int, Blk], root: int, nodesize: int, owner: int)
     return BtrfsTree.from_blocks(nodesize, owner, made[root], transid=1 << 40)
 
 
-GUEST = """
-set -e
-mkdir -p /mnt/c
-mount {dev} /mnt/c
-sync; btrfs filesystem sync /mnt/c
-echo 3 > /proc/sys/vm/drop_caches
-btrfs inspect-internal dump-tree -t {tree} {dev} > /tmp/pre.txt 2>/dev/null
-T=/sys/kernel/tracing
-echo 0 > $T/tracing_on; echo > $T/trace
-echo 'root_objectid == {tree}' > $T/events/btrfs/btrfs_cow_block/filter
-echo 1 > $T/events/btrfs/btrfs_cow_block/enable
-echo 1 > $T/tracing_on
-rm '/mnt/c/{f1}' '/mnt/c/{f2}'
-sync
-echo 0 > $T/tracing_on
-echo 0 > $T/events/btrfs/btrfs_cow_block/enable
-cat $T/trace > /tmp/cow.txt
-umount /mnt/c
-"""
-
-
 def straddling_pair(img: BtrfsImage) -> int | None:
     """The index of the first adjacent pair of data block groups whose items the model
     puts in leaves under different level-1 nodes (the seed's 5-block case), if any."""
@@ -148,8 +131,31 @@ def straddling_pair(img: BtrfsImage) -> int | None:
     return None
 
 
+# one case: (layout, image, the two block group keys, the two files to delete)
+_Plan = tuple[str, Path, tuple[Key, Key], tuple[str, str]]
+
+
+def _plans(
+    work: Path, size: int, fill: int, nodesize: int, index: int, straddle: bool
+) -> dict[str, _Plan]:
+    """The images (written to ``work``) and, per case, what to delete."""
+    plans: dict[str, _Plan] = {}
+    for layout in ("extent-tree", "bg-tree"):
+        cfg = MkfsConfig(size=size, nodesize=nodesize, fill=fill, layout=layout)
+        path = work / f"{layout}.img"
+        with FileSink(path, cfg.size) as sink:
+            make_btrfs(cfg, sink)
+        img = BtrfsImage.open(FileSource(path))
+        plans[layout] = (layout, path, *pick_pair(img, index))
+        if straddle and layout == "extent-tree":
+            i = straddling_pair(img)
+            if i is not None:
+                plans["extent-tree-straddling"] = (layout, path, *pick_pair(img, i))
+    return plans
+
+
 def measure(
-    kernel: str,
+    target: TargetSpec | str,
     *,
     size: int = 128 << 30,
     fill: int = 120 << 30,
@@ -158,68 +164,61 @@ def measure(
     straddle: bool = False,
     workdir: Path | None = None,
 ) -> list[CowMeasurement]:
-    """Run the experiment in one boot: the pair ``index`` on the extent-tree and bg-tree
-    layouts, and with ``straddle`` also a pair of the extent-tree layout whose items'
-    leaves have different parents (each case on its own snapshot of the image)."""
-    from vm.disks import Disk
-    from vm.machine import Machine, MachineConfig
-
-    work = Path(tempfile.mkdtemp(prefix="fsoracle-cow-", dir=workdir))
-    images: dict[str, Path] = {}
-    plans: dict[str, tuple[str, Path, tuple[Key, Key], tuple[str, str]]] = {}
-    for layout in ("extent-tree", "bg-tree"):
-        cfg = MkfsConfig(size=size, nodesize=nodesize, fill=fill, layout=layout)
-        path = work / f"{layout}.img"
-        with FileSink(path, cfg.size) as sink:
-            make_btrfs(cfg, sink)
-        images[layout] = path
-        img = BtrfsImage.open(FileSource(path))
-        plans[layout] = (layout, path, *pick_pair(img, index))
-        if straddle and layout == "extent-tree":
-            i = straddling_pair(img)
-            if i is not None:
-                plans["extent-tree-straddling"] = (layout, path, *pick_pair(img, i))
-    disks = tuple(
-        Disk(p, "virtio", serial=f"cow{n}", snapshot=True)
-        for n, (_lay, p, _k, _f) in enumerate(plans.values())
-    )
+    """Run the experiment on one ``target`` (a :class:`TargetSpec`, or a kernel spec for a
+    VM): the pair ``index`` on the extent-tree and bg-tree layouts, and with ``straddle``
+    also a pair of the extent-tree layout whose items' leaves have different parents (each
+    case on its own snapshot disk of the image)."""
+    spec = vm_target(target)
     out = []
-    with Machine(MachineConfig(kernel=kernel, disks=disks, name="cow")) as m:
-        for n, (case, (layout, _path, (ka, kb), (f1, f2))) in enumerate(plans.items()):
-            tree = (
-                C.EXTENT_TREE_OBJECTID if layout == "extent-tree" else (C.BLOCK_GROUP_TREE_OBJECTID)
-            )
-            dev = m.disk(f"cow{n}").dev
-            r = m.run(GUEST.format(dev=dev, tree=tree, f1=f1, f2=f2), timeout=900)
-            if r.status != 0:
-                raise RuntimeError(f"guest script failed ({layout}): {r.err[-2000:]}")
-            pre = m.get_file("/tmp/pre.txt").decode()
-            trace = m.get_file("/tmp/cow.txt").decode()
-            root, blocks = parse_dump_tree(pre)
-            keys = [(k.objectid, k.type, k.offset) for k in (ka, kb)]
-            paths = [path_to(root, blocks, k) for k in keys]
-            on_paths = set(paths[0]) | set(paths[1])
-            cowed = {
-                int(mm.group(2)) for mm in TRACE_LINE.finditer(trace) if int(mm.group(1)) == tree
-            }
-            model = cow_updates(tree_from_dump(blocks, root, nodesize, tree), [ka, kb])
-            out.append(
-                CowMeasurement(
-                    layout=case,
-                    tree=tree,
-                    tree_height=blocks[root].level + 1,
-                    block_groups=(ka.objectid, kb.objectid),
-                    files=(f1, f2),
-                    paths=paths,
-                    model_cowed=model.cowed,
-                    measured_cowed=len(cowed & on_paths),
-                    all_path_blocks_cowed=on_paths <= cowed,
-                    other_cows=len(cowed - on_paths),
-                    trace_lines=[ln for ln in trace.splitlines() if "btrfs_cow_block" in ln],
+    with tempfile.TemporaryDirectory(prefix="fsoracle-cow-", dir=workdir) as tmp:
+        work = Path(tmp)
+        plans = _plans(work, size, fill, nodesize, index, straddle)
+        disks = [DiskSpec(p, "btrfs", snapshot=True) for _lay, p, _k, _f in plans.values()]
+        budget = 900.0 * (len(disks) + 1)
+        with open_target(spec.with_timeout(budget), disks, name="cow") as t:
+            for d, (case, (layout, _path, (ka, kb), files)) in zip(
+                t.disks, plans.items(), strict=True
+            ):
+                tree = (
+                    C.EXTENT_TREE_OBJECTID
+                    if layout == "extent-tree"
+                    else C.BLOCK_GROUP_TREE_OBJECTID
                 )
-            )
-        m.check_faults()
-    for p in images.values():
-        p.unlink(missing_ok=True)
-    work.rmdir()
+                r = t.mount(d)
+                if r.status != 0:
+                    raise TargetError(f"mount failed ({case}): {r.err.strip()[-500:]}")
+                t.run(guest.cow_script(dev=d.dev, mnt=d.mnt, tree=tree, files=files), timeout=900)
+                t.umount(d)
+                t.fetch(guest.DUMP_FILE, work / "pre.txt")
+                t.fetch(guest.TRACE_FILE, work / "cow.txt")
+                pre = (work / "pre.txt").read_text()
+                trace = (work / "cow.txt").read_text()
+                root, blocks = parse_dump_tree(pre)
+                keys = [(k.objectid, k.type, k.offset) for k in (ka, kb)]
+                paths = [path_to(root, blocks, k) for k in keys]
+                on_paths = set(paths[0]) | set(paths[1])
+                cowed = {
+                    int(mm.group(2))
+                    for mm in TRACE_LINE.finditer(trace)
+                    if int(mm.group(1)) == tree
+                }
+                model = cow_updates(tree_from_dump(blocks, root, nodesize, tree), [ka, kb])
+                out.append(
+                    CowMeasurement(
+                        layout=case,
+                        tree=tree,
+                        tree_height=blocks[root].level + 1,
+                        block_groups=(ka.objectid, kb.objectid),
+                        files=files,
+                        paths=paths,
+                        model_cowed=model.cowed,
+                        measured_cowed=len(cowed & on_paths),
+                        all_path_blocks_cowed=on_paths <= cowed,
+                        other_cows=len(cowed - on_paths),
+                        trace_lines=[ln for ln in trace.splitlines() if "btrfs_cow_block" in ln],
+                    )
+                )
+            faults = t.faults()
+            if faults:
+                raise TargetError(f"the kernel reported faults: {'; '.join(faults)}")
     return out

@@ -1,8 +1,8 @@
 """Block group items per leaf, as a kernel lays them out (the seed's "~680").
 
-One boot: ``mkfs.btrfs -O block-group-tree`` on a sparse image (host), the guest mounts it
-and ``fallocate``s most of it, which makes the kernel create one 1 GiB data block group per
-GiB (no data is written, so the image stays a few MiB); after the unmount the host's
+One target: ``mkfs.btrfs -O block-group-tree`` on a sparse image (host), the target mounts
+it and ``fallocate``s most of it, which makes the kernel create one 1 GiB data block group
+per GiB (no data is written, so the image stays a few MiB); after the unmount the host's
 ``btrfs inspect-internal dump-tree -t block-group`` lists the leaves the kernel wrote
 (``leaf B items N free space F``). Appending keys in order, the kernel splits a full leaf in
 two halves, so no leaf is left full; each leaf's capacity is read off its own numbers
@@ -14,22 +14,23 @@ leaves.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.workload.view import need_tool
+from harness.etv2 import guest
+from harness.etv2.config import vm_target
+from harness.target import DiskSpec, TargetError, TargetSpec, open_target
 
 # `struct btrfs_header` is 101 bytes (include/uapi/linux/btrfs_tree.h, 6.12)
 HEADER_SIZE = 101
 LEAF_LINE = re.compile(
     r"^leaf (\d+) items (\d+) free space (\d+) generation \d+ owner (\S+)$", re.MULTILINE
-)
-GUEST = (
-    "set -e; mkdir -p /mnt/lc; mount {dev} /mnt/lc; fallocate -l {alloc} /mnt/lc/f; umount /mnt/lc"
 )
 
 
@@ -74,17 +75,23 @@ def capacity_of(leaves: list[tuple[int, int]], nodesize: int) -> tuple[int, int]
     return int(bpi), caps.pop()
 
 
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise UserError(f"{name} is not installed (make deps installs it)")
+    return path
+
+
 def measure_leaf_capacity(
-    kernel: str,
+    target: TargetSpec | str,
     *,
     nodesize: int = 16384,
     block_groups: int = 400,
     workdir: Path | None = None,
 ) -> LeafCapacity:
-    from vm.disks import Disk
-    from vm.machine import Machine, MachineConfig
-
-    mkfs, btrfs = need_tool("mkfs.btrfs"), need_tool("btrfs")
+    """The measurement on ``target`` (a :class:`TargetSpec`, or a kernel spec for a VM)."""
+    spec = vm_target(target)
+    mkfs, btrfs = _tool("mkfs.btrfs"), _tool("btrfs")
     with tempfile.TemporaryDirectory(prefix="fsoracle-leafcap-", dir=workdir) as tmp:
         img = Path(tmp) / "bg-tree.img"
         with open(img, "wb") as f:
@@ -96,23 +103,28 @@ def measure_leaf_capacity(
         )
         if r.returncode != 0:
             raise UserError(f"mkfs.btrfs failed: {r.stderr.strip()}")
-        disk = Disk(img, "virtio", serial="lc0")
-        with Machine(MachineConfig(kernel=kernel, disks=(disk,), name="leafcap")) as m:
-            print(f"   fallocate {block_groups} GiB in the guest ({kernel})", flush=True)
-            g = m.run(GUEST.format(dev=m.disk("lc0").dev, alloc=f"{block_groups}G"), timeout=900)
+        with open_target(spec, [DiskSpec(img, "btrfs")], name="leafcap") as t:
+            d = t.disks[0]
+            print(f"   fallocate {block_groups} GiB in the guest ({spec.kernel})", file=sys.stderr)
+            g = t.mount(d)
+            if g.status == 0:
+                g = t.run(guest.fallocate_argv(d.mnt, block_groups), timeout=900, check=False)
             if g.status != 0:
                 raise UserError(f"the guest's fallocate failed: {g.err.strip()[-500:]}")
-            m.check_faults()
-            release = m.boot.release if m.boot else ""
-        d = subprocess.run(
+            t.umount(d)
+            faults = t.faults()
+            if faults:
+                raise TargetError(f"the kernel reported faults: {'; '.join(faults)}")
+            release = t.release
+        d_ = subprocess.run(
             [btrfs, "inspect-internal", "dump-tree", "-t", "block-group", str(img)],
             capture_output=True,
             text=True,
         )
-        if d.returncode != 0:
-            raise UserError(f"dump-tree failed: {d.stderr.strip()}")
-    leaves = leaves_of(d.stdout)
+        if d_.returncode != 0:
+            raise UserError(f"dump-tree failed: {d_.stderr.strip()}")
+    leaves = leaves_of(d_.stdout)
     if not leaves:
         raise UserError("dump-tree listed no leaf of the block group tree")
     bpi, cap = capacity_of(leaves, nodesize)
-    return LeafCapacity(kernel, release, nodesize, sum(n for n, _ in leaves), leaves, bpi, cap)
+    return LeafCapacity(spec.kernel, release, nodesize, sum(n for n, _ in leaves), leaves, bpi, cap)
