@@ -25,7 +25,7 @@ FAMILIES = [
     "harness.cmd_btrfs",
     "harness.cmd_etv2",
     "harness.cmd_ext4",
-    "harness.cmd_hot",
+    "harness.hot.cli",
     "harness.cmd_compress",
     "harness.cmd_stress",
     "harness.cmd_vm",

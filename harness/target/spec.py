@@ -99,3 +99,14 @@ class DiskSpec:
 
     image: Path
     fs: str
+
+    # --- added for the hot study
+    # a VM: this disk's interface (one of DEVICES) when it differs from the TargetSpec's
+    # ``device`` (a slow virtio disk beside a fast NVMe one); the host ignores it
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device is not None and self.device not in DEVICES:
+            raise UserError(
+                f"disk {self.image}: device {self.device!r}: one of {', '.join(DEVICES)}"
+            )

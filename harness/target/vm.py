@@ -71,7 +71,7 @@ class VmTarget(Target):
         cfg = MachineConfig(
             kernel=self.spec.kernel,
             disks=tuple(
-                Disk(d.image, self.spec.device, serial=f"fst{i}")  # type: ignore[arg-type]
+                Disk(d.image, d.device or self.spec.device, serial=f"fst{i}")  # type: ignore[arg-type]
                 for i, d in enumerate(self.disk_specs)
             ),
             mem=self.spec.mem_mib,
@@ -217,3 +217,15 @@ class VmTarget(Target):
         if self.machine is not None and self.machine.running:
             return [f"{f.kind}: {f.title}" for f in self.machine.faults]
         return list(self._faults)
+
+    # --- added for the hot study
+
+    @property
+    def accel(self) -> str:
+        boot = self.machine.boot if self.machine is not None else None
+        return str(boot.accel) if boot else ""
+
+    def set_throttle(self, d: Attached, iops: int | None = None, bps: int | None = None) -> None:
+        from vm.disks import Throttle
+
+        self.machine.set_throttle(f"fst{d.index}", Throttle(iops=iops, bps=bps))
