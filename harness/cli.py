@@ -25,7 +25,7 @@ FAMILIES = [
     "harness.btrfs.cli",
     "harness.etv2.cli",
     "harness.ext4.cli",
-    "harness.cmd_hot",
+    "harness.hot.cli",
     "harness.compress.cli",
     "harness.workload.cli",
     "harness.target.cli",

@@ -222,3 +222,15 @@ class VmTarget(Target):
         if self.machine is not None and self.machine.running:
             return [f"{f.kind}: {f.title}" for f in self.machine.faults]
         return list(self._faults)
+
+    # --- added for the hot study
+
+    @property
+    def accel(self) -> str:
+        boot = self.machine.boot if self.machine is not None else None
+        return str(boot.accel) if boot else ""
+
+    def set_throttle(self, d: Attached, iops: int | None = None, bps: int | None = None) -> None:
+        from vm.disks import Throttle
+
+        self.machine.set_throttle(f"fst{d.index}", Throttle(iops=iops, bps=bps))

@@ -1,7 +1,7 @@
 """Two-tier throughput model and placements: how fast random reads go once some data is on
 the SSD.
 
-Device model (the parameters live in ``harness/presets/hot_bench.yaml``, fixed before the
+Device model (the parameters live in ``harness/hot/presets/hot_bench.yaml``, fixed before the
 experiment):
 
 - ``latency_s``: the time one I/O keeps its issuing job waiting on that device, whatever

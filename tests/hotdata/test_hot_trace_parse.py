@@ -2,7 +2,7 @@
 """Host-side parsing of the guest's hot-data probes (no VM).
 
 The trace lines below are in the format a 6.12 guest printed for the probes of
-``harness.hot_trace.PROBES_BTF`` (tracefs ``trace`` with the ``mono`` clock: task-pid, CPU,
+``harness.hot.trace.PROBES_BTF`` (tracefs ``trace`` with the ``mono`` clock: task-pid, CPU,
 flags, ``SECS.USECS``, event name, probe address, then the fetched ``name=value`` args).
 Expected values are worked out by hand from those lines.
 """
@@ -15,11 +15,11 @@ import sys
 import pytest
 
 from harness.errors import UserError
-from harness.hot_trace import (
+from harness.hot.config import load_variant
+from harness.hot.trace import (
     LogEntry,
     check_reads,
     hot_events,
-    load_variant,
     mixed_ops,
     parse_driver_log,
     parse_trace_lines,

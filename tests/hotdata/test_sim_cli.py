@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import hot_sim
 from harness.cli import main
+from harness.hot.config import load_preset, setup_from_preset
+from harness.hot.render import plot_sim, render_sim
+from harness.hot.sim import SimReport, file_name, files_to_move, phase1_trace, read_plan, run_sim
 from model.hotdata.constants import HOT_RELOC_THRESHOLD
 
 TINY = {
@@ -40,11 +42,11 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def report() -> hot_sim.SimReport:
-    return hot_sim.run_sim(hot_sim.setup_from_preset(TINY))
+def report() -> SimReport:
+    return run_sim(setup_from_preset(TINY))
 
 
-def test_before_is_the_hdd_limit_and_all_ssd_the_device_ratio(report: hot_sim.SimReport) -> None:
+def test_before_is_the_hdd_limit_and_all_ssd_the_device_ratio(report: SimReport) -> None:
     hdd = report.scenario("hdd")
     assert hdd.throughput.iops == 150 and hdd.speedup == 1.0
     # all on the SSD: min(4 / 0.5 ms, 2 / 0.25 ms) = 8000
@@ -52,7 +54,7 @@ def test_before_is_the_hdd_limit_and_all_ssd_the_device_ratio(report: hot_sim.Si
     assert report.device_ratio == pytest.approx(8000 / 150)
 
 
-def test_ideal_is_the_closed_form_cache_argument(report: hot_sim.SimReport) -> None:
+def test_ideal_is_the_closed_form_cache_argument(report: SimReport) -> None:
     # 20 % of 64 MiB = 12.8 MiB -> the 12 hottest of 64 units;
     # F = H(12, 0.99) / H(64, 0.99); the HDD limit binds (150 / (1 - F) < 4 jobs /
     # (0.25 ms + F * 0.25 ms + (1 - F) * 8 ms)), so the speed-up is 1 / (1 - F)
@@ -64,7 +66,7 @@ def test_ideal_is_the_closed_form_cache_argument(report: hot_sim.SimReport) -> N
     assert ideal.ssd_bytes == 12 * 2**20
 
 
-def test_model_ranking_comes_close_to_ideal(report: hot_sim.SimReport) -> None:
+def test_model_ranking_comes_close_to_ideal(report: SimReport) -> None:
     ideal = report.scenario("ideal").p_ssd
     for key in ("ranges", "files"):
         sc = report.scenario(key)
@@ -72,7 +74,7 @@ def test_model_ranking_comes_close_to_ideal(report: hot_sim.SimReport) -> None:
         assert sc.p_ssd == pytest.approx(ideal, abs=0.08)
 
 
-def test_kernel_policy_moves_nothing_in_two_hours(report: hot_sim.SimReport) -> None:
+def test_kernel_policy_moves_nothing_in_two_hours(report: SimReport) -> None:
     # every range was written at setup (ltw ~ 2^30) and the read ones have ltr ~ 2^30:
     # 128 buckets, plus 1 bucket per 128 reads. With 3000 reads over 64 ranges the hottest
     # gets a few hundred reads: bucket ~130, below the threshold 150, which comes down by
@@ -84,15 +86,15 @@ def test_kernel_policy_moves_nothing_in_two_hours(report: hot_sim.SimReport) -> 
     assert report.scenario("policy").speedup == 1.0
 
 
-def test_markdown_and_plot(report: hot_sim.SimReport, tmp_path: Path) -> None:
-    png = hot_sim.plot(report, tmp_path / "x.png")
+def test_markdown_and_plot(report: SimReport, tmp_path: Path) -> None:
+    png = plot_sim(report, tmp_path / "x.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    md = hot_sim.render_markdown(report, png)
+    md = render_sim(report, png)
     assert "about 5x" in md and "| placement |" in md
 
 
 def test_committed_preset_loads() -> None:
-    s = hot_sim.setup_from_preset(hot_sim.load_preset("hot_bench"))
+    s = setup_from_preset(load_preset("hot_bench"))
     assert s.ssd_capacity == int(0.2 * s.workload.dataset_bytes)
     assert s.workload.s == 0.99 and s.jobs == 4
 
@@ -164,13 +166,13 @@ def test_synth_then_temp_and_sim(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_bench_helpers() -> None:
-    s = hot_sim.setup_from_preset(TINY)
-    plan = hot_sim.read_plan(s, "trace")
+    s = setup_from_preset(TINY)
+    plan = read_plan(s, "trace")
     assert len(plan) == 3000 and plan[0][0].startswith("f000")
     assert all(off % 4096 == 0 and off < 2**20 for _, off in plan)
-    assert hot_sim.read_plan(s, "measure", 10) == hot_sim.read_plan(s, "measure")[:10]
-    trace = hot_sim.phase1_trace(s)
-    moved = hot_sim.files_to_move(s, trace)
+    assert read_plan(s, "measure", 10) == read_plan(s, "measure")[:10]
+    trace = phase1_trace(s)
+    moved = files_to_move(s, trace)
     # 1 MiB files into 12.8 MiB: 12 files, the most-read first
     assert len(moved) == 12
     reads = {}
@@ -180,4 +182,4 @@ def test_bench_helpers() -> None:
     counts = [reads.get(i, 0) for i in moved]
     assert counts == sorted(counts, reverse=True)
     assert min(counts) >= max(c for i, c in reads.items() if i not in moved)
-    assert hot_sim.file_name(s, 257) == "f00000"
+    assert file_name(s, 257) == "f00000"

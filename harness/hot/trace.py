@@ -32,7 +32,9 @@ Events of other filesystems (the fast disk's, the initramfs) and of btrfs's btre
 from __future__ import annotations
 
 import json
+import posixpath
 import re
+import shlex
 import tempfile
 import time
 import uuid
@@ -43,12 +45,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.hot import sim
+from harness.hot.config import load_variant, setup_from_preset
 from harness.safeio import write_atomic
+from harness.target import DiskSpec, Target, TargetError, TargetSpec, open_target
 from model.btrfs.constants import FIRST_FREE_OBJECTID  # inodes below are internal
 from model.hotdata.trace import FileRecord, HotEvent, Trace, TraceHeader, format_trace
 
 GROUP = "fsohot"
-GUEST_DIR = "/tmp/fso-hot"
+TRACEFS = "/sys/kernel/tracing"
 PAGE_SHIFT = 12
 
 # kprobe_events lines (Documentation/trace/kprobetrace.rst: BTF argument names and
@@ -195,8 +200,9 @@ def check_reads(trace: Trace, log: list[LogEntry]) -> list[str]:
 # ---- the guest session ----------------------------------------------------------------
 
 
-def check_kernel(spec: str) -> Any:
-    """Resolve the kernel and check it can carry the probes (BTF probe arguments)."""
+def check_kernel(spec: str) -> None:
+    """Resolve the kernel and check it can carry the probes (BTF probe arguments), before
+    any image is made or guest booted."""
     from vm.errors import VMUserError
     from vm.kernels import resolve_kernel
 
@@ -209,39 +215,50 @@ def check_kernel(spec: str) -> Any:
             f"kernel {spec} ({k.release}) lacks CONFIG_PROBE_EVENTS_BTF_ARGS: the hot-data "
             "probes fetch struct fields by BTF name (stock debian:6.12 has it, 6.1 does not)"
         )
-    return k
 
 
-class Guest:
-    """The pushed driver and helpers around one running machine."""
+class GuestDriver:
+    """The pushed driver (:mod:`harness.hot.guest`) and helpers around one target."""
 
-    def __init__(self, m: Any, progress: Callable[[str], None] | None = None) -> None:
-        self.m = m
-        self.say = progress or (lambda s: None)
-        m.run(["mkdir", "-p", GUEST_DIR], check=True)
-        m.put_file(
-            resources.files("harness").joinpath("hot_guest.py").read_bytes(),
-            f"{GUEST_DIR}/hot_guest.py",
+    def __init__(self, t: Target) -> None:
+        self.t = t
+        self.prog = t.push(
+            resources.files("harness.hot").joinpath("guest.py").read_bytes(), "hot_guest.py"
         )
+        self.dir = posixpath.dirname(self.prog)
+        self.log = f"{self.dir}/hot.log"
 
     def act(self, action: str, spec: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
-        r = self.m.run(
-            ["python3", f"{GUEST_DIR}/hot_guest.py", action],
-            input=json.dumps(spec).encode(),
-            timeout=timeout,
-        )
+        """Run one action of the driver with ``spec`` as its JSON input; its JSON answer."""
+        inp = self.t.push(json.dumps(spec).encode(), f"hot-{action}.json")
+        line = f"{self.t.shell(self.t.py(self.prog, action))} < {shlex.quote(inp)}"
+        r = self.t.run(line, timeout=timeout, check=False)
         lines = [ln for ln in r.out.splitlines() if ln.startswith("{")]
         if r.status != 0 or not lines:
             raise RuntimeError(f"guest {action} failed ({r.status}): {r.err[-1500:]}")
         out: dict[str, Any] = json.loads(lines[-1])
         return out
 
-    def put_plan(self, plan: list[tuple[str, int]], remote: str) -> None:
-        self.m.put_file("".join(f"{n} {o}\n" for n, o in plan).encode(), remote)
+    def put_plan(self, plan: list[tuple[str, int]], name: str) -> str:
+        """The read plan as a file on the target (``NAME OFFSET`` lines); its path there."""
+        return self.t.push("".join(f"{n} {o}\n" for n, o in plan).encode(), name)
 
-    def read_trace(self) -> str:
-        text: str = self.m.read_trace("instances/fsohot/trace")
-        return text
+    def read_trace(self, local: Path) -> str:
+        """The probes' tracefs instance buffer, copied to ``local``."""
+        self.t.fetch(f"{TRACEFS}/instances/{GROUP}/trace", local)
+        return local.read_text(errors="replace")
+
+    def driver_log(self, local: Path) -> list[LogEntry]:
+        """The driver's own log of what it read and wrote, copied to ``local``."""
+        self.t.fetch(self.log, local)
+        return parse_driver_log(local.read_text())
+
+    def check_faults(self) -> None:
+        """Stop with the kernel's fault reports, if it made any."""
+        faults = self.t.faults()
+        if faults:
+            more = f" (+{len(faults) - 1} more)" if len(faults) > 1 else ""
+            raise TargetError(f"guest kernel {faults[0]}{more} on {self.t.label}")
 
 
 @dataclass
@@ -298,7 +315,7 @@ def mixed_ops() -> list[list[Any]]:
     return ops
 
 
-def _slow_image(work: Path, mib: int, name: str) -> Path:
+def _image(work: Path, mib: int, name: str) -> Path:
     p = work / name
     with open(p, "wb") as f:
         f.truncate(mib << 20)
@@ -314,33 +331,24 @@ def record(
 ) -> Recorded:
     """Boot ``kernel`` once, run ``workload`` (``phase1`` = the preset's setup + phase-1 read
     plan on one btrfs, no throttling; ``mixed`` = :func:`mixed_ops`) with the probes on."""
-    from harness import hot_sim
-    from vm.disks import Disk
-    from vm.machine import Machine, MachineConfig
-
     if workload not in ("phase1", "mixed"):
         raise UserError(f"workload {workload!r}: use phase1 or mixed")
-    setup = hot_sim.setup_from_preset(load_variant(preset)) if workload == "phase1" else None
-    k = check_kernel(kernel)
+    raw = load_variant(preset) if workload == "phase1" else None
+    setup = setup_from_preset(raw) if raw is not None else None
+    check_kernel(kernel)
     work = Path(tempfile.mkdtemp(prefix="fsoracle-hot-", dir=workdir))
     mib = 512
     if setup is not None:
         mib = max(512, setup.workload.dataset_bytes * 3 // 2 // 2**20 + 256)
-    img = _slow_image(work, mib, "data.img")
-    cfg = MachineConfig(
-        kernel=k,
-        disks=(Disk(img, "virtio", serial="hotdata"),),
-        mem=int(setup.raw["workload"].get("guest_ram_mib", 512)) if setup else 512,
-        name="hot-trace",
-        timeout=1500,
-        log_dir=work / "vm",
-    )
+    img = _image(work, mib, "data.img")
+    mem = int(raw["workload"].get("guest_ram_mib", 512)) if raw is not None else 512
+    spec = TargetSpec(kind="vm", kernel=kernel, mem_mib=mem, timeout=1500, log_dir=str(work / "vm"))
     t0 = time.monotonic()
     try:
-        with Machine(cfg) as m:
-            say(f"booted {m.boot.release if m.boot else kernel} in {time.monotonic() - t0:.0f} s")
-            g = Guest(m)
-            dev = m.disk("hotdata").dev
+        with open_target(spec, [DiskSpec(img, "btrfs", "virtio")], name="hot-trace") as t:
+            say(f"booted {t.release or kernel} in {time.monotonic() - t0:.0f} s")
+            g = GuestDriver(t)
+            dev = t.disks[0].dev
             mnt = "/mnt/hot"
             g.act("probes", {"probes": list(PROBES_BTF), "group": GROUP})
             mk = g.act(
@@ -348,13 +356,13 @@ def record(
             )
             sdev = int(mk["mounts"][mnt]["s_dev"])
             on = g.act("trace_on", {})
-            info: dict[str, Any] = {"release": m.boot.release if m.boot else ""}
+            info: dict[str, Any] = {"release": t.release}
             if setup is None:
-                res = g.act("mixed", {"mnt": mnt, "ops": mixed_ops(), "log": "/tmp/hot.log"})
+                res = g.act("mixed", {"mnt": mnt, "ops": mixed_ops(), "log": g.log})
                 files = res["files"]
             else:
                 names = [
-                    hot_sim.file_name(setup, setup.workload.first_inode + i)
+                    sim.file_name(setup, setup.workload.first_inode + i)
                     for i in range(setup.workload.files)
                 ]
                 say(
@@ -364,59 +372,31 @@ def record(
                 files = g.act(
                     "create", {"mnt": mnt, "names": names, "size": setup.workload.file_size}
                 )["files"]
-                plan = hot_sim.read_plan(setup, "trace")
-                g.put_plan(plan, "/tmp/plan1.txt")
+                plan = sim.read_plan(setup, "trace")
                 say(f"phase 1: {len(plan)} O_DIRECT reads, {setup.jobs} readers")
                 res = g.act(
                     "read",
                     {
-                        "plan": "/tmp/plan1.txt",
+                        "plan": g.put_plan(plan, "plan1.txt"),
                         "locations": {f["name"]: mnt for f in files},
                         "io_size": setup.workload.io_size,
                         "jobs": setup.jobs,
                         "count": len(plan),
-                        "log": "/tmp/hot.log",
+                        "log": g.log,
                     },
                 )
                 info["read_iops"] = res["iops"]
             off = g.act("trace_off", {})
             info["overrun"] = off["overrun"]
-            raw = g.read_trace()
-            log = parse_driver_log(m.get_file("/tmp/hot.log").decode())
-            m.check_faults()
+            raw_text = g.read_trace(work / "trace.txt")
+            log = g.driver_log(work / "hot.log")
+            g.check_faults()
     finally:
-        img.unlink(missing_ok=True)
-    trace, dec = build_trace(raw, sdev, on, files, f"guest {info['release']} {workload}")
-    return Recorded(trace, dec, log, raw, info)
+        for name in ("data.img", "trace.txt", "hot.log"):
+            (work / name).unlink(missing_ok=True)
+    trace, dec = build_trace(raw_text, sdev, on, files, f"guest {info['release']} {workload}")
+    return Recorded(trace, dec, log, raw_text, info)
 
 
 def write_trace(trace: Trace, out: Path, *, force: bool = True) -> None:
     write_atomic(out, "\n".join(format_trace(trace)) + "\n", force=force)
-
-
-# ---- presets with variants -------------------------------------------------------------
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def load_variant(name: str) -> dict[str, Any]:
-    """``PRESET`` or ``PRESET:VARIANT`` (the preset's ``variants.VARIANT`` merged over it,
-    ``name`` set to ``PRESET:VARIANT``)."""
-    from harness import hot_sim
-
-    base, _, variant = name.partition(":")
-    p = hot_sim.load_preset(base)
-    variants = p.pop("variants", {}) or {}
-    if variant:
-        if variant not in variants:
-            raise UserError(
-                f"preset {base!r} has no variant {variant!r} (has: {', '.join(variants) or 'none'})"
-            )
-        p = _merge(p, variants[variant])
-        p["name"] = f"{p.get('name', base)}:{variant}"
-    return p

@@ -6,77 +6,31 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
 from harness.argtypes import int_range
 from harness.errors import UserError
+from harness.hot.render import render_temp
+from harness.hot.temp import temp_report
 from harness.jsonout import dumps
 from harness.safeio import check_output, read_text_input, write_atomic
 from model.hotdata import constants as C
-from model.hotdata.freq import HotFreqData, hot_temp_bucket, hot_temp_parts
 from model.hotdata.replay import ReplayConfig, replay
 from model.hotdata.trace import Trace, format_trace, parse_trace
-from model.hotdata.tracking import HotCommItem, HotInfo
 
 
-def read_trace(path: str | None) -> Trace:
+def _read_trace(path: str | None) -> Trace:
     """A trace file, or stdin for ``-``/None."""
     if path in (None, "-"):
         return parse_trace(sys.stdin)
     return parse_trace(io.StringIO(read_text_input(path, "access trace")))
 
 
-def _record(freq: HotFreqData, item: HotCommItem, now: int) -> dict[str, Any]:
-    parts = hot_temp_parts(freq, now)
-    return {
-        "nr_reads": freq.nr_reads,
-        "nr_writes": freq.nr_writes,
-        "last_read_time": freq.last_read_time,
-        "last_write_time": freq.last_write_time,
-        "avg_delta_reads": freq.avg_delta_reads,
-        "avg_delta_writes": freq.avg_delta_writes,
-        "last_temp": freq.last_temp,
-        "temp": parts.temp,
-        "bucket": hot_temp_bucket(parts.temp),
-        "heat": {
-            "nrr": parts.nrr,
-            "nrw": parts.nrw,
-            "ltr": parts.ltr,
-            "ltw": parts.ltw,
-            "avr": parts.avr,
-            "avw": parts.avw,
-        },
-        "in_map": item.in_list,
-        "map_bucket": hot_temp_bucket(freq.last_temp) if item.in_list else None,
-    }
-
-
-def temp_report(root: HotInfo, now: int) -> dict[str, Any]:
-    """Every record with its temperature at ``now`` and the bucket histograms."""
-    inodes = []
-    hist: dict[str, dict[int, int]] = {"inode": {}, "range": {}}
-    for he in root.iter_inodes():
-        rec = {"inode": he.i_ino, **_record(he.freq, he, now), "ranges": []}
-        hist["inode"][rec["bucket"]] = hist["inode"].get(rec["bucket"], 0) + 1
-        for hr in he.iter_ranges():
-            rr = {"start": hr.start, "len": hr.len, **_record(hr.freq, hr, now)}
-            hist["range"][rr["bucket"]] = hist["range"].get(rr["bucket"], 0) + 1
-            rec["ranges"].append(rr)
-        inodes.append(rec)
-    return {
-        "now_ns": now,
-        "range_bits": C.RANGE_BITS,
-        "map_bits": C.MAP_BITS,
-        "inodes": inodes,
-        "buckets": {k: dict(sorted(v.items())) for k, v in hist.items()},
-    }
-
-
 def cmd_temp(args: argparse.Namespace) -> int:
     if args.age and not args.timers:
         raise UserError("--age ages records in the update worker: give --timers too")
-    trace = read_trace(args.trace)
+    trace = _read_trace(args.trace)
     cfg = ReplayConfig(
         timers=args.timers, age_kick_ns=C.TIME_TO_KICK * C.NSEC_PER_SEC if args.age else None
     )
@@ -86,47 +40,39 @@ def cmd_temp(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(rep))
         return 0
-    print(f"now {now} ns; {len(rep['inodes'])} inodes; buckets = temp >> {32 - C.MAP_BITS}")
-    print(f"{'inode':>10} {'start':>12} {'reads':>8} {'writes':>8} {'temp':>11} {'bucket':>6}")
-    for ino in rep["inodes"]:
-        print(
-            f"{ino['inode']:>10} {'-':>12} {ino['nr_reads']:>8} {ino['nr_writes']:>8} "
-            f"{ino['temp']:>11} {ino['bucket']:>6}"
-        )
-        for r in ino["ranges"]:
-            print(
-                f"{'':>10} {r['start']:>12} {r['nr_reads']:>8} {r['nr_writes']:>8} "
-                f"{r['temp']:>11} {r['bucket']:>6}"
-            )
+    sys.stdout.write(render_temp(rep))
     return 0
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from harness import hot_sim
+    from harness.hot.config import load_preset, setup_from_preset
+    from harness.hot.render import plot_sim, render_sim
+    from harness.hot.sim import run_sim
 
-    setup = hot_sim.setup_from_preset(hot_sim.load_preset(args.preset))
-    trace = read_trace(args.trace) if args.trace else None
+    setup = setup_from_preset(load_preset(args.preset))
+    trace = _read_trace(args.trace) if args.trace else None
     reads = None
     if args.measure_trace:
-        reads = [e for e in read_trace(args.measure_trace).events if e.op == "read"]
-    report = hot_sim.run_sim(setup, trace, reads, policy=not args.no_policy)
+        reads = [e for e in _read_trace(args.measure_trace).events if e.op == "read"]
+    report = run_sim(setup, trace, reads, policy=not args.no_policy)
     png = None
     if not args.no_plot:
-        png = hot_sim.plot(report, Path(args.out) / f"hot-sim-{report.preset or 'preset'}.png")
+        png = plot_sim(report, Path(args.out) / f"hot-sim-{report.preset or 'preset'}.png")
     if args.json:
         print(dumps(report))
     else:
-        sys.stdout.write(hot_sim.render_markdown(report, png))
+        sys.stdout.write(render_sim(report, png))
     return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from harness import hot_sim
+    from harness.hot.config import load_preset, setup_from_preset
+    from harness.hot.sim import measure_reads, phase1_trace
 
-    setup = hot_sim.setup_from_preset(hot_sim.load_preset(args.preset))
-    trace = hot_sim.phase1_trace(setup)
+    setup = setup_from_preset(load_preset(args.preset))
+    trace = phase1_trace(setup)
     if args.phase == "measure":
-        trace = Trace(trace.header, hot_sim.measure_reads(setup), trace.files)
+        trace = Trace(trace.header, measure_reads(setup), trace.files)
     lines = format_trace(trace)
     if args.out in (None, "-"):
         sys.stdout.write("\n".join(lines) + "\n")
@@ -136,7 +82,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from harness import hot_trace
+    from harness.hot import trace as hot_trace
 
     out = Path(args.out)
     # refuse a bad output before the guest boots (checked again when written)
@@ -177,9 +123,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness import hot_bench
+    from harness.hot.experiment import run_bench
+    from harness.hot.render import write_bench_report
 
-    return hot_bench.main(args)
+    out = Path(args.out) if args.out else Path("results") / time.strftime("hot-bench-%Y%m%d-%H%M%S")
+
+    def say(msg: str) -> None:
+        print(f"hot bench: {msg}", file=sys.stderr, flush=True)
+
+    res = run_bench(args.preset, args.kernel, out, say)
+    print(write_bench_report(res, out).read_text())
+    print(
+        f"results in {out}/ (result.json, report.md, hot-bench.png, phase1.jsonl)", file=sys.stderr
+    )
+    return 0 if res.trace_matches_driver else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

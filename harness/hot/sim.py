@@ -18,23 +18,17 @@ seed from phase 1), and turned into throughput by :mod:`model.hotdata.tiering`.
 
 from __future__ import annotations
 
-import datetime
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from harness.errors import UserError
-from harness.safeio import read_text_input, save_figure
+from harness.hot.config import SimSetup
 from model.hotdata import constants as C
 from model.hotdata.freq import hot_temp_bucket
 from model.hotdata.replay import ReplayConfig, replay
 from model.hotdata.tiering import (
-    DeviceModel,
     Throughput,
-    TierModel,
     device_ratio,
     fill_files,
     fill_ranges,
@@ -46,109 +40,6 @@ from model.hotdata.tiering import (
 )
 from model.hotdata.trace import HotEvent, Trace
 from model.hotdata.workload import ZipfWorkload, synth_trace, zipf_reads, zipf_top_fraction
-
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
-MiB = 2**20
-
-
-def load_preset(name: str) -> dict[str, Any]:
-    """``NAME`` (harness/presets/NAME.yaml) or a path to a YAML file."""
-    path = Path(name)
-    if not path.suffix:
-        path = PRESET_DIR / f"{name}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
-        raise UserError(f"preset {name!r} not found (known: {known})")
-    try:
-        data = yaml.safe_load(read_text_input(path, "preset"))
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a mapping")
-    return data
-
-
-@dataclass(frozen=True)
-class SimSetup:
-    """The preset turned into model objects."""
-
-    workload: ZipfWorkload
-    tiers: TierModel
-    jobs: int
-    ssd_capacity: int
-    trace_reads: int
-    trace_seed: int
-    measure_seed: int
-    measure_reads: int
-    setup_writes: bool
-    start_ns: int
-    horizon_ns: int
-    rewrite_delay_ns: int | None
-    curve: tuple[float, ...]
-    seed_speedup: float
-    seed_fraction: float
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-def _get(d: dict[str, Any], path: str) -> Any:
-    cur: Any = d
-    for part in path.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            raise UserError(f"preset: missing {path}")
-        cur = cur[part]
-    return cur
-
-
-def _device(d: dict[str, Any]) -> DeviceModel:
-    bps = d.get("bps_cap_mib")
-    return DeviceModel(
-        name=str(d["name"]),
-        latency_s=float(d["latency_ms"]) / 1e3,
-        iops_cap=None if d.get("iops_cap") is None else float(d["iops_cap"]),
-        bps_cap=None if bps is None else float(bps) * MiB,
-    )
-
-
-def setup_from_preset(p: dict[str, Any]) -> SimSetup:
-    w = _get(p, "workload")
-    io_size = int(w["io_size"])
-    wl = ZipfWorkload(
-        files=int(w["files"]),
-        file_size=int(w["file_size_mib"]) * MiB,
-        io_size=io_size,
-        s=float(w["zipf_exponent"]),
-        unit=int(w["zipf_unit_mib"]) * MiB,
-        seed=int(w["rank_seed"]),
-    )
-    jobs = int(w["jobs"])
-    tiers = TierModel(
-        ssd=_device(_get(p, "devices.ssd")),
-        hdd=_device(_get(p, "devices.hdd")),
-        jobs=jobs,
-        io_size=io_size,
-        cpu_s_per_io=float(_get(p, "host.cpu_ms_per_io")) / 1e3,
-        cpus=int(_get(p, "host.cpus")),
-    )
-    start = datetime.datetime.fromisoformat(str(_get(p, "policy.start_realtime")))
-    rd = p.get("policy", {}).get("rewrite_delay_s")
-    return SimSetup(
-        workload=wl,
-        tiers=tiers,
-        jobs=jobs,
-        ssd_capacity=int(float(_get(p, "tiering.ssd_capacity_fraction")) * wl.dataset_bytes),
-        trace_reads=int(w["trace_reads"]),
-        trace_seed=int(w["trace_seed"]),
-        measure_seed=int(w["measure_seed"]),
-        measure_reads=int(w["sim_measure_reads"]),
-        setup_writes=bool(w.get("setup_writes", True)),
-        start_ns=int(start.timestamp()) * C.NSEC_PER_SEC,
-        horizon_ns=int(float(_get(p, "policy.horizon_hours")) * 3600) * C.NSEC_PER_SEC,
-        rewrite_delay_ns=None if rd is None else int(float(rd) * C.NSEC_PER_SEC),
-        curve=tuple(float(x) for x in _get(p, "tiering.curve_fractions")),
-        seed_speedup=float(_get(p, "seed_claim.speedup")),
-        seed_fraction=float(_get(p, "seed_claim.ssd_fraction")),
-        raw=p,
-    )
 
 
 def phase1_trace(s: SimSetup) -> Trace:
@@ -404,122 +295,3 @@ def _policy(s: SimSetup, trace: Trace, reads: list[HotEvent]) -> dict[str, Any]:
         "elapsed_after_mount_s": (res.now_ns - mount) / C.NSEC_PER_SEC,
         "note": note,
     }
-
-
-def _fmt_bytes(n: int) -> str:
-    return f"{n / MiB:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
-
-
-def render_markdown(r: SimReport, png: Path | None = None) -> str:
-    L: list[str] = []
-    L.append(f"## Hot data relocation: simulated random reads (preset `{r.preset}`)\n")
-    L.append(
-        f"Data set {_fmt_bytes(r.dataset_bytes)}, SSD {_fmt_bytes(r.ssd_capacity)} "
-        f"({r.ssd_capacity / r.dataset_bytes:.0%} of it); {r.jobs} synchronous readers of "
-        f"{r.io_size // 1024} KiB."
-    )
-    devs = "; ".join(
-        f"{n}: {d['latency_ms']:g} ms per read"
-        + (f", limit {d['rate_cap_iops']:g} IOPS" if d["rate_cap_iops"] else ", no limit")
-        for n, d in r.devices.items()
-    )
-    L.append(f"Devices: {devs}. All-SSD vs all-HDD: {r.device_ratio:.1f}x.\n")
-    L.append("| placement | on SSD | reads on SSD | predicted IOPS | limited by | speed-up |")
-    L.append("|---|---:|---:|---:|---|---:|")
-    for sc in r.scenarios:
-        L.append(
-            f"| {sc.label} | {_fmt_bytes(sc.ssd_bytes)} | {sc.p_ssd:.1%} | "
-            f"{sc.throughput.iops:.0f} | {sc.throughput.limiter} | {sc.speedup:.2f}x |"
-        )
-    L.append(
-        f'| seed (2010 RFC): "about 5x ... SSD of about 20%" | ~{r.seed_fraction:.0%} of '
-        f"capacity | | | | about {r.seed_speedup:g}x |"
-    )
-    files = r.scenario("files")
-    L.append(
-        f"\nPredicted for the VM bench (whole files, model ranking): **{files.speedup:.2f}x** "
-        f"beside the seed's about {r.seed_speedup:g}x."
-    )
-    if r.policy:
-        pol = r.policy
-        L.append(
-            f"\nKernel policy replay: {pol['runs']} relocation runs over "
-            f"{pol['elapsed_after_mount_s'] / 3600:.1f} h after mount; {pol['note']}; "
-            f"{pol['moved_to_ssd']} ranges moved in, {pol['moved_to_hdd']} out; "
-            f"threshold at the end {pol['final_thresh']}. The hottest range of phase 1 is in "
-            f"bucket {r.trace['hottest_range_bucket']}; the threshold starts at "
-            f"{C.HOT_RELOC_THRESHOLD} and comes down by 1 every "
-            f"{C.RELOC_THRESH_UPDATE_PERIOD} runs "
-            f"({C.RELOC_THRESH_UPDATE_PERIOD * C.HOT_RELOC_INTERVAL // 60} min) while the SSD is "
-            f"at most {C.LOW_WATER_LEVEL} % full."
-        )
-    t = r.trace
-    L.append(
-        f"\nPhase 1: {t['reads']} reads over {t['inodes']} inodes / {t['ranges']} ranges; "
-        f"phase 2: {t['phase2_reads']} reads. Inodes whose count heat wrapped (>= 4096 "
-        f"accesses): {t['inodes_with_count_heat_wrapped']}."
-    )
-    if png is not None:
-        L.append(f"\nPlot: `{png}`")
-    return "\n".join(L) + "\n"
-
-
-def plot(r: SimReport, path: Path) -> Path:
-    """Speed-up against SSD size for the three rankings, with the seed's point."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    labels = {
-        "ideal": "ideal (true Zipf ranking)",
-        "ranges": "model ranking, 1 MiB ranges",
-        "files": "model ranking, whole files (bench)",
-    }
-    styles = {"ideal": ("-", "o"), "ranges": ("-", "s"), "files": ("--", "x")}
-    for key, pts in r.curve.items():
-        ls, mk = styles[key]
-        ax.plot(
-            [100 * f for f, _ in pts],
-            [y for _, y in pts],
-            ls=ls,
-            marker=mk,
-            ms=4,
-            label=labels[key],
-        )
-    if r.policy:
-        pol = r.scenario("policy")
-        ax.scatter(
-            [100 * pol.ssd_bytes / r.dataset_bytes],
-            [pol.speedup],
-            marker="s",
-            color="k",
-            label="kernel policy replay (2013 constants)",
-            zorder=5,
-        )
-    ax.scatter(
-        [100 * r.seed_fraction],
-        [r.seed_speedup],
-        marker="*",
-        s=160,
-        color="tab:red",
-        label="seed (2010): about 5x at about 20 %",
-        zorder=6,
-    )
-    ax.axvline(100 * r.ssd_capacity / r.dataset_bytes, color="grey", lw=0.8, ls=":")
-    ax.axhline(r.device_ratio, color="grey", lw=0.8, ls="--")
-    ax.text(1, r.device_ratio, " all on SSD", va="bottom", fontsize=8, color="grey")
-    ax.set_yscale("log")
-    ticks = [t for t in (1, 2, 3, 5, 10, 20, 50, 100, 200) if t <= 1.5 * r.device_ratio]
-    ax.set_yticks(ticks, [f"{t}x" for t in ticks])
-    ax.set_xlabel("SSD capacity, % of the data set")
-    ax.set_ylabel("predicted random-read speed-up (x)")
-    ax.set_title(f"Hot data relocation, preset {r.preset}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
