@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from collections.abc import Iterator
 
@@ -14,6 +15,15 @@ class UserError(Exception):
     """A problem with the user's input or environment: say what and what to do."""
 
     exit_status = 2
+
+
+def need_tool(name: str) -> str:
+    """The path of host program ``name``; a :class:`UserError` saying how to get it if it
+    is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        raise UserError(f"{name} is not installed (make deps installs it)")
+    return path
 
 
 @contextlib.contextmanager

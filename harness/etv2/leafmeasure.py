@@ -14,7 +14,6 @@ leaves.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, need_tool
 from harness.etv2 import guest
 from harness.etv2.config import vm_target
 from harness.target import DiskSpec, TargetError, TargetSpec, open_target
@@ -75,13 +74,6 @@ def capacity_of(leaves: list[tuple[int, int]], nodesize: int) -> tuple[int, int]
     return int(bpi), caps.pop()
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise UserError(f"{name} is not installed (make deps installs it)")
-    return path
-
-
 def measure_leaf_capacity(
     target: TargetSpec | str,
     *,
@@ -91,7 +83,7 @@ def measure_leaf_capacity(
 ) -> LeafCapacity:
     """The measurement on ``target`` (a :class:`TargetSpec`, or a kernel spec for a VM)."""
     spec = vm_target(target)
-    mkfs, btrfs = _tool("mkfs.btrfs"), _tool("btrfs")
+    mkfs, btrfs = need_tool("mkfs.btrfs"), need_tool("btrfs")
     with tempfile.TemporaryDirectory(prefix="fsoracle-leafcap-", dir=workdir) as tmp:
         img = Path(tmp) / "bg-tree.img"
         with open(img, "wb") as f:

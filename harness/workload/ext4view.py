@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.workload.view import OutsideView, need_tool
+from harness.errors import need_tool
+from harness.workload.view import OutsideView
 from model.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
-from harness.workload.view import OutsideView, need_tool
+from harness.errors import UserError, need_tool
+from harness.workload.view import OutsideView
 
 LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
 # layouts only our writer makes (mkfs.btrfs has no SKINNY_BG_TREE) and only our checker

@@ -1,5 +1,5 @@
 """What the outside views share: :class:`OutsideView` (the files of an unmounted image as read
-by something other than the kernel) and :func:`need_tool`."""
+by something other than the kernel)."""
 
 from __future__ import annotations
 
