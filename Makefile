@@ -79,7 +79,7 @@ TYPED := model harness/target harness/safeio.py harness/argtypes.py harness/cli.
 	harness/workload/ontarget.py harness/workload/stress.py harness/workload/crash.py \
 	harness/workload/replay.py harness/workload/fsx.py harness/workload/diffrun.py \
 	harness/workload/differential.py harness/workload/opstable.py harness/workload/view.py \
-	harness/workload/session.py
+	harness/workload/session.py harness/mount
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -222,3 +222,25 @@ class Target(abc.ABC):
     @staticmethod
     def shell(argv: Sequence[str] | str) -> str:
         return argv if isinstance(argv, str) else shlex.join(argv)
+
+    # --- added for the mount study
+
+    @abc.abstractmethod
+    def runtime(self) -> Runtime:
+        """How the target's kernel runs (:class:`Runtime`), for a result to record beside
+        its timings; asked while the target is open."""
+
+
+# --- added for the mount study
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a target's kernel runs: ``accel`` ``kvm`` or ``tcg`` for a VM (``host`` for the
+    host) and why it was chosen, the emulator's version line (``none`` on the host), and
+    the seconds from the emulator's start to the first command (0 on the host)."""
+
+    accel: str
+    accel_reason: str
+    emulator: str
+    ready_seconds: float

@@ -29,7 +29,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.safeio import sparse_copy
-from harness.target.base import EXIT_MARK, Attached, Logged, RunResult, Target, TargetError
+from harness.target.base import (
+    EXIT_MARK,
+    Attached,
+    Logged,
+    RunResult,
+    Runtime,
+    Target,
+    TargetError,
+)
 from harness.target.spec import DiskSpec, TargetSpec
 
 _ENV = {"TZ": "UTC", "LC_ALL": "C"}
@@ -244,7 +252,7 @@ class HostTarget(Target):
 
     def mount(self, d: Attached, options: str = "") -> RunResult:
         Path(d.mnt).mkdir(parents=True, exist_ok=True)
-        opts = "loop" + (f",{options}" if options else "")
+        opts = "loop" + (",ro" if d.disk.readonly else "") + (f",{options}" if options else "")
         r = self.run(["mount", "-t", d.fs, "-o", opts, str(d.image), d.mnt], check=False)
         d.mounted = r.status == 0
         return r
@@ -303,3 +311,10 @@ class HostTarget(Target):
         if lines is None or self._dmesg_start is None:
             return []
         return [f"{f.kind}: {f.title}" for f in find_faults(lines[self._dmesg_start :])]
+
+    # --- added for the mount study
+
+    def runtime(self) -> Runtime:
+        return Runtime(
+            accel="host", accel_reason="the host's own kernel", emulator="none", ready_seconds=0.0
+        )

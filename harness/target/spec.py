@@ -95,7 +95,18 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """An image given to the target as a disk, and the filesystem type to mount it as."""
+    """An image given to the target as a disk, and the filesystem type to mount it as.
+
+    ``device``: this disk's interface on a VM (``virtio`` or ``nvme``) instead of the
+    spec's; ``readonly``: the target never writes the image (a VM's drive is read-only; the
+    host mounts it ``ro``).
+    """
 
     image: Path
     fs: str
+    device: str | None = None
+    readonly: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device is not None and self.device not in DEVICES:
+            raise UserError(f"disk device {self.device!r}: one of {', '.join(DEVICES)}")

@@ -23,7 +23,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.target.base import EXIT_MARK, Attached, Logged, RunResult, Target, TargetError
+from harness.target.base import (
+    EXIT_MARK,
+    Attached,
+    Logged,
+    RunResult,
+    Runtime,
+    Target,
+    TargetError,
+)
 from harness.target.spec import DiskSpec, TargetSpec
 
 GUEST_DIR = "/root"
@@ -71,7 +79,12 @@ class VmTarget(Target):
         cfg = MachineConfig(
             kernel=self.spec.kernel,
             disks=tuple(
-                Disk(d.image, self.spec.device, serial=f"fst{i}")  # type: ignore[arg-type]
+                Disk(
+                    d.image,
+                    d.device or self.spec.device,  # type: ignore[arg-type]
+                    serial=f"fst{i}",
+                    readonly=d.readonly,
+                )
                 for i, d in enumerate(self.disk_specs)
             ),
             mem=self.spec.mem_mib,
@@ -217,3 +230,29 @@ class VmTarget(Target):
         if self.machine is not None and self.machine.running:
             return [f"{f.kind}: {f.title}" for f in self.machine.faults]
         return list(self._faults)
+
+    # --- added for the mount study
+
+    def runtime(self) -> Runtime:
+        boot = self.machine.boot if self.machine is not None else None
+        if boot is None:
+            raise TargetError("the VM target is not open")
+        return Runtime(
+            accel=boot.accel,
+            accel_reason=boot.accel_reason,
+            emulator=_qemu_version(),
+            ready_seconds=boot.seconds_to_ready,
+        )
+
+
+def _qemu_version() -> str:
+    """QEMU's ``--version`` first line (``unknown (why)`` if it cannot be run)."""
+    import subprocess
+
+    from vm.accel import find_qemu
+
+    try:
+        out = subprocess.run([find_qemu(), "--version"], capture_output=True, text=True).stdout
+    except Exception as e:  # recorded, not fatal
+        return f"unknown ({e})"
+    return out.splitlines()[0].strip() if out else "unknown"
