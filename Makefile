@@ -80,7 +80,7 @@ TYPED := model harness/target harness/safeio.py harness/argtypes.py harness/cli.
 	harness/workload/replay.py harness/workload/fsx.py harness/workload/diffrun.py \
 	harness/workload/differential.py harness/workload/opstable.py harness/workload/view.py \
 	harness/workload/session.py
-TYPED += harness/ext4 harness/etv2  # study packages checked with mypy --strict
+TYPED += harness/ext4 harness/etv2 harness/mount  # study packages checked with mypy --strict
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -30,7 +30,7 @@ FAMILIES = [
     "harness.workload.cli",
     "harness.target.cli",
     "harness.kernel.cli",
-    "harness.cmd_bench",
+    "harness.mount.cli",
     "harness.report.cli",
 ]
 

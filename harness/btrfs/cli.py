@@ -349,7 +349,7 @@ def cmd_predict_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_seed_table(args: argparse.Namespace) -> int:
-    from harness.seedtable import seed_table
+    from harness.mount.seedtable import seed_table
 
     return seed_table(args)
 

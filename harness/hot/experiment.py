@@ -143,7 +143,7 @@ def run_bench(
     phases: list[PhaseResult] = []
     try:
         with open_target(spec, disks, name="hot-bench") as tg:
-            release, accel = tg.release, tg.accel
+            release, accel = tg.release, tg.runtime().accel
             t["boot"] = time.monotonic() - t0
             say(f"booted {release} ({accel}) in {t['boot']:.0f} s")
             g = GuestDriver(tg)

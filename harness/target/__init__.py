@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from harness.target.base import Attached, Logged, Process, RunResult, Target, TargetError
+from harness.target.base import (
+    Attached,
+    Logged,
+    Process,
+    RunResult,
+    Runtime,
+    Target,
+    TargetError,
+)
 from harness.target.spec import DiskSpec, TargetSpec
 
 __all__ = [
@@ -25,6 +33,7 @@ __all__ = [
     "Logged",
     "Process",
     "RunResult",
+    "Runtime",
     "Target",
     "TargetError",
     "TargetSpec",

@@ -223,17 +223,26 @@ class Target(abc.ABC):
     def shell(argv: Sequence[str] | str) -> str:
         return argv if isinstance(argv, str) else shlex.join(argv)
 
-    # --- added for the hot study
-
-    @property
-    def accel(self) -> str:
-        """How the target's CPUs run the work: a VM's accelerator (``tcg``, ``kvm``);
-        ``native`` for the host's own kernel."""
-        return "native"
-
     def set_throttle(self, d: Attached, iops: int | None = None, bps: int | None = None) -> None:
         """Cap disk ``d``'s I/O from now on at ``iops`` requests and ``bps`` bytes per
         second (None: that limit off; both None lifts the cap), as a slow device would.
         A VM: QEMU block throttling; a target that cannot throttle raises
         :class:`TargetError`."""
         raise TargetError(f"{type(self).__name__} cannot throttle disk {d.index}")
+
+    @abc.abstractmethod
+    def runtime(self) -> Runtime:
+        """How the target's kernel runs (:class:`Runtime`), for a result to record beside
+        its timings; asked while the target is open."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a target's kernel runs: ``accel`` ``kvm`` or ``tcg`` for a VM (``host`` for the
+    host) and why it was chosen, the emulator's version line (``none`` on the host), and
+    the seconds from the emulator's start to the first command (0 on the host)."""
+
+    accel: str
+    accel_reason: str
+    emulator: str
+    ready_seconds: float

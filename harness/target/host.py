@@ -30,7 +30,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.safeio import sparse_copy
-from harness.target.base import EXIT_MARK, Attached, Logged, RunResult, Target, TargetError
+from harness.target.base import (
+    EXIT_MARK,
+    Attached,
+    Logged,
+    RunResult,
+    Runtime,
+    Target,
+    TargetError,
+)
 from harness.target.spec import DiskSpec, TargetSpec
 
 _ENV = {"TZ": "UTC", "LC_ALL": "C"}
@@ -247,7 +255,7 @@ class HostTarget(Target):
 
     def mount(self, d: Attached, options: str = "") -> RunResult:
         Path(d.mnt).mkdir(parents=True, exist_ok=True)
-        opts = "loop" + (f",{options}" if options else "")
+        opts = "loop" + (",ro" if d.disk.readonly else "") + (f",{options}" if options else "")
         r = self.run(["mount", "-t", d.fs, "-o", opts, str(d.image), d.mnt], check=False)
         d.mounted = r.status == 0
         return r
@@ -307,8 +315,6 @@ class HostTarget(Target):
             return []
         return [f"{f.kind}: {f.title}" for f in find_faults(lines[self._dmesg_start :])]
 
-    # --- added for the etv2 study
-
     def _snapshot_copy(self, i: int, d: DiskSpec) -> DiskSpec:
         """A ``snapshot`` disk: a sparse copy of its image in the work directory, which the
         target then uses (and removes with the work directory)."""
@@ -323,3 +329,8 @@ class HostTarget(Target):
         finally:
             os.close(sfd)
         return dataclasses.replace(d, image=copy)
+
+    def runtime(self) -> Runtime:
+        return Runtime(
+            accel="host", accel_reason="the host's own kernel", emulator="none", ready_seconds=0.0
+        )

@@ -95,17 +95,21 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """An image given to the target as a disk, and the filesystem type to mount it as (and,
-    on a VM, the interface it is attached by when not the target's)."""
+    """An image given to the target as a disk, and the filesystem type to mount it as.
+
+    ``device``: this disk's interface on a VM (``virtio``: rotational in the guest,
+    ``nvme``: not) instead of the spec's, so one boot can hold both kinds; ``readonly``: the
+    target never writes the image (a VM's drive is read-only; the host mounts it ``ro``);
+    ``snapshot``: the target writes to a throw-away copy of the image (a VM: a qcow2
+    overlay; the host: a sparse copy in the target's work directory, which
+    ``Attached.image`` then names), so ``image`` is never changed and one image can back
+    several disks.
+    """
 
     image: Path
     fs: str
-    # this disk's interface on a VM (``virtio``: rotational in the guest, ``nvme``: not),
-    # when it is not the target's ``device``; one boot can then hold both kinds
     device: str | None = None
-    # ``snapshot``: the target writes to a throw-away copy of the image (a VM: a qcow2
-    # overlay; the host: a sparse copy in the target's work directory, which ``Attached.image``
-    # then names); ``image`` itself is never changed, so one image can back several disks.
+    readonly: bool = False
     snapshot: bool = False
 
     def __post_init__(self) -> None:

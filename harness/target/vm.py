@@ -23,7 +23,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.target.base import EXIT_MARK, Attached, Logged, RunResult, Target, TargetError
+from harness.target.base import (
+    EXIT_MARK,
+    Attached,
+    Logged,
+    RunResult,
+    Runtime,
+    Target,
+    TargetError,
+)
 from harness.target.spec import DiskSpec, TargetSpec
 
 GUEST_DIR = "/root"
@@ -76,6 +84,7 @@ class VmTarget(Target):
                     d.device or self.spec.device,  # type: ignore[arg-type]
                     serial=f"fst{i}",
                     snapshot=d.snapshot,
+                    readonly=d.readonly,
                 )
                 for i, d in enumerate(self.disk_specs)
             ),
@@ -223,14 +232,35 @@ class VmTarget(Target):
             return [f"{f.kind}: {f.title}" for f in self.machine.faults]
         return list(self._faults)
 
-    # --- added for the hot study
-
-    @property
-    def accel(self) -> str:
-        boot = self.machine.boot if self.machine is not None else None
-        return str(boot.accel) if boot else ""
+    # ---- what a study records or changes about the machine ------------------------------
 
     def set_throttle(self, d: Attached, iops: int | None = None, bps: int | None = None) -> None:
         from vm.disks import Throttle
 
+        if self.machine is None or not self.machine.running:
+            raise TargetError(f"cannot throttle disk {d.index}: the VM target is not running")
         self.machine.set_throttle(f"fst{d.index}", Throttle(iops=iops, bps=bps))
+
+    def runtime(self) -> Runtime:
+        boot = self.machine.boot if self.machine is not None else None
+        if boot is None:
+            raise TargetError("the VM target is not open")
+        return Runtime(
+            accel=boot.accel,
+            accel_reason=boot.accel_reason,
+            emulator=_qemu_version(),
+            ready_seconds=boot.seconds_to_ready,
+        )
+
+
+def _qemu_version() -> str:
+    """QEMU's ``--version`` first line (``unknown (why)`` if it cannot be run)."""
+    import subprocess
+
+    from vm.accel import find_qemu
+
+    try:
+        out = subprocess.run([find_qemu(), "--version"], capture_output=True, text=True).stdout
+    except Exception as e:  # recorded, not fatal
+        return f"unknown ({e})"
+    return out.splitlines()[0].strip() if out else "unknown"

@@ -9,16 +9,10 @@ from typing import Any
 import pytest
 
 from harness.errors import UserError
-from harness.mountbench import (
-    UNSUPPORTED,
-    acceptance,
-    default_device_size,
-    load_presets,
-    make_config,
-    parse_script_output,
-    plot,
-    render_report,
-)
+from harness.mount.config import default_device_size, load_presets, make_config
+from harness.mount.guest import UNSUPPORTED, parse_script_output
+from harness.mount.render import plot, render_report
+from harness.mount.verdict import acceptance
 
 G = 1 << 30
 

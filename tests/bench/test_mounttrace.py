@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.mounttrace import (
+from harness.mount.trace import (
     TraceError,
     analyse_mount,
     attribute_reads,
@@ -195,7 +195,7 @@ def test_kernel_reads_equal_the_model(
     4 KiB nodes, seed 0, on a device 10 % larger: the blocks the kernel read inside
     btrfs_read_block_groups, in order, are the model's prediction, and the searched tree's
     root was read before."""
-    from harness.mountbench import make_config
+    from harness.mount.config import make_config
     from model.blocksource import FileSink, FileSource
     from model.btrfs.mkfs import plan_filesystem, write_filesystem
     from model.btrfs.mount import predict_mount_reads

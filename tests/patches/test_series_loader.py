@@ -253,8 +253,8 @@ def test_skinny_format_fields() -> None:
 def test_seed_table_reads_the_rfc_numbers() -> None:
     """`fsoracle btrfs seed-table` and the mount bench read the seed's numbers from the
     skinny-bg-tree claims: the RFC's table (nodes / leaves / total per layout) and times."""
-    from harness.mountbench import seed_claims
-    from harness.seedtable import SEED_LAYOUTS, load_seed_claims
+    from harness.mount.experiment import seed_claims
+    from harness.mount.seedtable import SEED_LAYOUTS, load_seed_claims
 
     doc = {c["id"]: c for c in raw("skinny-bg-tree")["claims"]}
     claims = load_seed_claims()

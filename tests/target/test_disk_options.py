@@ -23,6 +23,6 @@ def test_a_disk_interface_is_checked_when_named(tmp_path: Path) -> None:
 def test_the_host_cannot_throttle(tmp_path: Path) -> None:
     d = Attached(0, DiskSpec(tmp_path / "a.img", "ext4"), "/dev/null", str(tmp_path / "m"))
     with open_target(TargetSpec(kind="host")) as t:
-        assert t.accel == "native"
+        assert t.runtime().accel == "host"
         with pytest.raises(TargetError, match="cannot throttle disk 0"):
             t.set_throttle(d, iops=150)

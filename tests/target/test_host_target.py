@@ -122,6 +122,27 @@ def test_mount_and_teardown_on_error(tmp_path: Path) -> None:
     assert mnt and mnt not in Path("/proc/mounts").read_text()
 
 
+def test_readonly_disk_and_per_disk_device(tmp_path: Path) -> None:
+    """A read-only disk is mounted ``ro`` (the mount table says so, a write fails and the
+    image's bytes stay as they were); a disk's own device must be one a VM has."""
+    with pytest.raises(UserError, match="scsi"):
+        DiskSpec(tmp_path / "x.img", "ext4", device="scsi")
+    _need()
+    img = tmp_path / "fs.img"
+    make_image(img, FsSpec("ext4", size=64 << 20))
+    before = img.read_bytes()
+    with open_target(HOST, [DiskSpec(img, "ext4", device="nvme", readonly=True)]) as t:
+        d = t.disks[0]
+        assert t.mount(d).status == 0
+        opts = [ln.split()[3] for ln in Path("/proc/mounts").read_text().splitlines()
+                if ln.split()[1] == d.mnt]  # fmt: skip
+        assert opts and "ro" in opts[0].split(",")
+        assert t.run(["touch", f"{d.mnt}/new"], check=False).status != 0
+        assert t.runtime().accel == "host"
+        t.umount(d)
+    assert img.read_bytes() == before
+
+
 def test_cut_power_keeps_what_returned_before_it(tmp_path: Path) -> None:
     """A writer logs a line after each file it creates (and its data) returned; the cut
     comes after line 20. Mounted again, every file whose line arrived holds its bytes,

@@ -3,7 +3,7 @@
 - ``bench mount [--preset NAME] [--kernel SPEC] [--layouts ...] [--devices virtio,nvme]
   [--size SIZE] [--nodesize N] [--extent-size SIZE] [--repeat N] [--out DIR]``: mount timing
   with ftrace, tree-block reads per window beside ``predict-mount``
-  (:mod:`harness.mountbench`). Exit 0 when every mounted sample read exactly the predicted
+  (:mod:`harness.mount.experiment`). Exit 0 when every mounted sample read exactly the predicted
   blocks inside ``btrfs_read_block_groups``, 1 when a sample disagreed or a mount failed
   (a layout the kernel refuses is skipped, not failed), 2 for errors the user can cause.
 """
@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from harness.argtypes import int_range, seed
-from harness.mountbench import DEVICES, LAYOUTS, acceptance, load_presets, make_config, run_bench
+from harness.mount.config import DEVICES, LAYOUTS, load_presets, make_config
+from harness.mount.experiment import run_bench
 from vm.kernels import DEFAULT_SPEC
 
 
@@ -42,7 +43,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         keep_images=args.keep_images,
         image_dir=Path(args.image_dir) if args.image_dir else None,
     )
-    acc = acceptance(result)
+    acc = result.acceptance()
     print((out / "report.md").read_text())
     print(f"results in {out}/ (result.json, report.md, mount.png)", file=sys.stderr)
     return 0 if acc["reads_match"] and not acc["failed"] else 1
