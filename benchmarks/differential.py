@@ -35,7 +35,7 @@ from pathlib import Path
 from harness.argtypes import int_range, seed
 from harness.target import DiskSpec, TargetSpec, open_target
 from harness.workload import differential
-from harness.workload.hostmount import FsSpec, make_image
+from harness.workload.hostmount import MkfsSpec, make_image
 from harness.workload.ontarget import session
 
 
@@ -54,7 +54,7 @@ def main() -> int:
     )
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    specs = [FsSpec(fs=f.strip()) for f in a.fs.split(",") if f.strip()]
+    specs = [MkfsSpec(fs=f.strip()) for f in a.fs.split(",") if f.strip()]
     try:
         windows = [int(w) for w in a.window.split(",")]
     except ValueError:

@@ -82,9 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     func: Command = args.func
-    from harness.kernel.patchsets import register
+    from harness.kernel.patchsets import register_series
 
-    register()  # build: kernel specs name the series of patches/
+    register_series()  # build: kernel specs name the series of patches/
     try:
         with _signals_exit():
             return func(args)

@@ -40,7 +40,7 @@ from harness.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "patches" / "series.schema.json"
-FILE = "series.yaml"
+SERIES_FILE = "series.yaml"
 
 ValueSpec = str | dict[str, Any]  # a path into an experiment's JSON, or {extract: NAME, ...}
 
@@ -58,7 +58,7 @@ def patches_dir() -> Path:
 def series_names(patches: Path | None = None) -> list[str]:
     """The folders under ``patches`` that hold a ``series.yaml``, sorted."""
     root = patches if patches is not None else patches_dir()
-    return sorted(p.parent.name for p in root.glob(f"*/{FILE}"))
+    return sorted(p.parent.name for p in root.glob(f"*/{SERIES_FILE}"))
 
 
 # --------------------------------------------------------------------------- records
@@ -198,7 +198,7 @@ class Series:
 def load_series(where: Path | str) -> Series:
     """The series in folder ``where`` (or the ``series.yaml`` ``where``), validated."""
     where = Path(where)
-    path = where if where.name == FILE and not where.is_dir() else where / FILE
+    path = where if where.name == SERIES_FILE and not where.is_dir() else where / SERIES_FILE
     if not path.is_file():
         have = ", ".join(series_names(path.parent.parent)) or "none"
         raise SeriesError(f"no series {path.parent.name!r} in {path.parent.parent} (have: {have})")

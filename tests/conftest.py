@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from harness.kernel.patchsets import register
+from harness.kernel.patchsets import register_series
 from tests.tools import require_root, require_tool
 
-register()  # build: kernel specs name the series of patches/, as under the CLI
+register_series()  # build: kernel specs name the series of patches/, as under the CLI
 
 # CI must be reproducible: every hypothesis test is derandomized (same examples each run,
 # no example database). `HYPOTHESIS_PROFILE=explore` searches with fresh randomness.

@@ -280,3 +280,54 @@ def test_no_type_aliases_in_model() -> None:
         for line, alias in _type_aliases(tree, classes)
     ]
     assert bad == [], "second names for one type:\n" + "\n".join(bad)
+
+
+# Programs run on the target (stdlib only, pushed as one file): they repeat the constants
+# and helpers they need from the model by design.
+GUEST_PROGRAMS = ("harness/*/guest.py", "harness/workload/driver.py")
+# Names each room defines by convention: a command family's ``register`` and its ``cmd_*``
+# functions (in ``cli`` modules), a program's ``main``, a JSON format's own ``SCHEMA``.
+CONVENTIONAL = re.compile(r"^(main|SCHEMA)$")
+CLI_CONVENTIONAL = re.compile(r"^(register|cmd_\w+)$")
+
+
+def names_alike(root: Path = ROOT) -> list[str]:
+    """Public top-level names defined in more than one module of model/, vm/, harness/
+    (guest programs and the conventional names above excepted), one line per name."""
+    where: dict[str, list[str]] = {}
+    for pkg in PACKAGES:
+        for path in sorted((root / pkg).rglob("*.py")):
+            rel = path.relative_to(root)
+            if any(rel.match(g) for g in GUEST_PROGRAMS):
+                continue
+            cli = rel.name == "cli.py"
+            seen: set[str] = set()
+            for name, _node in _top_level_names(ast.parse(path.read_text())):
+                if name.startswith("_") or name in seen or CONVENTIONAL.match(name):
+                    continue
+                if cli and CLI_CONVENTIONAL.match(name):
+                    continue
+                seen.add(name)
+                where.setdefault(name, []).append(str(rel))
+    return [f"{n}: {', '.join(ms)}" for n, ms in sorted(where.items()) if len(ms) > 1]
+
+
+def test_names_alike_scan_finds_a_planted_pair(tmp_path: Path) -> None:
+    for rel, text in {
+        "model/a.py": "X = 1\ndef f(): pass\n_p = 2\nmain = 3\n",
+        "vm/b.py": "class f: pass\n_p = 3\nmain = 4\n",
+        "harness/s/guest.py": "X = 1\n",  # a guest program: not counted
+        "harness/s/cli.py": "def register(): pass\ndef cmd_go(): pass\n",
+        "harness/t/cli.py": "def register(): pass\ndef cmd_go(): pass\n",
+        "harness/c.py": "def register(): pass\n",
+    }.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert names_alike(tmp_path) == ["f: model/a.py, vm/b.py"]
+
+
+def test_no_two_top_level_names_alike() -> None:
+    """One concept, one name in one place: a name defined twice is either one thing
+    written twice (import it) or two things that need names saying which."""
+    alike = names_alike()
+    assert not alike, "\n".join(alike)

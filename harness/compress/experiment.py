@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.compress.config import Case, parse_ops
+from harness.compress.guest import TRACING
 from harness.compress.kernel_zstd import KernelZstd, available
 from harness.compress.readback import HostResult, dump_tree_extents, read_back
 from harness.jsonout import to_jsonable
@@ -36,7 +37,6 @@ from harness.target import DiskSpec, TargetError, TargetSpec, open_target
 GUEST_NAME = "compress_guest.py"
 DETERMINISM_OPTS = "thread_pool=1"
 IMAGE_MIB = 256
-TRACING = "/sys/kernel/tracing"
 VM_MEM_MIB = 1024
 SCHEMA = 1
 

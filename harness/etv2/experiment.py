@@ -169,7 +169,7 @@ def run_cow_cost(cfg: CowCostConfig, target: TargetSpec | None = None) -> CowCos
 
 
 @dataclass
-class ContentionResult:
+class ContentionSweepResult:
     sweep: ContentionSweep
     rows: list[tuple[int, float, float]]  # (global roots, waited fraction, mean wait)
 
@@ -177,7 +177,7 @@ class ContentionResult:
         return {"schema": SCHEMA, "threads": self.sweep.threads, "rows": self.rows}
 
 
-def run_contention(cfg: ContentionSweep) -> ContentionResult:
+def run_contention(cfg: ContentionSweep) -> ContentionSweepResult:
     """The simulation (:mod:`model.btrfs.contention`) for each count of global roots."""
     rows = []
     for m in cfg.global_roots:
@@ -189,4 +189,4 @@ def run_contention(cfg: ContentionSweep) -> ContentionResult:
         )  # fmt: skip
         rows.append((m, r.wait_fraction, r.mean_wait))
         print(f"  simulated {m} global roots", file=sys.stderr)
-    return ContentionResult(cfg, rows)
+    return ContentionSweepResult(cfg, rows)

@@ -6,7 +6,7 @@ from harness.etv2.experiment import (
     SEED_COW_BG_TREE,
     SEED_COW_EXTENT_TREE,
     SEED_ITEMS_PER_16K_LEAF,
-    ContentionResult,
+    ContentionSweepResult,
     CowCostResult,
     LeafCapacityResult,
 )
@@ -70,7 +70,7 @@ def cow_cost_md(res: CowCostResult) -> str:
     return "\n".join(out)
 
 
-def contention_md(res: ContentionResult) -> str:
+def contention_md(res: ContentionSweepResult) -> str:
     c = res.sweep
     out = [
         f"{c.threads} writer threads, think {c.think}, hold {c.hold} per root,"

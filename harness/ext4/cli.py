@@ -46,7 +46,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_alloc_sim(args: argparse.Namespace) -> int:
-    from harness.ext4.render import plot, table_markdown
+    from harness.ext4.render import plot_allocators, table_markdown
     from harness.ext4.sim import run_study
     from harness.safeio import output_dir, write_atomic
 
@@ -69,7 +69,7 @@ def cmd_alloc_sim(args: argparse.Namespace) -> int:
         out = output_dir(args.out)
         write_atomic(out / "ext4_alloc_sim.md", md)
         write_atomic(out / "ext4_alloc_sim.json", dumps(data, pretty=True))
-        plot(data, out / "ext4_alloc_sim.png")
+        plot_allocators(data, out / "ext4_alloc_sim.png")
     if args.json:
         print(dumps(data))
     else:

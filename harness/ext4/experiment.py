@@ -78,7 +78,7 @@ def mke2fs(path: Path, mib: int, args: tuple[str, ...]) -> None:
     )
 
 
-def sparse_copy(src: Path, dst: Path) -> None:
+def _cp_sparse(src: Path, dst: Path) -> None:
     subprocess.run(["cp", "--sparse=always", str(src), str(dst)], check=True)
 
 
@@ -146,7 +146,7 @@ def run_ext4(
         img = workdir / f"{c.name}.img"
         before = workdir / f"{c.name}.before.img"
         mke2fs(img, c.mib, c.mkfs)
-        sparse_copy(img, before)
+        _cp_sparse(img, before)
         index[c.name] = len(disks)
         disks.append(DiskSpec(img, "ext4", device=c.iface))
         results[c.name] = JobResult(c.name, "place", "missing", "", 0.0, img, before, c.blocks)
@@ -185,7 +185,7 @@ def run_ext4(
         phase2 = []
         for v in variants:
             if results[v.name].status == "ok":
-                sparse_copy(workdir / f"{v.name}.img", results[v.name].image)
+                _cp_sparse(workdir / f"{v.name}.img", results[v.name].image)
                 phase2.append(_place_job(f"{v.name}+place", dev[v.name], v.blocks, v.blocksize))
         if phase2:
             _guest_jobs(t, prog, phase2, results, deadline, 2)
@@ -193,7 +193,7 @@ def run_ext4(
         for v in variants:
             if results[f"{v.name}+place"].status == "ok":
                 img, before = workdir / f"{v.name}.img", workdir / f"{v.name}.before3.img"
-                sparse_copy(img, before)
+                _cp_sparse(img, before)
                 results[f"{v.name}+place"].image = before  # the state +place left
                 name = f"{v.name}+big"
                 blocks = big_request(before)

@@ -1,12 +1,12 @@
 """The ext4 study's output: the alloc-sim table beside the seed's numbers (Markdown), its
-plot (PNG), and the text form of ``fsoracle ext4 dump`` and ``check``."""
+plot_allocators (PNG), and the text form of ``fsoracle ext4 dump`` and ``check``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.ext4.seed import WRITES, seed_table
+from harness.ext4.seed import WRITES, alloc_seed_table
 from harness.safeio import save_figure
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def _fmt_s(s: float | None) -> str:
 def table_markdown(data: dict[str, Any]) -> str:
     """The alloc-sim document as Markdown: per write, our rows beside the seed's; then the
     orderings."""
-    seeds = seed_table()
+    seeds = alloc_seed_table()
     lines = []
     spec = data["spec"]
     lines.append(
@@ -72,14 +72,14 @@ def table_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(data: dict[str, Any], path: Path) -> None:
+def plot_allocators(data: dict[str, Any], path: Path) -> None:
     """Time per write (ours and the seed's, log scale) and memory after the last write."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    seeds = seed_table()
+    seeds = alloc_seed_table()
     names = [r["allocator"] for r in data["rows"]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for wi, ax in enumerate(axes[:2]):

@@ -39,7 +39,7 @@ def _row(c: Claim) -> dict[str, Any]:
 
 
 @functools.cache
-def seed_table() -> dict[str, dict[str, dict[str, Any]]]:
+def alloc_seed_table() -> dict[str, dict[str, dict[str, Any]]]:
     """``{allocator: {"first" | "second": {ram, ram_bytes, trees, seconds, perf}}}``: the
     seed's rows (``ram`` and ``perf`` as printed, ``None`` where the seed prints ``-``)."""
     claims = {c.id: c for c in load_series(patches_dir() / SERIES).claims}
@@ -52,7 +52,7 @@ def seed_table() -> dict[str, dict[str, dict[str, Any]]]:
 def seed_orderings() -> dict[str, bool]:
     """Whether each ordering :func:`harness.ext4.sim.orderings` checks holds in the seed's
     own table (all of its rows)."""
-    t = seed_table()
+    t = alloc_seed_table()
     levels = ("frsp0", "frsp1", "frsp2", "frsp3")
 
     def get(n: str, w: str, k: str) -> float:

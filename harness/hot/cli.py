@@ -123,7 +123,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.hot.experiment import run_bench
+    from harness.hot.experiment import run_hot_bench
     from harness.hot.render import write_bench_report
 
     out = Path(args.out) if args.out else Path("results") / time.strftime("hot-bench-%Y%m%d-%H%M%S")
@@ -131,7 +131,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(f"hot bench: {msg}", file=sys.stderr, flush=True)
 
-    res = run_bench(args.preset, args.kernel, out, say)
+    res = run_hot_bench(args.preset, args.kernel, out, say)
     print(write_bench_report(res, out).read_text())
     print(
         f"results in {out}/ (result.json, report.md, hot-bench.png, phase1.jsonl)", file=sys.stderr

@@ -99,7 +99,7 @@ class BenchResult:
         return {"schema": SCHEMA, **asdict(self)}
 
 
-def run_bench(
+def run_hot_bench(
     preset: str, kernel: str, out: Path, say: Callable[[str], None] = print
 ) -> BenchResult:
     """Run the bench of ``preset`` (``PRESET[:VARIANT]``) in one VM on ``kernel``; write

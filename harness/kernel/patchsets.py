@@ -3,8 +3,9 @@
 vm/ never reads ``patches/``: :func:`series_patch_sets` reads every series with the series
 loader (:mod:`harness.series`) and hands each over as a
 :class:`~vm.kbuild.KernelPatchSet`: its diff files in order (the cover letter, which
-carries no diff, left out) and its ``config:`` lines. :func:`register` makes ``build:`` kernel
-specs (``build:6.12+skinny-bg-tree``) find them; the CLI and the tests call it at start.
+carries no diff, left out) and its ``config:`` lines. :func:`register_series` makes
+``build:`` kernel specs (``build:6.12+skinny-bg-tree``) find them; the CLI and the tests
+call it at start.
 """
 
 from __future__ import annotations
@@ -36,6 +37,6 @@ def series_patch_sets(patches: Path | None = None) -> dict[str, KernelPatchSet]:
     return {s.name: patch_set(s) for s in all_series(patches)}
 
 
-def register() -> None:
+def register_series() -> None:
     """Let ``build:`` kernel specs name the series of ``patches/`` (read at each lookup)."""
     register_patch_sets(series_patch_sets)

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 from harness.argtypes import int_range, seed
-from harness.mount.config import DEVICES, LAYOUTS, load_presets, make_config
-from harness.mount.experiment import run_bench
+from harness.mount.config import load_presets, make_config
+from harness.mount.experiment import run_mount_bench
+from harness.target.spec import DEVICES
+from model.btrfs.mkfs import KERNEL_LAYOUTS
 from vm.kernels import DEFAULT_SPEC
 
 
@@ -37,7 +39,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         },
     )
     out = Path(args.out) if args.out else Path("results") / time.strftime("mount-%Y%m%d-%H%M%S")
-    result = run_bench(
+    result = run_mount_bench(
         cfg,
         out,
         keep_images=args.keep_images,
@@ -67,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     m.add_argument("--preset", default="default", choices=presets)
     m.add_argument("--kernel", default=DEFAULT_SPEC, metavar="SPEC")
-    m.add_argument("--layouts", help=f"comma-separated, from {','.join(LAYOUTS)}")
+    m.add_argument("--layouts", help=f"comma-separated, from {','.join(KERNEL_LAYOUTS)}")
     m.add_argument("--devices", help=f"comma-separated, from {','.join(DEVICES)}")
     m.add_argument("--size", help="data written (preallocated files), e.g. 256G, 1T")
     m.add_argument("--device-size", help="device size (default: 10%% more than --size)")

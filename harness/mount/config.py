@@ -12,11 +12,10 @@ import yaml
 
 from harness.errors import UserError
 from harness.sizes import parse_size
-from model.btrfs.mkfs import MkfsConfig, MkfsError
+from harness.target.spec import DEVICES
+from model.btrfs.mkfs import KERNEL_LAYOUTS, MkfsConfig, MkfsError
 
 PRESETS = Path(__file__).resolve().parent / "presets" / "mount_bench.yaml"
-LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
-DEVICES = ("virtio", "nvme")
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def make_config(
     cfg = BenchConfig(
         preset=preset,
         kernel=kernel,
-        layouts=_list(v.get("layouts", LAYOUTS), LAYOUTS, "layouts"),
+        layouts=_list(v.get("layouts", KERNEL_LAYOUTS), KERNEL_LAYOUTS, "layouts"),
         devices=_list(v.get("devices", DEVICES), DEVICES, "devices"),
         size=size,
         device_size=device_size,

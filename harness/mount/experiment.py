@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.mount.config import LAYOUTS, BenchConfig
+from harness.mount.config import BenchConfig
 from harness.mount.guest import (
     ENTER_EVENT,
     EXIT_EVENT,
@@ -51,13 +51,13 @@ from harness.mount.guest import (
     sample_script,
     setup_tracing,
 )
-from harness.mount.render import plot, render_report
+from harness.mount.render import plot_mount_times, render_report
 from harness.mount.trace import MountTrace, TraceError, analyse_mount
 from harness.mount.verdict import acceptance
 from harness.safeio import output_dir, write_atomic
 from harness.target import DiskSpec, Runtime, Target, TargetError, TargetSpec, open_target
 from model.blocksource import FileSink, FileSource
-from model.btrfs.mkfs import MkfsError, plan_filesystem, write_filesystem
+from model.btrfs.mkfs import KERNEL_LAYOUTS, MkfsError, plan_filesystem, write_filesystem
 from model.btrfs.mount import MountCost, predict_mount_reads
 from model.btrfs.reader import BtrfsImage, tree_name
 from model.errors import FormatError
@@ -196,7 +196,7 @@ def run_sample(
     return s
 
 
-def describe(s: Sample) -> str:
+def describe_sample(s: Sample) -> str:
     head = f"{s.layout} on {s.device} #{s.rep + 1}"
     if s.status in ("skipped", "failed"):
         return f"{head}: {s.status.upper()}: {s.reason}"
@@ -216,7 +216,7 @@ def seed_claims() -> dict[str, Any]:
     claims = load_seed_claims()
     return {
         "file": "btrfs-skinny-bg-tree-rfc-2019.txt",
-        "blocks": {lay: claims[f"blocks-{lay}"].seed for lay in LAYOUTS},
+        "blocks": {lay: claims[f"blocks-{lay}"].seed for lay in KERNEL_LAYOUTS},
         "read_block_groups_ms": claims["read-block-groups-time"].seed,
         "open_ctree_ms": claims["open-ctree-time"].seed,
     }
@@ -311,7 +311,7 @@ def target_spec(cfg: BenchConfig, out: Path) -> TargetSpec:
     )
 
 
-def run_bench(
+def run_mount_bench(
     cfg: BenchConfig,
     out: Path,
     *,
@@ -354,7 +354,7 @@ def run_bench(
                     layout, dev = cell
                     s = run_sample(t, images[layout], dev, names[cell], rep, traces)
                     samples.append(s)
-                    say(describe(s))
+                    say(describe_sample(s))
                     if s.status == "skipped":
                         refused.add(cell)
             release = t.release
@@ -391,5 +391,5 @@ def run_bench(
     doc = result.to_json()
     write_atomic(out / "result.json", json.dumps(doc, indent=1) + "\n")
     write_atomic(out / "report.md", render_report(doc))
-    plot(doc, out / "mount.png")
+    plot_mount_times(doc, out / "mount.png")
     return result

@@ -156,7 +156,7 @@ def render_report(result: dict[str, Any]) -> str:
         add("\n## Failed\n")
         for s in failed:
             add(f"- {s['layout']} on {s['device']} #{s['rep'] + 1}: {s['reason']}")
-    add("\nRaw samples: `result.json`; traces: `traces/`; plot: `mount.png`.\n")
+    add("\nRaw samples: `result.json`; traces: `traces/`; plot_mount_times: `mount.png`.\n")
     return "\n".join(L) + "\n"
 
 
@@ -182,7 +182,7 @@ def what_is_read(result: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot_mount_times(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

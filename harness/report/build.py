@@ -13,7 +13,7 @@ from harness.report import extract as X
 from harness.report import seedtext as S
 from harness.report import verdict as V
 from harness.report.refs import FunctionRef, pytest_node_exists, resolve_function
-from harness.report.runner import Outcome, Runner
+from harness.report.runner import ExperimentOutcome, Runner
 from harness.series import ROOT, Claim, Invariant, Series
 
 
@@ -41,7 +41,7 @@ class InvariantReport:
     invariant: Invariant
     model: list[FunctionRef]
     tests: list[tuple[str, bool, str | None]]  # node id, defined, outcome (None: not run)
-    experiment: Outcome | None
+    experiment: ExperimentOutcome | None
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Report:
     seed_available: bool
     claims: list[ClaimReport]
     invariants: list[InvariantReport]
-    outcomes: list[Outcome]
+    outcomes: list[ExperimentOutcome]
     commit: str
     generated: str
     command: str

@@ -21,7 +21,7 @@ from harness.errors import UserError
 from harness.safeio import output_dir
 
 
-def command_line(args: argparse.Namespace) -> str:
+def typed_command(args: argparse.Namespace) -> str:
     """The command as typed, rebuilt from its options (for the report's header)."""
     words = ["fsoracle", "report", args.series]
     if args.kernel != "debian:6.12":
@@ -50,7 +50,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UserError(f"--from {d}: not a directory")
     out = Path(args.out)
     output_dir(out)
-    command = command_line(args)
+    command = typed_command(args)
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     commit = git_commit()
     written = []

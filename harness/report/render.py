@@ -13,7 +13,7 @@ from harness.report import verdict as V
 from harness.report.build import ClaimReport, InvariantReport, Report, display_path
 from harness.report.extract import describe
 from harness.report.refs import FunctionRef
-from harness.report.runner import Outcome
+from harness.report.runner import ExperimentOutcome
 from harness.report.seedtext import default_token
 from harness.safeio import write_atomic
 
@@ -240,7 +240,9 @@ def _inv_status(ir: InvariantReport, rep: Report) -> str:
 def experiment_blocks(rep: Report) -> list[Block]:
     rows = []
     for eid, e in rep.series.experiments.items():
-        o: Outcome | None = next((x for x in rep.outcomes if x.experiment.id == eid), None)
+        o: ExperimentOutcome | None = next(
+            (x for x in rep.outcomes if x.experiment.id == eid), None
+        )
         if o is None:
             status, where, wall = "not needed", "—", "—"
         else:

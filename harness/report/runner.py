@@ -33,7 +33,7 @@ CANNOT = "cannot run"
 
 
 @dataclass
-class Outcome:
+class ExperimentOutcome:
     experiment: Experiment
     status: str
     reason: str = ""
@@ -133,7 +133,7 @@ class Runner:
         self.run_vm = run_vm
         self.kernel = kernel
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.cache: dict[str, Outcome] = {}
+        self.cache: dict[str, ExperimentOutcome] = {}
 
     def candidates(self, exp: Experiment) -> list[Path]:
         out = []
@@ -145,26 +145,26 @@ class Runner:
             ]
         return out
 
-    def get(self, exp: Experiment) -> Outcome:
+    def get(self, exp: Experiment) -> ExperimentOutcome:
         if exp.id not in self.cache:
             self.cache[exp.id] = self._get(exp)
         return self.cache[exp.id]
 
-    def _get(self, exp: Experiment) -> Outcome:
+    def _get(self, exp: Experiment) -> ExperimentOutcome:
         for p in self.candidates(exp):
             if p.exists():
                 data, err = _load_json(p)
                 meta_p = p.with_name(p.stem + ".meta.json")
                 meta = _load_json(meta_p)[0] if meta_p.exists() else {}
                 if data is None:
-                    return Outcome(exp, FAILED, err, p)
-                return Outcome(exp, REUSED, "", p, data, meta or {})
+                    return ExperimentOutcome(exp, FAILED, err, p)
+                return ExperimentOutcome(exp, REUSED, "", p, data, meta or {})
         blocked = self.blocked(exp)
         if blocked:
-            return Outcome(exp, CANNOT, blocked)
+            return ExperimentOutcome(exp, CANNOT, blocked)
         gate = self.gate(exp)
         if gate:
-            return Outcome(exp, SKIPPED, gate)
+            return ExperimentOutcome(exp, SKIPPED, gate)
         return self.execute(exp)
 
     def needs_text(self, exp: Experiment) -> str:
@@ -202,7 +202,7 @@ class Runner:
                 return f"needs {need} (not installed); {self.needs_text(exp)}"
         return ""
 
-    def execute(self, exp: Experiment) -> Outcome:
+    def execute(self, exp: Experiment) -> ExperimentOutcome:
         output_dir(self.results_dir)
         out_json = self.results_dir / f"{exp.id}.json"
         log_path = self.results_dir / f"{exp.id}.log"
@@ -283,15 +283,17 @@ class Runner:
         write_atomic(self.results_dir / f"{exp.id}.meta.json", json.dumps(meta, indent=1) + "\n")
         if status == FAILED:
             self.log(f"report {self.series}: {exp.id} failed: {reason}")
-            return Outcome(exp, FAILED, reason, out_json if out_json.exists() else None, meta=meta)
+            return ExperimentOutcome(
+                exp, FAILED, reason, out_json if out_json.exists() else None, meta=meta
+            )
         data, err = _load_json(out_json)
         if data is None:
             why = f"exit {rc}; {err}; stderr in {log_path}"
             self.log(f"report {self.series}: {exp.id} failed: {why}")
-            return Outcome(exp, FAILED, why, out_json, meta=meta)
+            return ExperimentOutcome(exp, FAILED, why, out_json, meta=meta)
         self.log(f"report {self.series}: {exp.id} done in {wall:.1f} s (exit {rc})")
         reason = "" if rc == 0 else f"exit status {rc} (its JSON is used; see {log_path})"
-        return Outcome(exp, RAN, reason, out_json, data, meta)
+        return ExperimentOutcome(exp, RAN, reason, out_json, data, meta)
 
 
 def _duration(s: float) -> str:
@@ -314,7 +316,7 @@ def junit_nodeid(case: ET.Element) -> str:
 
 
 def pytest_json(junit: Path, wanted: list[str], rc: int) -> dict[str, Any]:
-    """Outcome per test case, and per requested node id (all its cases passed?)."""
+    """ExperimentOutcome per test case, and per requested node id (all its cases passed?)."""
     cases: dict[str, str] = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         outcome = "passed"

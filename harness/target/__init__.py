@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 from harness.target.base import (
     Attached,
+    CommandResult,
     Logged,
     Process,
-    RunResult,
     Runtime,
     Target,
     TargetError,
@@ -29,10 +29,10 @@ from harness.target.spec import DiskSpec, TargetSpec
 
 __all__ = [
     "Attached",
+    "CommandResult",
     "DiskSpec",
     "Logged",
     "Process",
-    "RunResult",
     "Runtime",
     "Target",
     "TargetError",

@@ -11,7 +11,7 @@ What a study does with it:
   at ``d.mnt`` on the target;
 - ``push(data, name)``: a file (a stdlib-only guest program, an op log) onto the target,
   returning its path there; ``fetch(path, local)``: a file back;
-- ``run(argv)``: a command to completion (:class:`RunResult`); ``start(argv)``: a
+- ``run(argv)``: a command to completion (:class:`CommandResult`); ``start(argv)``: a
   long-lived command with line I/O (:class:`Process`, e.g. ``driver.py serve``);
   ``start_logged(argv)``: a command whose standard output reaches a host file
   ``local`` line by line as it is written, so that a line the host has read was written
@@ -48,7 +48,7 @@ class TargetError(UserError):
 
 
 @dataclass
-class RunResult:
+class CommandResult:
     status: int
     out: str
     err: str
@@ -177,7 +177,7 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def run(
         self, argv: Sequence[str] | str, *, timeout: float = 600.0, check: bool = True
-    ) -> RunResult:
+    ) -> CommandResult:
         """Run to completion (a string is a shell command line); ``check``: a non-zero exit
         is a :class:`TargetError` quoting the end of its stderr."""
 
@@ -194,7 +194,7 @@ class Target(abc.ABC):
     # ---- disks --------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def mount(self, d: Attached, options: str = "") -> RunResult:
+    def mount(self, d: Attached, options: str = "") -> CommandResult:
         """Mount disk ``d`` at ``d.mnt`` (``check=False``: a failed mount is a status, e.g.
         after a crash, with the kernel's messages in ``err``)."""
 

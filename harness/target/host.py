@@ -33,8 +33,8 @@ from harness.safeio import sparse_copy
 from harness.target.base import (
     EXIT_MARK,
     Attached,
+    CommandResult,
     Logged,
-    RunResult,
     Runtime,
     Target,
     TargetError,
@@ -198,7 +198,7 @@ class HostTarget(Target):
 
     def run(
         self, argv: Sequence[str] | str, *, timeout: float = 600.0, check: bool = True
-    ) -> RunResult:
+    ) -> CommandResult:
         t0 = time.monotonic()
         shell = isinstance(argv, str)
         try:
@@ -213,7 +213,7 @@ class HostTarget(Target):
             )
         except subprocess.TimeoutExpired:
             raise TargetError(f"{self.shell(argv)}: still running after {timeout:.0f} s") from None
-        res = RunResult(r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
+        res = CommandResult(r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
         if check and r.returncode != 0:
             raise TargetError(
                 f"{self.shell(argv)} failed (exit {r.returncode}): {r.stderr.strip()[-500:]}"
@@ -253,7 +253,7 @@ class HostTarget(Target):
 
     # ---- disks --------------------------------------------------------------------------
 
-    def mount(self, d: Attached, options: str = "") -> RunResult:
+    def mount(self, d: Attached, options: str = "") -> CommandResult:
         Path(d.mnt).mkdir(parents=True, exist_ok=True)
         opts = "loop" + (",ro" if d.disk.readonly else "") + (f",{options}" if options else "")
         r = self.run(["mount", "-t", d.fs, "-o", opts, str(d.image), d.mnt], check=False)
@@ -261,7 +261,7 @@ class HostTarget(Target):
         return r
 
     def umount(self, d: Attached) -> None:
-        r = RunResult(1, "", "")
+        r = CommandResult(1, "", "")
         for _ in range(50):
             r = self.run(["umount", d.mnt], check=False)
             if r.status == 0:

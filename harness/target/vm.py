@@ -26,8 +26,8 @@ from typing import Any
 from harness.target.base import (
     EXIT_MARK,
     Attached,
+    CommandResult,
     Logged,
-    RunResult,
     Runtime,
     Target,
     TargetError,
@@ -175,14 +175,14 @@ class VmTarget(Target):
 
     def run(
         self, argv: Sequence[str] | str, *, timeout: float = 600.0, check: bool = True
-    ) -> RunResult:
+    ) -> CommandResult:
         t0 = time.monotonic()
         line = self.shell(argv)
         try:
             r = self.machine.run(line, timeout=timeout, check=False)
         except self._errors() as e:
             raise TargetError(str(e)) from None
-        res = RunResult(r.status, r.out, r.err, time.monotonic() - t0)
+        res = CommandResult(r.status, r.out, r.err, time.monotonic() - t0)
         if check and r.status != 0:
             raise TargetError(f"{line} failed in the guest (exit {r.status}): {r.err[-500:]}")
         return res
@@ -204,7 +204,7 @@ class VmTarget(Target):
 
     # ---- disks --------------------------------------------------------------------------
 
-    def mount(self, d: Attached, options: str = "") -> RunResult:
+    def mount(self, d: Attached, options: str = "") -> CommandResult:
         opts = f"-o {shlex.quote(options)} " if options else ""
         r = self.run(
             f"mkdir -p {d.mnt} && mount -t {d.fs} {opts}{d.dev} {d.mnt}", timeout=600, check=False

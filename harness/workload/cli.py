@@ -41,9 +41,9 @@ TARGETS = ("host", "vm")
 
 
 def _spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from harness.workload.hostmount import FsSpec
+    from harness.workload.hostmount import MkfsSpec
 
-    spec = FsSpec(fs=args.fs, maker=args.mkfs, layout=args.layout, size=parse_size(args.size))
+    spec = MkfsSpec(fs=args.fs, maker=args.mkfs, layout=args.layout, size=parse_size(args.size))
     spec.validate()
     return spec
 
@@ -134,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay_crash(args: argparse.Namespace, target: TargetSpec) -> int:
     """``replay LOG --crash-at K``: the log's ops on the target, power cut at op line K."""
     from harness.workload.crash import CrashJob, crash_point, run_crashes
-    from harness.workload.hostmount import FsSpec
+    from harness.workload.hostmount import MkfsSpec
     from harness.workload.replay import load_log
 
     path = Path(args.log)
@@ -156,7 +156,7 @@ def cmd_replay_crash(args: argparse.Namespace, target: TargetSpec) -> int:
         if not 1 <= k <= n:
             raise UserError(f"--crash-at {k}: the log has op lines 1..{n}")
         how = f"op line {k}"
-    spec = FsSpec(fs=fs, maker=args.mkfs, layout=args.layout or "extent-tree")
+    spec = MkfsSpec(fs=fs, maker=args.mkfs, layout=args.layout or "extent-tree")
     spec.validate()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path("results/stress") / f"{stamp}-crash-{path.stem}"
@@ -177,9 +177,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return cmd_replay_crash(args, target)
     spec = None
     if target is not None and (args.layout or args.mkfs != "mkfs"):
-        from harness.workload.hostmount import FsSpec
+        from harness.workload.hostmount import MkfsSpec
 
-        spec = FsSpec(fs=args.fs or "btrfs", maker=args.mkfs, layout=args.layout or "extent-tree")
+        spec = MkfsSpec(fs=args.fs or "btrfs", maker=args.mkfs, layout=args.layout or "extent-tree")
     out = replay(
         Path(args.log),
         target=target,

@@ -42,7 +42,7 @@ from harness.safeio import output_dir, write_atomic
 from harness.target import DiskSpec, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
-    FsSpec,
+    MkfsSpec,
     loop_mount,
     make_image,
     outside_view,
@@ -67,7 +67,7 @@ def crash_point(seed: int, procs: int, ops: int) -> int:
 
 @dataclass
 class CrashJob:
-    spec: FsSpec
+    spec: MkfsSpec
     out: Path
     seed: int
     ops: int
@@ -489,7 +489,7 @@ def run_crashes(spec: TargetSpec, jobs: list[CrashJob]) -> list[CrashReport]:
 
 
 def crash_jobs(
-    spec: FsSpec,
+    spec: MkfsSpec,
     out: Path,
     *,
     seed: int,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from harness.target import DiskSpec, TargetSpec, open_target
 from harness.workload.differential import DifferentialRunner, SearchOutcome, search
-from harness.workload.hostmount import FsSpec, kernel_fault_verdict, make_image, run_checkers
+from harness.workload.hostmount import MkfsSpec, kernel_fault_verdict, make_image, run_checkers
 from harness.workload.ontarget import mounted, session
 from model.fsstate.faults import Faults
 
 
 def run_differential(
-    spec: FsSpec,
+    spec: MkfsSpec,
     target: TargetSpec,
     *,
     examples: int,

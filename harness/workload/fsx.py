@@ -12,7 +12,7 @@ from harness.safeio import output_dir
 from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
-    FsSpec,
+    MkfsSpec,
     kernel_fault_verdict,
     make_image,
     run_checkers,
@@ -52,7 +52,7 @@ class FsxReport:
         return out
 
 
-def prepare_fsx(spec: FsSpec, out: Path) -> DiskSpec:
+def prepare_fsx(spec: MkfsSpec, out: Path) -> DiskSpec:
     """The run's directory and its fresh image (``out/fs.img``)."""
     output_dir(out)
     for p in (out / "fsx.log", out / "fsx.walk.jsonl"):
@@ -63,7 +63,7 @@ def prepare_fsx(spec: FsSpec, out: Path) -> DiskSpec:
 
 
 def fsx_on(
-    t: Target, disk: int, spec: FsSpec, out: Path, *, seed: int = 1, ops: int = 2000
+    t: Target, disk: int, spec: MkfsSpec, out: Path, *, seed: int = 1, ops: int = 2000
 ) -> FsxReport:
     """fsx on disk ``disk`` of an open target (its image from :func:`prepare_fsx`)."""
     t0 = time.monotonic()
@@ -94,7 +94,7 @@ def fsx_on(
 
 
 def run_fsx(
-    spec: FsSpec, out: Path, target: TargetSpec, *, seed: int = 1, ops: int = 2000
+    spec: MkfsSpec, out: Path, target: TargetSpec, *, seed: int = 1, ops: int = 2000
 ) -> FsxReport:
     disk = prepare_fsx(spec, out)
     with open_target(target, [disk], name="fsx") as t:

@@ -18,8 +18,8 @@ from typing import Any
 
 from harness.errors import UserError, need_tool
 from harness.workload.view import OutsideView
+from model.btrfs.mkfs import KERNEL_LAYOUTS
 
-LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree")
 # layouts only our writer makes (mkfs.btrfs has no SKINNY_BG_TREE) and only our checker
 # reads (btrfs-progs 6.14 refuses the unknown incompat bit 24)
 WRITER_ONLY = ("skinny-bg-tree",)
@@ -27,7 +27,7 @@ MAKERS = ("mkfs", "writer")
 
 
 @dataclass(frozen=True)
-class FsSpec:
+class MkfsSpec:
     """How to make the filesystem: ``fs`` btrfs/ext4; for btrfs, ``maker`` mkfs
     (``mkfs.btrfs``) or writer (``fsoracle btrfs mkfs``) and the block group ``layout``."""
 
@@ -46,8 +46,8 @@ class FsSpec:
         if self.fs not in ("btrfs", "ext4"):
             raise UserError(f"--fs {self.fs!r}: btrfs or ext4")
         if self.fs == "btrfs":
-            if self.layout not in LAYOUTS:
-                raise UserError(f"--layout {self.layout!r}: one of {', '.join(LAYOUTS)}")
+            if self.layout not in KERNEL_LAYOUTS:
+                raise UserError(f"--layout {self.layout!r}: one of {', '.join(KERNEL_LAYOUTS)}")
             if self.maker not in MAKERS:
                 raise UserError(f"--mkfs {self.maker!r}: one of {', '.join(MAKERS)}")
             if self.layout in WRITER_ONLY and self.maker != "writer":
@@ -63,7 +63,7 @@ def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, **kw)
 
 
-def make_image(path: Path, spec: FsSpec) -> str:
+def make_image(path: Path, spec: MkfsSpec) -> str:
     """Create ``path`` (sparse, ``spec.size``) holding an empty filesystem; returns the
     command that made it."""
     spec.validate()

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness.errors import UserError
-from harness.target import Attached, Process, RunResult, Target
+from harness.target import Attached, CommandResult, Process, Target
 from harness.workload.session import DriverSession, SessionError
 
 DRIVER = Path(__file__).with_name("driver.py")
@@ -32,7 +32,7 @@ def driver_argv(t: Target, *args: str) -> list[str]:
     return t.py(push_driver(t), *args)
 
 
-def run_driver(t: Target, *args: str, timeout: float = 600.0) -> RunResult:
+def run_driver(t: Target, *args: str, timeout: float = 600.0) -> CommandResult:
     r = t.run(driver_argv(t, *args), timeout=timeout, check=False)
     if r.status != 0:
         raise UserError(f"the driver failed on {t.label} (exit {r.status}): {r.err.strip()[-500:]}")

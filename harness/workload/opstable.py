@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.safeio import write_atomic
+from harness.workload.ontarget import DRIVER
 from model.fsstate.ops import guest_table
 
-DRIVER = Path(__file__).with_name("driver.py")
 BEGIN = "# BEGIN OP TABLE\n"
 END = "# END OP TABLE\n"
 WIDTH = 96

@@ -22,7 +22,7 @@ from harness.safeio import output_dir, read_text_input, write_atomic
 from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
-    FsSpec,
+    MkfsSpec,
     kernel_fault_verdict,
     make_image,
     run_checkers,
@@ -86,7 +86,7 @@ def replay(
     fs: str | None = None,
     faults: Faults | None = None,
     walk_path: Path | None = None,
-    spec: FsSpec | None = None,
+    spec: MkfsSpec | None = None,
     out: Path | None = None,
 ) -> ReplayOutcome:
     """``target`` None checks the log's recorded results (and ``walk_path``'s tree) against
@@ -109,7 +109,7 @@ def replay(
         return ReplayOutcome("the model only", fs, len(log.ops), res, [], time.monotonic() - t0)
     if subvol_root and fs != "btrfs":
         raise UserError(f"{log_path}: root=subvol needs btrfs")
-    spec = spec or FsSpec(fs=fs)
+    spec = spec or MkfsSpec(fs=fs)
     tmp = None
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="fsoracle-replay-")
@@ -124,7 +124,7 @@ def replay(
             tmp.cleanup()
 
 
-def prepare_replay(out: Path, spec: FsSpec) -> DiskSpec:
+def prepare_replay(out: Path, spec: MkfsSpec) -> DiskSpec:
     """The replay's directory and its fresh image (``out/fs.img``)."""
     output_dir(out)
     image = out / "fs.img"
@@ -140,7 +140,7 @@ def replay_on(
     disk: int,
     log_path: Path,
     log: OpLog,
-    spec: FsSpec,
+    spec: MkfsSpec,
     *,
     faults: Faults | None,
     out: Path,

@@ -30,7 +30,7 @@ from harness.safeio import output_dir, write_atomic
 from harness.target import DiskSpec, Target, TargetSpec, open_target
 from harness.workload.hostmount import (
     CheckerResult,
-    FsSpec,
+    MkfsSpec,
     make_image,
     outside_view,
     run_checkers,
@@ -51,7 +51,7 @@ class StressConfig:
     """One run: the filesystem to make, where its files go (``out``: the image while it
     runs, ``ops.log``, ``walk.jsonl``, ``report.json``, ``report.txt``), and the workload."""
 
-    spec: FsSpec
+    spec: MkfsSpec
     out: Path
     seed: int = 1
     ops: int = 1000

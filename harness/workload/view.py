@@ -3,11 +3,8 @@ by something other than the kernel)."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from typing import Any
-
-from harness.errors import UserError
 
 
 @dataclass
@@ -20,10 +17,3 @@ class OutsideView:
     findings: list[str] = field(default_factory=list)
     inodes: int = 0
     seconds: float = 0.0
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise UserError(f"{name} is not installed (make deps installs it)")
-    return path

@@ -86,6 +86,9 @@ BTRFS_MAX_DATA_CHUNK_SIZE = 10 * SZ_1G
 BTRFS_MAX_EXTENT_SIZE = 128 * SZ_1M
 
 LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree", "extent-tree-v2")
+# the layouts a kernel mounts (stock 6.x: the first two; ours patched: skinny-bg-tree);
+# extent-tree-v2 needs a BTRFS_DEBUG kernel
+KERNEL_LAYOUTS = LAYOUTS[:3]
 FILES_PER_DIR = 1000
 GENERATION = 8
 EPOCH = 1_700_000_000

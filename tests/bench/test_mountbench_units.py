@@ -11,7 +11,7 @@ import pytest
 from harness.errors import UserError
 from harness.mount.config import default_device_size, load_presets, make_config
 from harness.mount.guest import UNSUPPORTED, parse_script_output
-from harness.mount.render import plot, render_report
+from harness.mount.render import plot_mount_times, render_report
 from harness.mount.verdict import acceptance
 
 G = 1 << 30
@@ -167,7 +167,7 @@ def test_report_states_verdicts_ratio_and_skips(tmp_path: Path) -> None:
     assert "| virtio | extent-tree → bg-tree | 850.0 → 65.0 | ×13.1 | ×12.7 |" in md
     assert "skinny-bg-tree on virtio: `BTRFS error (device vdc): cannot mount" in md
     assert "| extent-tree | virtio | 2 | 2 | 3 | 3 | 1 | yes | yes | yes |" in md
-    plot(r, tmp_path / "m.png")
+    plot_mount_times(r, tmp_path / "m.png")
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from harness.cli import main as cli_main
 from harness.ext4.config import PRESET
-from harness.ext4.seed import seed_orderings, seed_table
+from harness.ext4.seed import alloc_seed_table, seed_orderings
 from model.ext4.costs import AllocCosts, CostModel
 
 
@@ -81,7 +81,7 @@ def test_cost_model_preset() -> None:
 
 def test_seed_numbers_as_published() -> None:
     """Spot checks against the seed's table (times in seconds)."""
-    SEED = seed_table()
+    SEED = alloc_seed_table()
     assert SEED["buddy"]["first"]["seconds"] == 1551
     assert SEED["frsp0"]["first"]["trees"] == 201
     assert SEED["frsp0"]["second"]["trees"] == 226
@@ -101,7 +101,7 @@ def test_seed_orderings_from_the_table() -> None:
         "buddy slowest on the first write": True,
         "buddy slowest on the second write": False,
     }
-    row = seed_table()["frsp3@1G"]
+    row = alloc_seed_table()["frsp3@1G"]
     assert (row["first"]["ram"], row["first"]["seconds"], row["second"]["perf"]) == (
         "1023 MB",
         18 * 60 + 53,

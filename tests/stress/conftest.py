@@ -26,7 +26,7 @@ def host_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """``host_session(fs)`` -> a DriverSession on a fresh image of ``fs`` mounted on the
     host target (one per filesystem per module), torn down at the end."""
     from harness.target import DiskSpec, TargetSpec, open_target
-    from harness.workload.hostmount import FsSpec, make_image
+    from harness.workload.hostmount import MkfsSpec, make_image
     from harness.workload.ontarget import session
 
     stack: dict[str, tuple[object, object]] = {}
@@ -35,7 +35,7 @@ def host_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         need_fs(fs)
         if fs not in stack:
             d = tmp_path_factory.mktemp(f"session-{fs}")
-            make_image(d / "fs.img", FsSpec(fs=fs))
+            make_image(d / "fs.img", MkfsSpec(fs=fs))
             t = open_target(TargetSpec(kind="host"), [DiskSpec(d / "fs.img", fs)])
             t.__enter__()
             t.mount(t.disks[0])

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness.target import TargetSpec
-from harness.workload.hostmount import FsSpec, loop_mount, make_image, outside_view
+from harness.workload.hostmount import MkfsSpec, loop_mount, make_image, outside_view
 from harness.workload.ontarget import DRIVER
 from harness.workload.stress import (
     StressConfig,
@@ -48,7 +48,7 @@ def test_small_stress_run_agrees_everywhere(
 ) -> None:
     need_fs(fs, maker)
     rep = host_stress(
-        StressConfig(FsSpec(fs, maker, layout, 1 << 30), tmp_path, seed=5, ops=400, procs=2)
+        StressConfig(MkfsSpec(fs, maker, layout, 1 << 30), tmp_path, seed=5, ops=400, procs=2)
     )
     assert rep.ops_logged == 2 * 401
     assert rep.model is not None and rep.model.differences == [], rep.lines()
@@ -64,7 +64,7 @@ def test_same_seed_same_sequences(tmp_path: Path) -> None:
     """Two runs with one seed log the same op lines per process (results included), and a
     different seed does not."""
     need_fs("btrfs")
-    make_image(tmp_path / "fs.img", FsSpec("btrfs", size=1 << 30))
+    make_image(tmp_path / "fs.img", MkfsSpec("btrfs", size=1 << 30))
     logs = {}
     with loop_mount(tmp_path / "fs.img", tmp_path / "mnt") as mnt:
         for name, seed in (("one", 9), ("two", 9), ("other", 10)):
@@ -103,7 +103,7 @@ def test_fsx_mode(tmp_path: Path, fs: str) -> None:
     from harness.workload.fsx import run_fsx
 
     need_fs(fs)
-    rep = run_fsx(FsSpec(fs, size=1 << 30), tmp_path, HOST, seed=3, ops=600)
+    rep = run_fsx(MkfsSpec(fs, size=1 << 30), tmp_path, HOST, seed=3, ops=600)
     assert rep.driver_ok, rep.lines()
     assert rep.model.differences == [] and rep.ok, rep.lines()
     assert rep.ops == 601
@@ -131,7 +131,7 @@ def test_btrfs_outside_view_sees_a_flipped_data_byte(tmp_path: Path) -> None:
 
     need_fs("btrfs")
     image = tmp_path / "fs.img"
-    make_image(image, FsSpec("btrfs", size=1 << 30))
+    make_image(image, MkfsSpec("btrfs", size=1 << 30))
     data = write_data(1, 3 * 4096)
     with loop_mount(image, tmp_path / "mnt") as mnt:
         _write_file(mnt, data)
@@ -161,7 +161,7 @@ def test_btrfs_outside_view_sees_a_flipped_data_byte(tmp_path: Path) -> None:
 def test_ext4_outside_view_sees_a_flipped_data_byte(tmp_path: Path) -> None:
     need_fs("ext4")
     image = tmp_path / "fs.img"
-    make_image(image, FsSpec("ext4", size=1 << 30))
+    make_image(image, MkfsSpec("ext4", size=1 << 30))
     with loop_mount(image, tmp_path / "mnt") as mnt:
         _write_file(mnt, write_data(2, 3 * 4096))
         ino = (mnt / "run" / "f").stat().st_ino
@@ -188,7 +188,7 @@ def test_model_catches_a_tampered_walk(tmp_path: Path) -> None:
     from harness.workload.stress import analyse_run
 
     need_fs("ext4")
-    rep = host_stress(StressConfig(FsSpec("ext4", size=1 << 30), tmp_path, ops=200, procs=1))
+    rep = host_stress(StressConfig(MkfsSpec("ext4", size=1 << 30), tmp_path, ops=200, procs=1))
     assert rep.ok
     log = parse_log((tmp_path / "ops.log").read_text())
     walk = read_walk(tmp_path / "walk.jsonl")
@@ -213,7 +213,9 @@ BIG = [
 def test_5000_ops_4_procs_host_kernel(tmp_path: Path, fs: str, maker: str, layout: str) -> None:
     """Issue 6's acceptance run, on the host kernel until the VM half repeats it."""
     need_fs(fs, maker)
-    rep = host_stress(StressConfig(FsSpec(fs, maker, layout), tmp_path, seed=42, ops=5000, procs=4))
+    rep = host_stress(
+        StressConfig(MkfsSpec(fs, maker, layout), tmp_path, seed=42, ops=5000, procs=4)
+    )
     assert rep.ops_logged == 4 * 5001
     assert rep.ok, "\n".join(rep.lines())
 
@@ -228,7 +230,7 @@ def test_crash_runs_on_the_host_target(tmp_path: Path, fs: str) -> None:
 
     need_fs(fs)
     jobs = crash_jobs(
-        FsSpec(fs, size=1 << 30), tmp_path, seed=7, ops=300, procs=2, crash_at="random", runs=2
+        MkfsSpec(fs, size=1 << 30), tmp_path, seed=7, ops=300, procs=2, crash_at="random", runs=2
     )
     reps = run_crashes(HOST, jobs)
     for r in reps:

@@ -19,7 +19,7 @@ import pytest
 from harness.target import TargetSpec
 from harness.workload.differential import SearchOutcome
 from harness.workload.diffrun import run_differential
-from harness.workload.hostmount import FsSpec, loop_mount, make_image
+from harness.workload.hostmount import MkfsSpec, loop_mount, make_image
 from harness.workload.ontarget import DRIVER
 from harness.workload.opstable import write_table
 from harness.workload.sequences import regenerate
@@ -83,7 +83,7 @@ def differential_with(semantics: ops.Semantics, tmp_path: Path, examples: int) -
     plugin.write_text(CHMOD_HANDLER)
     with ops.registered(chmod_entry(semantics)):
         return run_differential(
-            FsSpec(fs="ext4"),
+            MkfsSpec(fs="ext4"),
             HOST,
             examples=examples,
             seed=0,
@@ -98,7 +98,7 @@ def test_a_toy_op_runs_through_the_host_differential(
 ) -> None:
     need_fs(fs)
     out = run_differential(
-        FsSpec(fs=fs), HOST, examples=100, seed=2, plugins=[chmod_op], results=tmp_path / "res"
+        MkfsSpec(fs=fs), HOST, examples=100, seed=2, plugins=[chmod_op], results=tmp_path / "res"
     )
     assert out.found is None, "\n".join(out.lines())
     assert all(c.ok for c in out.checkers), "\n".join(out.lines())
@@ -143,7 +143,7 @@ def test_the_seeded_generator_draws_the_toy_op(chmod_op: Path, fs: str, tmp_path
     on the tree, the seed regenerates every op, and the crash model follows the log."""
     need_fs(fs)
     table = write_table(tmp_path / "ops.json")
-    make_image(tmp_path / "fs.img", FsSpec(fs=fs, size=1 << 30))
+    make_image(tmp_path / "fs.img", MkfsSpec(fs=fs, size=1 << 30))
     log_path, walk_path = tmp_path / "ops.log", tmp_path / "walk.jsonl"
     with loop_mount(tmp_path / "fs.img", tmp_path / "mnt") as mnt:
         subprocess.run(

@@ -16,7 +16,7 @@ import pytest
 
 from harness.errors import UserError
 from harness.target import DiskSpec, TargetError, TargetSpec, open_target
-from harness.workload.hostmount import FsSpec, make_image
+from harness.workload.hostmount import MkfsSpec, make_image
 from tests.tools import require_root, require_tool
 
 HOST = TargetSpec(kind="host")
@@ -111,7 +111,7 @@ def test_mount_and_teardown_on_error(tmp_path: Path) -> None:
     unmounts it (the mount table is the witness)."""
     _need()
     img = tmp_path / "fs.img"
-    make_image(img, FsSpec("ext4", size=64 << 20))
+    make_image(img, MkfsSpec("ext4", size=64 << 20))
     mnt = ""
     with pytest.raises(RuntimeError), open_target(HOST, [DiskSpec(img, "ext4")]) as t:
         d = t.disks[0]
@@ -129,7 +129,7 @@ def test_readonly_disk_and_per_disk_device(tmp_path: Path) -> None:
         DiskSpec(tmp_path / "x.img", "ext4", device="scsi")
     _need()
     img = tmp_path / "fs.img"
-    make_image(img, FsSpec("ext4", size=64 << 20))
+    make_image(img, MkfsSpec("ext4", size=64 << 20))
     before = img.read_bytes()
     with open_target(HOST, [DiskSpec(img, "ext4", device="nvme", readonly=True)]) as t:
         d = t.disks[0]
@@ -149,7 +149,7 @@ def test_cut_power_keeps_what_returned_before_it(tmp_path: Path) -> None:
     the writer is gone, and the image was replaced by the frozen copy."""
     _need()
     img = tmp_path / "fs.img"
-    make_image(img, FsSpec("ext4", size=128 << 20))
+    make_image(img, MkfsSpec("ext4", size=128 << 20))
     script = (
         "import os, sys\n"
         "d = sys.argv[1]\n"
@@ -206,7 +206,7 @@ def test_snapshot_disk_leaves_the_image_alone(tmp_path: Path) -> None:
     file)."""
     _need()
     img = tmp_path / "fs.img"
-    make_image(img, FsSpec("ext4", size=64 << 20))
+    make_image(img, MkfsSpec("ext4", size=64 << 20))
     before = hashlib.sha256(img.read_bytes()).hexdigest()
     disks = [DiskSpec(img, "ext4", snapshot=True), DiskSpec(img, "ext4", snapshot=True)]
     with open_target(HOST, disks) as t:

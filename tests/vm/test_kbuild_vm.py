@@ -28,7 +28,7 @@ import pytest
 
 from harness.target import TargetSpec
 from harness.workload.crash import CrashReport, crash_jobs, run_crashes
-from harness.workload.hostmount import FsSpec
+from harness.workload.hostmount import MkfsSpec
 from model.btrfs import constants as C
 from tests.vm.kbuild_guest import (
     DEV,
@@ -99,7 +99,7 @@ def _crash_run(spec: str, tmp_path: Path) -> CrashReport:
     power is cut at op line 500 of 802, a second boot replays the log tree; both the crash
     rules (fsync'd files exact, nothing garbage) and our checker must hold, and every skinny
     item's used bytes must still equal its block group's extents."""
-    spec_fs = FsSpec("btrfs", "writer", "skinny-bg-tree")
+    spec_fs = MkfsSpec("btrfs", "writer", "skinny-bg-tree")
     (job,) = crash_jobs(
         spec_fs, tmp_path / "crash", seed=3, ops=400, procs=2, crash_at="500", keep_image=True
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.mount.config import make_config
-from harness.mount.experiment import run_bench
+from harness.mount.experiment import run_mount_bench
 from harness.mount.verdict import acceptance
 
 pytestmark = pytest.mark.vm
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.vm
 def test_mount_bench_small(vm_tools: None, kernel_spec: str, tmp_path: Path) -> None:
     cfg = make_config("small", kernel=kernel_spec)
     out = tmp_path / "mount"
-    result = run_bench(cfg, out).to_json()
+    result = run_mount_bench(cfg, out).to_json()
     assert json.loads((out / "result.json").read_text())["samples"] == result["samples"]
     assert (out / "report.md").stat().st_size > 0 and (out / "mount.png").stat().st_size > 0
     samples = result["samples"]

@@ -23,7 +23,7 @@ from harness.target import DiskSpec, TargetSpec, open_target
 from harness.workload.crash import CrashJob, crash_jobs, run_crashes
 from harness.workload.differential import DifferentialRunner, search
 from harness.workload.fsx import fsx_on, prepare_fsx
-from harness.workload.hostmount import FsSpec, make_image, run_checkers
+from harness.workload.hostmount import MkfsSpec, make_image, run_checkers
 from harness.workload.ontarget import session
 from harness.workload.replay import prepare_replay, replay_on
 from harness.workload.stress import StressConfig, run_stress
@@ -32,9 +32,9 @@ from model.fsstate.faults import Faults
 from model.fsstate.oplog import parse_log, write_data
 
 SPECS = [
-    FsSpec("btrfs", "mkfs", "extent-tree"),
-    FsSpec("btrfs", "writer", "bg-tree"),
-    FsSpec("ext4"),
+    MkfsSpec("btrfs", "mkfs", "extent-tree"),
+    MkfsSpec("btrfs", "writer", "bg-tree"),
+    MkfsSpec("ext4"),
 ]
 STALE = Path(__file__).parent / "test_data" / "btrfs-stale-tail-after-expanding-truncate.log"
 PLANTED = [("btrfs", "truncate_extra_byte", "truncate"), ("ext4", "rename_no_replace", "rename")]
@@ -67,11 +67,11 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
     for d, sp in zip(disks, SPECS, strict=True):
         make_image(d.image, sp)
     # one fresh image per planted bug: its saved log is replayed on this kernel (replay_on)
-    replays = [prepare_replay(tmp_path / f"replay-{fs}", FsSpec(fs)) for fs, _f, _l in PLANTED]
-    fsx_disk = prepare_fsx(FsSpec("btrfs"), tmp_path / "fsx")
+    replays = [prepare_replay(tmp_path / f"replay-{fs}", MkfsSpec(fs)) for fs, _f, _l in PLANTED]
+    fsx_disk = prepare_fsx(MkfsSpec("btrfs"), tmp_path / "fsx")
     with open_target(tgt, [*disks, *replays, fsx_disk], name="differential") as t:
         # fsx (every read checked against an in-memory copy) on the same boot
-        fsx = fsx_on(t, len(t.disks) - 1, FsSpec("btrfs"), tmp_path / "fsx", seed=3, ops=300)
+        fsx = fsx_on(t, len(t.disks) - 1, MkfsSpec("btrfs"), tmp_path / "fsx", seed=3, ops=300)
         assert fsx.ok and fsx.ops == 301, fsx.lines()
         for d in t.disks[: len(SPECS)]:
             t.mount(d)
@@ -108,7 +108,7 @@ def test_vm_differential_per_filesystem_and_planted_bugs(
             # and run again on this kernel, the faulty model still disagrees with it
             k = len(SPECS) + [f for _fs, f, _l in PLANTED].index(fault)
             where = tmp_path / f"replay-{fs}"
-            rep = replay_on(t, k, out.log_path, log, FsSpec(fs), faults=faults, out=where)
+            rep = replay_on(t, k, out.log_path, log, MkfsSpec(fs), faults=faults, out=where)
             assert rep.result.differences and all(c.ok for c in rep.checkers), rep.lines()
             assert rep.where.startswith(t.label)
         faults_seen = t.faults()
@@ -157,8 +157,10 @@ def test_vm_stress_run_and_a_crash_run(
     assert rep["ok"] and rep["ops_logged"] == 302 and rep["sequences"]["checked"] == 302
     assert "nvme" in rep["kernel"] and rep["model_differences"] == []
 
-    jobs = crash_jobs(FsSpec("btrfs"), tmp_path / "crash", seed=3, ops=400, procs=2, crash_at="500")
-    stale = CrashJob(FsSpec("btrfs"), tmp_path / "stale", 0, 9, 1, 9, "op line 9", replay=STALE)
+    jobs = crash_jobs(
+        MkfsSpec("btrfs"), tmp_path / "crash", seed=3, ops=400, procs=2, crash_at="500"
+    )
+    stale = CrashJob(MkfsSpec("btrfs"), tmp_path / "stale", 0, 9, 1, 9, "op line 9", replay=STALE)
     crep, srep = run_crashes(target(kernel_spec, tmp_path), [*jobs, stale])
     assert crep.ok, "\n".join(crep.lines())
     assert 500 <= crep.lines_at_kill <= crep.ops_logged < 802 and not crep.driver_finished
@@ -232,7 +234,7 @@ def test_vm_crash_runs_at_random_points(
     stale tail."""
     tgt = target(kernel_spec, tmp_path)
     jobs = []
-    for spec in (FsSpec("btrfs"), FsSpec("ext4")):
+    for spec in (MkfsSpec("btrfs"), MkfsSpec("ext4")):
         jobs += crash_jobs(
             spec,
             tmp_path / spec.fs,
