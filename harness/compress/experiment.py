@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.compress.config import Case, parse_ops
-from harness.compress.guest import TRACING
 from harness.compress.kernel_zstd import KernelZstd, available
 from harness.compress.readback import HostResult, dump_tree_extents, read_back
 from harness.jsonout import to_jsonable
@@ -178,7 +177,7 @@ def run_cases(
             res = VmCaseResult(c, ln["status"], ln.get("error", ""), ln.get("seconds", 0.0))
             if res.status == "ok":
                 local = workdir / f"{c.name}.trace"
-                t.fetch(f"{TRACING}/instances/{c.name}/trace", local)
+                t.fetch(f"{t.tracefs}/instances/{c.name}/trace", local)
                 text = local.read_bytes().decode(errors="replace")
                 res.trace_text = text
                 res.trace = parse_ordered_trace(text)

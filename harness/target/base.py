@@ -121,6 +121,9 @@ class Target(abc.ABC):
     spec: TargetSpec
     disks: list[Attached]
     label: str = ""
+    # where the target's kernel has tracefs mounted (a VM's init and the host both mount it
+    # there), for studies that fetch a trace buffer
+    tracefs: str = "/sys/kernel/tracing"
     release: str = ""
     python: str = "python3"
 
