@@ -20,6 +20,7 @@ from model.btrfs.check_free_space import btrfs_calc_stripe_length
 from model.btrfs.findings import Finding
 from model.btrfs.items import ChunkItem, DevExtent, DevItem, Key
 from model.btrfs.superblock import Superblock
+from model.linux import U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,7 @@ def check_chunks(
         length = btrfs_calc_stripe_length(chunk)
         for sn, stripe in enumerate(chunk.stripes):
             lst = by_dev.get(stripe.devid, [])
-            j = max(bisect.bisect_right(lst, (stripe.offset, C.U64, 0)) - 1, 0)
+            j = max(bisect.bisect_right(lst, (stripe.offset, U64, 0)) - 1, 0)
             hit = None
             for s, e, idx in lst[j : j + 2]:
                 if s < stripe.offset + length and e > stripe.offset:

@@ -30,6 +30,7 @@ from model.btrfs.csum import hash_extent_data_ref
 from model.btrfs.findings import Finding
 from model.btrfs.intervals import Interval, merge_intervals
 from model.btrfs.items import ExtentItem, Key, KeyedRef
+from model.linux import U64
 
 TREE_REF_TYPES = (C.TREE_BLOCK_REF_KEY, C.SHARED_BLOCK_REF_KEY)
 DATA_REF_TYPES = (C.EXTENT_DATA_REF_KEY, C.SHARED_DATA_REF_KEY)
@@ -221,7 +222,7 @@ class ExtentScan:
             self.found.append(_FOUND.pack(bytenr, C.SHARED_DATA_REF_KEY, parent, 0, 0, num_bytes))
         else:
             self.found.append(
-                _FOUND.pack(bytenr, C.EXTENT_DATA_REF_KEY, root, ino, offset & C.U64, num_bytes)
+                _FOUND.pack(bytenr, C.EXTENT_DATA_REF_KEY, root, ino, offset & U64, num_bytes)
             )
 
     # ---- checking ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from model.btrfs import compression as Z
+from model.btrfs import constants as C
 from model.btrfs import writeback as W
 from model.btrfs.datapattern import pattern_bytes
 
@@ -115,8 +116,8 @@ def _prediction(
     exts = [
         PredictedExtent(
             it.file_offset,
-            "inline" if it.type == W.FILE_EXTENT_INLINE else "regular",
-            Z.COMPRESS_NAMES[it.compression],
+            "inline" if it.type == C.FILE_EXTENT_INLINE else "regular",
+            C.COMPRESS_NAMES[it.compression],
             it.ram_bytes,
             it.num_bytes,
             it.disk_num_bytes,
@@ -126,7 +127,7 @@ def _prediction(
         )
         for it in m.items
     ]
-    flags = [n for bit, n in Z.INODE_FLAG_NAMES.items() if m.inode.flags & bit]
+    flags = [n for bit, n in C.INODE_FLAG_NAMES if m.inode.flags & bit]
     if any(not e.exact for e in exts):
         notes = [*notes, "compressed sizes marked exact=false are within a few bytes, not exact"]
     return Prediction(kernel, mount_opts, data, exts, flags, m.inode.i_size, notes)

@@ -25,6 +25,7 @@ from model.btrfs.mkfs import LAYOUTS, Chunk, FsSpec, Items, MkfsError, exclude_s
 from model.btrfs.reader import BtrfsImage, TreeRoot, tree_name
 from model.btrfs.treeblock import TreeBlock
 from model.errors import FormatError
+from model.linux import U64
 
 # trees the writer derives rather than copies
 BOOKKEEPING_TREES = {
@@ -76,7 +77,7 @@ def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
         if (
             ci.length == 0
             or ci.length % sb.sectorsize
-            or ci.key.offset + ci.length > C.U64
+            or ci.key.offset + ci.length > U64
             or any(s.offset + dev_len > sb.dev_item.total_bytes for s in ci.stripes)
         ):
             raise MkfsError(

@@ -76,14 +76,13 @@ from model.btrfs.items import (
 )
 from model.btrfs.superblock import Superblock
 from model.btrfs.treeblock_write import serialize_leaf, serialize_node
+from model.linux import SZ_1G, U64
 
 SZ_1M = 1 << 20
 SZ_16M = 16 << 20
 SZ_32M = 32 << 20
 SZ_256M = 256 << 20
-SZ_1G = 1 << 30
 BTRFS_MAX_DATA_CHUNK_SIZE = 10 * SZ_1G
-BTRFS_MAX_EXTENT_SIZE = 128 * SZ_1M
 
 LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree", "extent-tree-v2")
 FILES_PER_DIR = 1000
@@ -91,8 +90,6 @@ GENERATION = 8
 EPOCH = 1_700_000_000
 MODE_DIR = 0o040755
 MODE_FILE = 0o100644
-BTRFS_INODE_PREALLOC = 1 << 4
-BTRFS_INODE_ROOT_ITEM_INIT = 1 << 31
 DEFAULT_INCOMPAT = (
     C.INCOMPAT_MIXED_BACKREF
     | C.INCOMPAT_BIG_METADATA
@@ -134,7 +131,7 @@ class MkfsConfig:
             raise MkfsError(f"size {self.size} is above {MAX_FILE_SIZE}, the largest file size")
         if self.extent_size <= 0 or self.extent_size % self.sectorsize:
             raise MkfsError("extent size must be a positive multiple of sectorsize")
-        if self.extent_size > BTRFS_MAX_EXTENT_SIZE:
+        if self.extent_size > C.BTRFS_MAX_EXTENT_SIZE:
             raise MkfsError("extent size above BTRFS_MAX_EXTENT_SIZE (128 MiB)")
         if self.fill % self.extent_size:
             raise MkfsError("fill must be a multiple of the extent size")
@@ -546,7 +543,7 @@ def make_files(cfg: MkfsConfig, alloc_data: Callable[[int], int], gen: int) -> F
             d_items.append(
                 (Key(dino, C.DIR_INDEX_KEY, 2 + j), dir_entry(ino, fname, C.FT_REG_FILE, gen))
             )
-            flags = BTRFS_INODE_PREALLOC if k else 0
+            flags = C.BTRFS_INODE_PREALLOC if k else 0
             items.append(
                 (Key(ino, C.INODE_ITEM_KEY, 0), inode_item(gen, size, size, 1, MODE_FILE, flags))
             )
@@ -704,7 +701,7 @@ def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
                 fs_tree=t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID),
                 uuid=fs_uuid if t == C.FS_TREE_OBJECTID else bytes(16),
                 root_dirid=256 if t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID) else 0,
-                inode_flags=BTRFS_INODE_ROOT_ITEM_INIT
+                inode_flags=C.BTRFS_INODE_ROOT_ITEM_INIT
                 if t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID)
                 else 0,
             )
@@ -724,7 +721,7 @@ def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
         (
             Key(C.ROOT_TREE_DIR_OBJECTID, C.DIR_ITEM_KEY, btrfs_name_hash(b"default")),
             DirItem.STRUCT.pack(
-                Key(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64).pack(), gen, 0, 7, C.FT_DIR
+                Key(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, U64).pack(), gen, 0, 7, C.FT_DIR
             )
             + b"default",
         ),

@@ -50,6 +50,7 @@ from model.btrfs.items import (
 )
 from model.btrfs.superblock import Superblock
 from model.btrfs.treeblock import TreeBlock, btrfs_leaf_data_size, btrfs_nodeptrs_per_block
+from model.linux import SZ_4K, U32_MAX, U64
 from model.stat import S_IFBLK, S_IFDIR, S_IFLNK, S_IFMT, S_IFSOCK, S_ISGID, S_ISUID, S_ISVTX
 
 CODE = "tree-checker"
@@ -75,12 +76,10 @@ SIZEOF_EXTENT_DATA_REF = EXTENT_DATA_REF.size
 SIZEOF_SHARED_DATA_REF = SHARED_DATA_REF.size
 SIZEOF_INODE_REF = InodeRef.STRUCT.size
 SIZEOF_INODE_EXTREF = InodeExtref.STRUCT.size
-SZ_4K = 4096
 XATTR_NAME_MAX = 255
 BTRFS_NR_FILE_EXTENT_TYPES = 3
 BTRFS_NR_COMPRESS_TYPES = 4
 BTRFS_STRIPE_LEN_SHIFT = 16
-U32_MAX = 0xFFFFFFFF
 
 # include/uapi/linux/btrfs_tree.h: BTRFS_INODE_FLAG_MASK, BTRFS_INODE_RO_FLAG_MASK
 BTRFS_INODE_FLAG_MASK = 0xFFF | (1 << 31)
@@ -134,7 +133,7 @@ def _aligned(v: int, a: int) -> bool:
 
 
 def _hweight64(v: int) -> int:
-    return bin(v & C.U64).count("1")
+    return bin(v & U64).count("1")
 
 
 def _has_single_bit_set(v: int) -> bool:
@@ -326,8 +325,8 @@ def _file_extent_end(eb: _Eb, key: Key, ptr: int) -> int:
     if eb.u8(ptr + 20) == C.FILE_EXTENT_INLINE:
         length = eb.u64(ptr + 8)  # ram_bytes
         ss = eb.sectorsize
-        return ((key.offset + length + ss - 1) & C.U64) & ~(ss - 1)
-    return (key.offset + eb.u64(ptr + 45)) & C.U64  # num_bytes
+        return ((key.offset + length + ss - 1) & U64) & ~(ss - 1)
+    return (key.offset + eb.u64(ptr + 45)) & U64  # num_bytes
 
 
 def check_extent_data_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
@@ -405,7 +404,7 @@ def check_extent_data_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findi
                 f"invalid {name} for file extent, have {v}, should be aligned to {ss}",
             )
     num_bytes = eb.u64(fi + 45)
-    if num_bytes + key.offset > C.U64:
+    if num_bytes + key.offset > U64:
         return eb.file_extent_err(
             slot,
             f"extent end overflow, have file offset {key.offset} extent num bytes {num_bytes}",
@@ -443,7 +442,7 @@ def check_csum_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | No
             f"should be aligned to {csumsize}",
         )
     if slot > 0 and prev_key.type == C.EXTENT_CSUM_KEY:
-        prev_csum_end = ((eb.item_size(slot - 1) // csumsize) * ss + prev_key.offset) & C.U64
+        prev_csum_end = ((eb.item_size(slot - 1) // csumsize) * ss + prev_key.offset) & U64
         if prev_csum_end > key.offset:
             return eb.generic_err(
                 slot - 1,
@@ -695,7 +694,7 @@ def check_skinny_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -
     limit = min(eb.sb.total_bytes, (U32_MAX << BTRFS_STRIPE_LEN_SHIFT) - 1)
     if key.offset > limit:
         return err(f"invalid block group used, have {key.offset} expect [0, {limit}]")
-    if key.objectid + key.offset > C.U64:
+    if key.objectid + key.offset > U64:
         return err(f"block group end overflow, have start {key.objectid} used {key.offset}")
     if not eb.incompat(C.INCOMPAT_SKINNY_BG_TREE):
         return err("SKINNY_BLOCK_GROUP_ITEM present but SKINNY_BG_TREE incompat bit unset")
@@ -736,7 +735,7 @@ def btrfs_check_chunk_valid(
         return err(f"invalid chunk sectorsize, have {chunk.sector_size} expect {ss}")
     if not length or not _aligned(length, ss):
         return err(f"invalid chunk length, have {length}")
-    if logical + length > C.U64:
+    if logical + length > U64:
         return err(
             f"invalid chunk logical start and length, have logical start {logical} length {length}"
         )
@@ -747,7 +746,7 @@ def btrfs_check_chunk_valid(
         return err(f"chunk length too large: have {length} limit {limit}")
     known = C.BLOCK_GROUP_TYPE_MASK | C.BLOCK_GROUP_PROFILE_MASK
     if ctype & ~known:
-        return err(f"unrecognized chunk type: 0x{ctype & ~known & C.U64:x}")
+        return err(f"unrecognized chunk type: 0x{ctype & ~known & U64:x}")
     profile = ctype & C.BLOCK_GROUP_PROFILE_MASK
     if not _has_single_bit_set(profile) and profile != 0:
         return err(f"invalid chunk profile flag: 0x{profile:x}, expect 0 or 1 bit set")
@@ -1048,7 +1047,7 @@ def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | 
         ptr += SIZEOF_TREE_BLOCK_INFO
     inline_refs = 0
     last_type = 0
-    last_seq = C.U64
+    last_seq = U64
     while ptr < end:
         if ptr + SIZEOF_EXTENT_INLINE_REF > end:
             return eb.extent_err(
@@ -1113,7 +1112,7 @@ def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | 
                 f"inline ref out-of-order: has type {inline_type}, prev type {last_type}",
             )
         if inline_type > last_type:
-            last_seq = C.U64
+            last_seq = U64
         if seq > last_seq:
             return eb.extent_err(
                 slot,
@@ -1134,7 +1133,7 @@ def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | 
             prev_end = prev_key.objectid + eb.nodesize
         else:
             prev_end = prev_key.objectid + prev_key.offset
-        prev_end &= C.U64
+        prev_end &= U64
         if prev_end > key.objectid:
             return eb.extent_err(
                 slot,
@@ -1314,7 +1313,7 @@ def check_dev_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findin
         return eb.generic_err(slot, f"invalid dev extent length, has {length} not aligned to {ss}")
     if slot and prev_key.objectid == key.objectid and prev_key.type == key.type:
         prev_len = eb.u64(eb.item_ptr(slot - 1) + 24)
-        if (prev_key.offset + prev_len) & C.U64 > key.offset:
+        if (prev_key.offset + prev_len) & U64 > key.offset:
             return eb.generic_err(
                 slot,
                 f"dev extent overlap, prev offset {prev_key.offset} len {prev_len} "

@@ -30,6 +30,7 @@ from model.btrfs.findings import Finding
 from model.btrfs.items import Key
 from model.btrfs.reader import BtrfsImage
 from model.btrfs.treeblock import TreeBlock, parse_tree_block
+from model.linux import U64
 from tests.btrfs.images import VARIANTS
 from tests.btrfs.imgedit import (
     build_leaf,
@@ -880,7 +881,7 @@ SYNTHETIC: list[tuple[str, int, list[tuple[Key, bytes]], str, int]] = [
             (INO, inode_item(mode=0o40755)),
             (
                 Key(257, C.DIR_ITEM_KEY, btrfs_name_hash(b"a")),
-                dir_entry(Key(2, C.ROOT_ITEM_KEY, C.U64), C.FT_DIR, b"a"),
+                dir_entry(Key(2, C.ROOT_ITEM_KEY, U64), C.FT_DIR, b"a"),
             ),
         ],
         r"invalid location key objectid, have 2 expect \[256, 18446744073709551360\]",

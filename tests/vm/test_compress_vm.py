@@ -41,6 +41,7 @@ from harness.compress.kernel_zstd import KERNEL_ZSTANDARD, available, compress_f
 from harness.compress.render import render_run
 from model.btrfs import compression as Z
 from model.btrfs.compress_predict import enumerate_outcomes
+from model.linux import SZ_4K
 
 pytestmark = pytest.mark.vm
 
@@ -99,7 +100,7 @@ def test_layout_matches_model(
     for off, want, got in cmp.disk_off:
         e = next(e for e in cmp.predicted.extents if e.offset == off)
         assert not e.exact, f"@{off}: exact size {want} predicted, the kernel wrote {got}"
-        assert abs(want - got) < Z.SZ_4K, f"@{off}: {want} vs {got}: more than a sector"
+        assert abs(want - got) < SZ_4K, f"@{off}: {want} vs {got}: more than a sector"
     assert cmp.ok
 
 
@@ -120,7 +121,7 @@ def test_ordered_extents_match_model(
     assert oc.splits == 0
     model_disk = {(p.file_offset, p.num_bytes): p.disk_num_bytes for p in oc.predicted}
     for e in res.trace:
-        assert abs(e.disk_len - model_disk[(e.file_offset, e.length)]) < Z.SZ_4K
+        assert abs(e.disk_len - model_disk[(e.file_offset, e.length)]) < SZ_4K
         if e.compress_type == Z.BTRFS_COMPRESS_NONE:
             assert e.disk_len == e.length
 
