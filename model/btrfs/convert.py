@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from model.btrfs import constants as C
 from model.btrfs.check_free_space import btrfs_calc_stripe_length
 from model.btrfs.items import DevStatsItem, Item, Key, RootItem
-from model.btrfs.mkfs import LAYOUTS, Chunk, FsSpec, Items, MkfsError, exclude_super_stripes
+from model.btrfs.mkfs import LAYOUTS, Chunk, FsSpec, Items, MkfsError, super_stripes
 from model.btrfs.reader import BtrfsImage, TreeRoot, tree_name
 from model.btrfs.treeblock import TreeBlock
 from model.errors import FormatError
@@ -85,7 +85,7 @@ def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
                 f" ({sb.dev_item.total_bytes} bytes): the writer cannot lay it out"
             )
         c = Chunk(ci.key.offset, ci.length, ci.type, [s.offset for s in ci.stripes])
-        c.excluded = exclude_super_stripes(c, sb.dev_item.total_bytes)
+        c.excluded = super_stripes(c)
         chunks.append(c)
     data_chunks = sorted((c for c in chunks if c.flags & C.BLOCK_GROUP_DATA), key=lambda c: c.start)
     data_starts = [c.start for c in data_chunks]

@@ -44,6 +44,7 @@ from functools import lru_cache
 
 from model.blocksource import BlockSink
 from model.btrfs import constants as C
+from model.btrfs.check_free_space import BgRange, exclude_super_stripes
 from model.btrfs.csum import btrfs_name_hash, csum_block
 from model.btrfs.ctree import BtrfsTree, ExtentBuffer
 from model.btrfs.encode import (
@@ -234,28 +235,37 @@ class ChunkAllocator:
         profile = 0 if flags & C.BLOCK_GROUP_DATA else C.BLOCK_GROUP_DUP
         c = Chunk(self.next_logical, chunk_size, flags | profile, stripes)
         self.next_logical += chunk_size
-        c.excluded = exclude_super_stripes(c, self.total)
+        c.excluded = super_stripes(c)
         self.chunks.append(c)
         return c
 
 
-def exclude_super_stripes(c: Chunk, total_bytes: int) -> list[tuple[int, int]]:
-    """``exclude_super_stripes()``: logical ranges of a block group that hold superblock
-    copies (64 KiB each, ``btrfs_rmap_block``'s stripe length) — never allocated, never
-    free."""
-    out: list[tuple[int, int]] = []
-    if c.start < C.SUPER_INFO_OFFSET:
-        out.append((c.start, C.SUPER_INFO_OFFSET - c.start))
-    for i in range(C.SUPER_MIRROR_MAX):
-        phys = C.btrfs_sb_offset(i)
-        if phys + C.SUPER_INFO_SIZE > total_bytes:
-            continue
-        for s in c.stripes:
-            if s <= phys < s + c.length:
-                logical = c.start + (phys - s)
-                if all(x[0] != logical for x in out):
-                    out.append((logical, min(C.BTRFS_STRIPE_LEN, c.end - logical)))
-    return sorted(out)
+def chunk_item(c: Chunk, sectorsize: int, dev_uuid: bytes) -> ChunkItem:
+    """The chunk item of ``c``, its stripes on devid 1 of ``dev_uuid``."""
+    return ChunkItem(
+        Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, c.start),
+        c.length,
+        C.EXTENT_TREE_OBJECTID,
+        C.BTRFS_STRIPE_LEN,
+        c.flags,
+        C.BTRFS_STRIPE_LEN,
+        C.BTRFS_STRIPE_LEN,
+        sectorsize,
+        len(c.stripes),
+        1,
+        tuple(Stripe(1, s, dev_uuid) for s in c.stripes),
+    )
+
+
+def super_stripes(c: Chunk) -> list[tuple[int, int]]:
+    """(logical, length) of each range of ``c`` that holds a superblock copy (64 KiB,
+    ``btrfs_rmap_block``'s stripe length), as :func:`exclude_super_stripes` finds them:
+    never allocated, never free."""
+    # exclude_super_stripes reads the chunk's type, length and stripes, not its sector
+    # size or device uuid
+    item = chunk_item(c, C.SUPER_INFO_SIZE, bytes(16))
+    bg = BgRange(c.start, c.length, c.flags)
+    return [(start, end - start) for start, end in exclude_super_stripes(bg, item)]
 
 
 class RangeAllocator:
@@ -763,19 +773,7 @@ def chunk_and_dev_trees(spec: FsSpec) -> tuple[Items, Items, DevItem]:
     dev_items: Items = [(Key(C.DEV_STATS_OBJECTID, C.PERSISTENT_ITEM_KEY, 1), spec.dev_stats)]
     dev_bytes_used = 0
     for c in spec.chunks:
-        ci = ChunkItem(
-            Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, c.start),
-            c.length,
-            C.EXTENT_TREE_OBJECTID,
-            C.BTRFS_STRIPE_LEN,
-            c.flags,
-            C.BTRFS_STRIPE_LEN,
-            C.BTRFS_STRIPE_LEN,
-            spec.sectorsize,
-            len(c.stripes),
-            1,
-            tuple(Stripe(1, s, spec.dev_uuid) for s in c.stripes),
-        )
+        ci = chunk_item(c, spec.sectorsize, spec.dev_uuid)
         chunk_items.append((ci.key, encode_chunk_item(ci)))
         for s in c.stripes:
             de = DevExtent(
