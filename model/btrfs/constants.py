@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from model.linux import U64
+from model.stat import S_IFDIR
 
 
 def u64(n: int) -> int:
@@ -240,6 +241,9 @@ BTRFS_INODE_NOCOMPRESS: Final = 1 << 3
 BTRFS_INODE_PREALLOC: Final = 1 << 4
 BTRFS_INODE_COMPRESS: Final = 1 << 11
 BTRFS_INODE_ROOT_ITEM_INIT: Final = 1 << 31
+# the mode of the directory that stands for a subvolume's root seen from a snapshot of its
+# parent (new_simple_dir(): S_IFDIR | S_IRUGO | S_IWUSR | S_IXUGO)
+STUB_MODE: Final = S_IFDIR | 0o755
 # the flag names of btrfs-progs' inode_flags_to_str(), in its print order
 INODE_FLAG_NAMES: Final[tuple[tuple[int, str], ...]] = (
     (BTRFS_INODE_NODATASUM, "NODATASUM"),
