@@ -19,8 +19,9 @@ from model.btrfs.datapattern import pattern_bytes
 
 
 @dataclass(frozen=True)
-class Op:
-    """``write OFF LEN``, ``sync`` or ``truncate SIZE``."""
+class WriteOp:
+    """One step of a compressed buffered-write case: ``write OFF LEN``, ``sync`` or
+    ``truncate SIZE``."""
 
     kind: str
     offset: int = 0
@@ -76,7 +77,7 @@ Chooser = Callable[[W.WritebackModel, list[tuple[str, int]]], int]
 def run_ops(
     kernel: str,
     opts: Z.MountOptions,
-    ops: list[Op],
+    ops: list[WriteOp],
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
@@ -136,7 +137,7 @@ def _prediction(
 def predict(
     kernel: str,
     mount_opts: str,
-    ops: list[Op],
+    ops: list[WriteOp],
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
@@ -155,7 +156,7 @@ def predict(
 def predict_ordered_extents(
     kernel: str,
     mount_opts: str,
-    ops: list[Op],
+    ops: list[WriteOp],
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
@@ -240,7 +241,7 @@ class _Replay:
 def enumerate_outcomes(
     kernel: str,
     mount_opts: str,
-    ops: list[Op],
+    ops: list[WriteOp],
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
