@@ -9,7 +9,7 @@ from model.hotdata.constants import RANGE_SIZE, TYPE_NONROT
 from model.hotdata.freq import hot_temp_bucket, hot_temp_calc
 from model.hotdata.replay import ReplayConfig, replay
 from model.hotdata.trace import (
-    FileExtent,
+    FiemapExtent,
     FileExtentMap,
     HotEvent,
     Trace,
@@ -100,8 +100,8 @@ def test_error_offset_is_the_line_start() -> None:
 def test_extent_map_back_to_files() -> None:
     m = FileExtentMap(
         [
-            FileExtent(inode=257, logical=0, physical=1 << 20, length=65536),
-            FileExtent(inode=258, logical=8192, physical=(1 << 20) + 65536, length=4096),
+            FiemapExtent(inode=257, logical=0, physical=1 << 20, length=65536),
+            FiemapExtent(inode=258, logical=8192, physical=(1 << 20) + 65536, length=4096),
         ]
     )
     # a request from 4 KiB before the first extent to 4 KiB past the second one
