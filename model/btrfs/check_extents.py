@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from model.btrfs import constants as C
 from model.btrfs.csum import hash_extent_data_ref
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.intervals import Interval, merge_intervals
 from model.btrfs.items import ExtentItem, Key, KeyedRef
 from model.linux import U64
@@ -93,7 +93,7 @@ class ExtentScan:
     nodesize: int
     sectorsize: int
     super_generation: int
-    report: Callable[[Finding], None]
+    report: Callable[[BtrfsFinding], None]
     extents: list[bytes] = field(default_factory=list)
     declared: list[bytes] = field(default_factory=list)
     found: list[bytes] = field(default_factory=list)
@@ -101,7 +101,7 @@ class ExtentScan:
     meta_flags: dict[int, int] = field(default_factory=dict)
 
     def _finding(self, code: str, what: str, msg: str, bytenr: int | None) -> None:
-        self.report(Finding(code, what, msg, bytenr, C.EXTENT_TREE_OBJECTID))
+        self.report(BtrfsFinding(code, what, msg, bytenr, C.EXTENT_TREE_OBJECTID))
 
     # ---- the extent tree's side ----------------------------------------------------------
 
@@ -505,7 +505,7 @@ def check_block_groups(
     bgs: Sequence[BgAccount],
     actual_used: dict[int, int],
     super_bytes_used: int,
-    report: Callable[[Finding], None],
+    report: Callable[[BtrfsFinding], None],
     tree_of: Callable[[int], int],
 ) -> None:
     """``check_block_groups()``: each block group's ``used`` equals the bytes of the
@@ -516,7 +516,7 @@ def check_block_groups(
         total += got
         if bg.used != got:
             report(
-                Finding(
+                BtrfsFinding(
                     "bg-used",
                     f"block group {bg.start}",
                     f"block group [{bg.start} {bg.length}] used {bg.used} but extent items "
@@ -527,7 +527,7 @@ def check_block_groups(
             )
     if total != super_bytes_used:
         report(
-            Finding(
+            BtrfsFinding(
                 "super-bytes-used",
                 "superblock bytes_used",
                 f"super bytes_used {super_bytes_used} mismatches actual used {total}",

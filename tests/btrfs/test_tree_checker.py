@@ -26,7 +26,7 @@ from model.btrfs import constants as C
 from model.btrfs import tree_checker as tc
 from model.btrfs.check import btrfs_check
 from model.btrfs.csum import btrfs_name_hash, csum_block
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.items import Key
 from model.btrfs.reader import BtrfsImage
 from model.btrfs.treeblock import TreeBlock, parse_tree_block
@@ -48,7 +48,7 @@ from tests.btrfs.imgedit import (
 from tests.tools import require_tool, run
 
 
-def tree_checker_findings(img: BtrfsImage) -> list[Finding]:
+def tree_checker_findings(img: BtrfsImage) -> list[BtrfsFinding]:
     """Walk every tree (the reader runs the checker on each block read) and return the
     tree-checker findings."""
     btrfs_check(img)
