@@ -43,7 +43,7 @@ SECTOR = 4096
 
 
 @dataclass
-class Fault:
+class WritebackFault:
     """Planted bugs for the property tests to catch.
 
     ``forget_release_no_child``: the delayed path's parent completion does not release the
@@ -154,7 +154,7 @@ class WritebackModel:
         path: str = "async",
         kernel: str = "6.12",
         opts: Z.MountOptions | None = None,
-        fault: Fault | None = None,
+        fault: WritebackFault | None = None,
         size_kernel: str | None = None,
         compress_fn: Z.CompressFn | None = None,
     ) -> None:
@@ -164,7 +164,7 @@ class WritebackModel:
         self.kernel = Z.check_kernel(kernel)
         self.size_kernel = size_kernel or self.kernel
         self.opts = opts or Z.MountOptions(Z.BTRFS_COMPRESS_ZSTD)
-        self.fault = fault or Fault()
+        self.fault = fault or WritebackFault()
         self.compress_fn = compress_fn
         self.inode = Z.InodeState()
         self.folios: dict[int, Folio] = {}
