@@ -18,7 +18,7 @@ from model.btrfs.datapattern import PATTERN_KINDS
 
 def cmd_predict(args: argparse.Namespace) -> int:
     try:
-        kernel = Z.check_kernel(args.kernel)
+        kernel = Z.check_modelled_kernel(args.kernel)
         Z.parse_mount_options(args.mount_opts)
     except ValueError as e:
         raise UserError(str(e)) from None

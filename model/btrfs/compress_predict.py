@@ -143,7 +143,7 @@ def predict(
     size_kernel: str | None = None,
     compress_fn: Z.CompressFn | None = None,
 ) -> Prediction:
-    kernel = Z.check_kernel(kernel)
+    kernel = Z.check_modelled_kernel(kernel)
     opts = Z.parse_mount_options(mount_opts)
     m = run_ops(kernel, opts, ops, data, existing_size, size_kernel, compress_fn=compress_fn)
     notes = [
@@ -165,7 +165,7 @@ def predict_ordered_extents(
     """The ordered extents the async path adds and finishes during ``ops`` and the final
     unmount (the existing file's own writeback, on an earlier mount, is left out), in the
     order of the eager schedule."""
-    kernel = Z.check_kernel(kernel)
+    kernel = Z.check_modelled_kernel(kernel)
     opts = Z.parse_mount_options(mount_opts)
     m = run_ops(kernel, opts, ops, data, existing_size, size_kernel, compress_fn=compress_fn)
     return [PredictedOrdered(*ev) for ev in m.ordered_log[m.ops_start :]]
@@ -253,7 +253,7 @@ def enumerate_outcomes(
     decisions (:func:`_branch_options`), found by replaying the ops once per schedule
     (depth-first over the choices). The first outcome is the eager one. Raises
     ``RuntimeError`` past ``limit`` schedules."""
-    kernel = Z.check_kernel(kernel)
+    kernel = Z.check_modelled_kernel(kernel)
     opts = Z.parse_mount_options(mount_opts)
     outcomes: dict[tuple[object, ...], Outcome] = {}
     prefix: list[int] = []

@@ -83,8 +83,9 @@ CompressFn = Callable[[int, int, bytes, int, str], "CompressOutcome"]
 """Page-cache reader: ``read(offset, length)``; bytes past EOF read as zeros."""
 
 
-def check_kernel(kernel: str) -> str:
-    """Normalise 'debian:6.12' / '6.12' to '6.1' or '6.12'."""
+def check_modelled_kernel(kernel: str) -> str:
+    """Normalise 'debian:6.12' / '6.12' to '6.1' or '6.12', the kernels this model covers
+    (ValueError for another)."""
     k = kernel.split(":", 1)[-1]
     if k not in KERNELS:
         raise ValueError(f"unmodelled kernel {kernel!r}: one of {', '.join(KERNELS)}")
@@ -565,7 +566,7 @@ def compress_file_range(
       compressor fails or the result saves less than one sector; the rest of the chunk
       from that piece on then goes to plain COW as one range.
     """
-    kernel = check_kernel(kernel)
+    kernel = check_modelled_kernel(kernel)
     bs = opts.sectorsize
     res = ChunkResult()
     actual_end = min(inode.i_size, end + 1)

@@ -161,7 +161,7 @@ class WritebackModel:
         if path not in ("async", "delayed"):
             raise ValueError(f"path {path!r}")
         self.path = path
-        self.kernel = Z.check_kernel(kernel)
+        self.kernel = Z.check_modelled_kernel(kernel)
         self.size_kernel = size_kernel or self.kernel
         self.opts = opts or Z.MountOptions(Z.BTRFS_COMPRESS_ZSTD)
         self.fault = fault or WritebackFault()

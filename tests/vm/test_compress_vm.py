@@ -88,7 +88,7 @@ def test_layout_matches_model(
     vm_tools: None, kernel_spec: str, case: Case, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     run = _run(kernel_spec, "deterministic", tmp_path_factory)
-    kernel = Z.check_kernel(kernel_spec)
+    kernel = Z.check_modelled_kernel(kernel_spec)
     res = _result(run, case)
     assert res.flusher_writebacks == 0, "the flusher wrote the file back during the ops"
     cmp = compare_case(kernel, case, res.result)
@@ -110,7 +110,7 @@ def test_ordered_extents_match_model(
     vm_tools: None, kernel_spec: str, case: Case, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     run = _run(kernel_spec, "deterministic", tmp_path_factory)
-    kernel = Z.check_kernel(kernel_spec)
+    kernel = Z.check_modelled_kernel(kernel_spec)
     res = _result(run, case)
     oc = compare_ordered(kernel, case, res.trace)
     (m_add, k_add), (m_fin, k_fin) = oc.added, oc.finished
@@ -132,7 +132,7 @@ def test_racy_outcome_is_enumerated(
     vm_tools: None, kernel_spec: str, case: Case, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     run = _run(kernel_spec, "racy", tmp_path_factory)
-    kernel = Z.check_kernel(kernel_spec)
+    kernel = Z.check_modelled_kernel(kernel_spec)
     res = _result(run, case)
     outs = enumerate_outcomes(
         kernel,
@@ -163,7 +163,7 @@ def test_zstd_sizes_are_the_kernels(
 ) -> None:
     """With the kernel's zstd version (harness/compress/kernel_zstd.py) every zstd extent's size is
     predicted exactly, and its frame on disk is that library's output byte for byte."""
-    kernel = Z.check_kernel(kernel_spec)
+    kernel = Z.check_modelled_kernel(kernel_spec)
     if not available(kernel):
         version, release = KERNEL_ZSTANDARD[kernel]
         _missing(f"python-zstandard {release} (zstd {version}) for {kernel}: make deps")
