@@ -26,7 +26,6 @@ from:
 
 from __future__ import annotations
 
-U32 = 0xFFFF_FFFF
 NSEC_PER_SEC = 1_000_000_000  # [linux]
 PAGE_CACHE_SHIFT = 12  # [linux] 4 KiB pages (x86-64), as hot_relocate.c moves whole pages
 
