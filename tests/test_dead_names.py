@@ -8,6 +8,8 @@
   lazy exports), outside its own definition;
 - no module docstring in those packages says which issue made it (``issue 6``): a
   docstring says what the module does;
+- a public top-level name of ``model/`` is defined in one module (save a short list, each
+  name a different format's own table or magic);
 - no top-level alias in ``model/`` gives a second name to a type (``X = Y`` with ``Y`` a
   class): one type, one name.
 
@@ -280,3 +282,35 @@ def test_no_type_aliases_in_model() -> None:
         for line, alias in _type_aliases(tree, classes)
     ]
     assert bad == [], "second names for one type:\n" + "\n".join(bad)
+
+
+# Public names that two modules of model/ each define, each for its own thing: the
+# filesystem-specific tables each filesystem's constants module keeps, and magics of
+# different formats.
+MODEL_NAMES_DEFINED_TWICE = {
+    # model/btrfs/constants.py, model/ext4/constants.py: each one's incompat feature names
+    "INCOMPAT_NAMES",
+    # model/btrfs/constants.py (the superblock's "_BHRfS_M"), model/fsstate/oplog.py (the
+    # op log's first line)
+    "MAGIC",
+}
+
+
+def test_one_definition_per_name_in_model() -> None:
+    """A public top-level name of ``model/`` is defined in one module (one concept, one
+    name, one place), save the few in :data:`MODEL_NAMES_DEFINED_TWICE`."""
+    where: dict[str, list[str]] = {}
+    for path in _py_files():
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] != "model":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for name in dict.fromkeys(n for n, _ in _top_level_names(tree)):
+            if not name.startswith("_"):
+                where.setdefault(name, []).append(rel.as_posix())
+    twice = {name: paths for name, paths in where.items() if len(paths) > 1}
+    bad = [f"{name}: {', '.join(paths)}" for name, paths in sorted(twice.items())]
+    assert set(twice) <= MODEL_NAMES_DEFINED_TWICE, "defined in more than one module:\n" + (
+        "\n".join(bad)
+    )
+    assert set(twice) >= MODEL_NAMES_DEFINED_TWICE, "no longer defined twice: take it off"
