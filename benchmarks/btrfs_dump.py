@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from harness.argtypes import int_range
-from harness.cache import cache_dir
 from harness.sizes import parse_size
+from vm.cache import cache_dir
 
 
 def progress(msg: str) -> None:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from harness.argtypes import int_range
-from harness.cache import cache_dir
+from vm.cache import cache_dir
 
 BUDGET_S = 600
 BUDGET_RSS_GIB = 8

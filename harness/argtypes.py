@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable
 
 U64_MAX = (1 << 64) - 1
-U32_MAX = (1 << 32) - 1
 
 
 def _bounds(lo: float | None, hi: float | None) -> str:

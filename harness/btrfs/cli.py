@@ -19,6 +19,7 @@ from model.btrfs.blockgroups import BG_KEY_TYPES, BlockGroup, block_group_from_i
 from model.btrfs.csum import CSUM_NAMES
 from model.btrfs.reader import BtrfsImage, TreeRoot, TreeStats, tree_name
 from model.errors import FormatError
+from model.linux import U64
 
 TREE_ALIASES = {
     "root": C.ROOT_TREE_OBJECTID,
@@ -53,8 +54,8 @@ def parse_tree_arg(s: str) -> int:
         raise UserError(
             f"unknown tree {s!r}: give a number or one of {', '.join(sorted(TREE_ALIASES))}"
         ) from None
-    if not 0 <= v <= C.U64:
-        raise UserError(f"tree id {s} is out of range: tree ids are 0 to {C.U64}")
+    if not 0 <= v <= U64:
+        raise UserError(f"tree id {s} is out of range: tree ids are 0 to {U64}")
     return v
 
 

@@ -13,12 +13,12 @@ from harness.jsonout import dumps, to_jsonable
 from harness.sizes import parse_size
 from model.btrfs import compression as Z
 from model.btrfs.compress_predict import predict
-from model.btrfs.datapattern import KINDS
+from model.btrfs.datapattern import PATTERN_KINDS
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     try:
-        kernel = Z.check_kernel(args.kernel)
+        kernel = Z.check_modelled_kernel(args.kernel)
         Z.parse_mount_options(args.mount_opts)
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--kernel", required=True, help="debian:6.1 or debian:6.12")
     p.add_argument("--mount-opts", default="compress=zstd")
     p.add_argument("--ops", required=True, help='e.g. "write 0 4K; write 8K 120K; sync"')
-    p.add_argument("--data", choices=KINDS, default="zeros")
+    p.add_argument("--data", choices=PATTERN_KINDS, default="zeros")
     p.add_argument("--existing-size", default=None, help="file exists with SIZE bytes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)

@@ -18,6 +18,7 @@ from model.btrfs.compress_predict import (
     predict_ordered_extents,
     run_ops,
 )
+from model.linux import SZ_4K
 
 
 @dataclass
@@ -51,7 +52,7 @@ class CaseComparison:
             and self.size_equal
             and self.dump_tree_equal
             and exact_ok
-            and all(abs(p - r) <= Z.SZ_4K for _, p, r in self.disk_off)
+            and all(abs(p - r) <= SZ_4K for _, p, r in self.disk_off)
         )
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.sizes import parse_size
-from model.btrfs.compress_predict import Op
+from model.btrfs.compress_predict import WriteOp
 
 SEED_OPS = "write 0 4K; write 8K 120K; sync; write 256K 128K"
 
@@ -49,18 +49,18 @@ CASES = [
 ]
 
 
-def parse_ops(text: str) -> list[Op]:
+def parse_ops(text: str) -> list[WriteOp]:
     """``write OFF LEN; sync; truncate SIZE`` (sizes take K/M/G suffixes)."""
-    ops: list[Op] = []
+    ops: list[WriteOp] = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         words = part.split()
         try:
             if words[0] == "write" and len(words) == 3:
-                ops.append(Op("write", parse_size(words[1]), parse_size(words[2])))
+                ops.append(WriteOp("write", parse_size(words[1]), parse_size(words[2])))
             elif words[0] == "sync" and len(words) == 1:
-                ops.append(Op("sync"))
+                ops.append(WriteOp("sync"))
             elif words[0] == "truncate" and len(words) == 2:
-                ops.append(Op("truncate", parse_size(words[1])))
+                ops.append(WriteOp("truncate", parse_size(words[1])))
             else:
                 raise ValueError
         except (ValueError, IndexError):

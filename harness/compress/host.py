@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.compress.readback import HostResult, dump_tree_extents, read_back
 from harness.target import Attached, DiskSpec, Target, TargetError, TargetSpec, open_target
-from model.btrfs.compress_predict import Op
+from model.btrfs.compress_predict import WriteOp
 from model.btrfs.datapattern import pattern_bytes
 
 IMAGE_BYTES = 512 << 20
@@ -56,7 +56,11 @@ def _mount(t: Target, d: Attached, opts: str) -> None:
 
 
 def run_host_case(
-    mount_opts: str, ops: list[Op], data: str, existing_size: int = 0, workdir: Path | None = None
+    mount_opts: str,
+    ops: list[WriteOp],
+    data: str,
+    existing_size: int = 0,
+    workdir: Path | None = None,
 ) -> HostResult:
     tmp = Path(tempfile.mkdtemp(prefix="fsoracle-compress-", dir=workdir))
     img = tmp / "img"

@@ -47,7 +47,7 @@ while True:
 
 def target_dir(kernel: str) -> Path:
     """Where ``make deps`` installs the python-zstandard release for ``kernel``."""
-    version, _release = KERNEL_ZSTANDARD[Z.check_kernel(kernel)]
+    version, _release = KERNEL_ZSTANDARD[Z.check_modelled_kernel(kernel)]
     return Path(sys.prefix) / "kernel-zstd" / version
 
 
@@ -59,7 +59,7 @@ class KernelZstd:
     """A child process compressing with ``kernel``'s zstd version (see the module)."""
 
     def __init__(self, kernel: str) -> None:
-        self.kernel = Z.check_kernel(kernel)
+        self.kernel = Z.check_modelled_kernel(kernel)
         path = target_dir(self.kernel)
         if not available(self.kernel):
             raise FileNotFoundError(
@@ -129,7 +129,7 @@ _cache: dict[str, KernelZstd] = {}
 def compress_fn_for(kernel: str) -> Z.CompressFn | None:
     """The kernel-version compressor if installed (one child process per kernel, kept for
     the session), else None (the model then uses its bundled zstd, sizes not exact)."""
-    k = Z.check_kernel(kernel)
+    k = Z.check_modelled_kernel(kernel)
     if not available(k):
         return None
     if k not in _cache:

@@ -17,6 +17,7 @@ import zstandard
 
 from model.blocksource import FileSource
 from model.btrfs import compression as Z
+from model.btrfs import constants as C
 from model.btrfs.compress_predict import PredictedExtent
 from model.btrfs.datapattern import pattern_bytes
 from model.btrfs.items import FileExtentItem, InodeItem
@@ -54,7 +55,7 @@ def read_back(
             if it.key.objectid != FILE_INO:
                 continue
             if isinstance(it, InodeItem):
-                flags += [n for b, n in Z.INODE_FLAG_NAMES.items() if it.flags & b]
+                flags += [n for b, n in C.INODE_FLAG_NAMES if it.flags & b]
                 size = it.size
             elif isinstance(it, FileExtentItem):
                 inline = it.type == 0
@@ -62,7 +63,7 @@ def read_back(
                     PredictedExtent(
                         it.key.offset,
                         "inline" if inline else "regular",
-                        Z.COMPRESS_NAMES.get(it.compression, str(it.compression)),
+                        C.COMPRESS_NAMES.get(it.compression, str(it.compression)),
                         it.ram_bytes,
                         it.ram_bytes if inline else it.num_bytes,
                         0 if inline else it.disk_num_bytes,

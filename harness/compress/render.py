@@ -29,7 +29,7 @@ def render_prediction(p: Prediction) -> str:
 
 def render_run(run: VmRun) -> str:
     """A markdown table: one row per case, the kernel's extents beside the verdicts."""
-    kernel = Z.check_kernel(run.kernel_spec)
+    kernel = Z.check_modelled_kernel(run.kernel_spec)
     lines = [
         f"{run.release} ({run.cpus} vCPU, +{run.extra_opts}): boot {run.boot_seconds:.1f} s, "
         f"cases {run.guest_seconds:.1f} s, total {run.total_seconds:.1f} s",

@@ -10,7 +10,7 @@ from harness.errors import UserError
 from model.blocksource import FileSource
 from model.errors import FormatError
 from model.ext4 import constants as C
-from model.ext4.check import CheckResult, ext4_check
+from model.ext4.check import Ext4CheckResult, ext4_check
 from model.ext4.image import Ext4Image, feature_names
 
 
@@ -88,7 +88,7 @@ def dump_image(path: str) -> dict[str, Any]:
         src.close()
 
 
-def check_image(path: str) -> CheckResult:
+def check_image(path: str) -> Ext4CheckResult:
     """The superblock, descriptor and block bitmap checks of the 6.12 kernel and e2fsck's
     pass-5 free counts (``model.ext4.check``) on the image at ``path``."""
     src = _open_source(path)
@@ -100,7 +100,7 @@ def check_image(path: str) -> CheckResult:
         src.close()
 
 
-def check_json(path: str, res: CheckResult) -> dict[str, Any]:
+def check_json(path: str, res: Ext4CheckResult) -> dict[str, Any]:
     """``fsoracle ext4 check --json``'s document (schema 1)."""
     return {
         "schema": 1,

@@ -10,7 +10,7 @@ from harness.ext4.seed import WRITES, alloc_seed_table
 from harness.safeio import save_figure
 
 if TYPE_CHECKING:
-    from model.ext4.check import CheckResult
+    from model.ext4.check import Ext4CheckResult
 
 
 def _fmt_bytes(n: float | None) -> str:
@@ -136,7 +136,7 @@ def dump_text(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def check_text(res: CheckResult) -> str:
+def check_text(res: Ext4CheckResult) -> str:
     """``fsoracle ext4 check`` without ``--json``: warnings, findings, the verdict."""
     lines = [f"warning: {f}" for f in res.warnings] + [str(f) for f in res.findings]
     verdict = "no error found" if res.ok else f"{len(res.findings)} error(s) found"

@@ -16,7 +16,7 @@ from harness.hot.temp import temp_report
 from harness.jsonout import dumps
 from harness.safeio import check_output, read_text_input, write_atomic
 from model.hotdata import constants as C
-from model.hotdata.replay import ReplayConfig, replay
+from model.hotdata.replay import ReplayConfig, replay_trace
 from model.hotdata.trace import Trace, format_trace, parse_trace
 
 
@@ -34,7 +34,7 @@ def cmd_temp(args: argparse.Namespace) -> int:
     cfg = ReplayConfig(
         timers=args.timers, age_kick_ns=C.TIME_TO_KICK * C.NSEC_PER_SEC if args.age else None
     )
-    res = replay(trace, cfg)
+    res = replay_trace(trace, cfg)
     now = args.now if args.now is not None else res.now_ns
     rep = temp_report(res.root, now)
     if args.json:

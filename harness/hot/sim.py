@@ -26,7 +26,7 @@ from harness.errors import UserError
 from harness.hot.config import SimSetup
 from model.hotdata import constants as C
 from model.hotdata.freq import hot_temp_bucket
-from model.hotdata.replay import ReplayConfig, replay
+from model.hotdata.replay import ReplayConfig, replay_trace
 from model.hotdata.tiering import (
     Throughput,
     device_ratio,
@@ -85,7 +85,7 @@ def read_plan(s: SimSetup, phase: str, count: int | None = None) -> list[tuple[s
 def files_to_move(s: SimSetup, trace: Trace) -> list[int]:
     """The inodes the model ranks hottest after ``trace`` (``hot_temp_calc`` of the inode
     records at the trace's end, hottest first), whole files up to the SSD capacity."""
-    tracked = replay(trace, ReplayConfig(timers=False))
+    tracked = replay_trace(trace, ReplayConfig(timers=False))
     ranked = [ino for _, ino in rank_inodes(tracked.root, tracked.now_ns)]
     chosen = fill_files(ranked, trace.sizes(), s.ssd_capacity)
     return [ino for ino in ranked if ino in chosen]
@@ -150,7 +150,7 @@ def run_sim(
     w = s.workload
     cap = s.ssd_capacity
 
-    tracked = replay(trace, ReplayConfig(timers=False))
+    tracked = replay_trace(trace, ReplayConfig(timers=False))
     now = tracked.now_ns
     ranked_ranges = [k for _, k in rank_ranges(tracked.root, now)]
     ranked_files = [ino for _, ino in rank_inodes(tracked.root, now)]
@@ -252,7 +252,7 @@ def run_sim(
 def _policy(s: SimSetup, trace: Trace, reads: list[HotEvent]) -> dict[str, Any]:
     """Replay with the relocation kthread and report where the data ended up."""
     until = trace.end_time_ns + s.horizon_ns
-    res = replay(
+    res = replay_trace(
         trace,
         ReplayConfig(
             nonrot_total=s.ssd_capacity, rewrite_delay_ns=s.rewrite_delay_ns, until_ns=until

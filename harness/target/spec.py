@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.errors import UserError
 
-KINDS = ("host", "vm")
+TARGET_KINDS = ("host", "vm")
 DEVICES = ("virtio", "nvme")
 DEFAULT_KERNEL = "debian:6.12"  # vm.kernels.DEFAULT_SPEC (checked by tests/target)
 
@@ -38,8 +38,8 @@ class TargetSpec:
 
     def validate(self) -> None:
         """Fail in one line before any image is made or machine booted."""
-        if self.kind not in KINDS:
-            raise UserError(f"--target {self.kind!r}: one of {', '.join(KINDS)}")
+        if self.kind not in TARGET_KINDS:
+            raise UserError(f"--target {self.kind!r}: one of {', '.join(TARGET_KINDS)}")
         if self.kind == "host":
             return
         from vm.kernels import schemes

@@ -51,7 +51,7 @@ from harness.workload.hostmount import (
 from harness.workload.ontarget import RUN_DIR, driver_argv, make_subvol_root, scratch
 from harness.workload.sequences import regenerate
 from harness.workload.stress import SCHEMA, compare_outside_view, read_walk, stress_timeout
-from model.fsstate.compare import CheckResult, Difference, check_log
+from model.fsstate.compare import CompareResult, Difference, check_log
 from model.fsstate.crash import BLOCK, KNOWN, CrashResult, HistoryModel, check_crash
 from model.fsstate.namespace import Unmodeled
 from model.fsstate.oplog import LogError, Op, OpLog, parse_log
@@ -93,7 +93,7 @@ class CrashReport:
     inflight: list[str] = field(default_factory=list)
     replay_messages: list[str] = field(default_factory=list)
     mount_error: str = ""
-    model: CheckResult | None = None
+    model: CompareResult | None = None
     sequences_checked: int = 0
     sequence_differences: list[str] = field(default_factory=list)
     unmodeled: list[str] = field(default_factory=list)

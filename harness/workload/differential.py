@@ -34,7 +34,7 @@ from harness.safeio import output_dir, write_atomic
 from harness.workload.session import DriverSession, SessionError
 from model.fsstate import ops
 from model.fsstate.compare import (
-    CheckResult,
+    CompareResult,
     Difference,
     check_log,
     diff_trees,
@@ -55,7 +55,7 @@ Spec = tuple[str, dict[str, str]]
 class ExampleResult:
     name: str
     ops: list[Op]
-    result: CheckResult
+    result: CompareResult
     walk: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -439,7 +439,7 @@ def machine_class(
                 actual = entries_from_walk(walk, self.model.sem)
                 self.differences = diff_trees(self.model.entries(), actual, self.model)
             if self.differences:
-                res = CheckResult(ops=len(self.done), differences=self.differences)
+                res = CompareResult(ops=len(self.done), differences=self.differences)
                 res.model = self.model
                 failing.append(ExampleResult(self.root, self.done, res, walk))
                 runner.failures += 1

@@ -19,7 +19,7 @@ from harness.workload.hostmount import (
 )
 from harness.workload.ontarget import driver_argv, mounted, run_driver, scratch
 from harness.workload.stress import read_walk
-from model.fsstate.compare import CheckResult, check_log
+from model.fsstate.compare import CompareResult, check_log
 from model.fsstate.oplog import parse_log
 
 
@@ -29,7 +29,7 @@ class FsxReport:
     ops: int
     driver_ok: bool
     driver_message: str
-    model: CheckResult
+    model: CompareResult
     checkers: list[CheckerResult] = field(default_factory=list)
     seconds: float = 0.0
 

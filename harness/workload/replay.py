@@ -29,7 +29,7 @@ from harness.workload.hostmount import (
 )
 from harness.workload.ontarget import RUN_DIR, make_subvol_root, mounted, run_driver, scratch
 from harness.workload.stress import SCHEMA, read_walk
-from model.fsstate.compare import CheckResult, check_log
+from model.fsstate.compare import CompareResult, check_log
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import LogError, OpLog, parse_log
 
@@ -39,7 +39,7 @@ class ReplayOutcome:
     where: str
     fs: str
     ops: int
-    result: CheckResult
+    result: CompareResult
     checkers: list[CheckerResult] = field(default_factory=list)
     seconds: float = 0.0
 

@@ -38,7 +38,7 @@ from harness.workload.hostmount import (
 from harness.workload.ontarget import RUN_DIR, mounted, run_driver, scratch
 from harness.workload.sequences import regenerate
 from harness.workload.view import OutsideView
-from model.fsstate.compare import CheckResult, Difference, check_log, diff_trees
+from model.fsstate.compare import CompareResult, Difference, check_log, diff_trees
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import OpLog, parse_log
 from model.fsstate.tree import entries_from_walk, semantics
@@ -85,7 +85,7 @@ class StressReport:
     seconds: dict[str, float] = field(default_factory=dict)
     ops_logged: int = 0
     paths: int = 0
-    model: CheckResult | None = None
+    model: CompareResult | None = None
     checkers: list[CheckerResult] = field(default_factory=list)
     view_tool: str = ""
     view_differences: list[Difference] = field(default_factory=list)
@@ -201,7 +201,7 @@ def analyse_run(
     *,
     root_is_subvol: bool = False,
     faults: Faults | None = None,
-) -> CheckResult:
+) -> CompareResult:
     """Model vs kernel for a finished run: each op's result and the final tree. This is
     what the VM half calls on the log and walk it pulled from the guest."""
     return check_log(fs, log.ops, walk, root_is_subvol=root_is_subvol, faults=faults)

@@ -55,7 +55,7 @@ from model.btrfs.check_chunks import (
 from model.btrfs.check_extents import BgAccount, ExtentScan, check_block_groups
 from model.btrfs.check_free_space import BgRange, FreeSpaceTreeChecker
 from model.btrfs.csum import btrfs_csum_data
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.intervals import Interval, merge_intervals, subtract_intervals
 from model.btrfs.items import (
     ChunkItem,
@@ -81,23 +81,23 @@ WARNING_CODES = frozenset({"bad-copy", "super-warning"})
 
 
 @dataclass
-class CheckResult:
+class BtrfsCheckResult:
     """``findings``: what btrfs check counts as errors (exit 1); ``warnings``: what it
     reports and survives (exit 0); ``blocks_checked``: tree blocks walked."""
 
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[BtrfsFinding] = field(default_factory=list)
     blocks_checked: int = 0
-    warnings: list[Finding] = field(default_factory=list)
+    warnings: list[BtrfsFinding] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.findings
 
 
-def read_error_finding(e: FormatError, tree: int | None) -> Finding:
+def read_error_finding(e: FormatError, tree: int | None) -> BtrfsFinding:
     """A block or item that could not be read (no good copy, bad header, loop...)."""
     what = f"tree block {e.logical}" if e.logical is not None else e.structure
-    return Finding("read-error", what, str(e), e.logical, tree)
+    return BtrfsFinding("read-error", what, str(e), e.logical, tree)
 
 
 @dataclass
@@ -106,7 +106,7 @@ class _Walk:
 
     img: BtrfsImage
     verify_data_csums: bool
-    res: CheckResult = field(default_factory=CheckResult)
+    res: BtrfsCheckResult = field(default_factory=BtrfsCheckResult)
     seen: set[int] = field(default_factory=set)
     _reported: set[tuple[str, str, str]] = field(default_factory=set)
     _reader_taken: int = 0
@@ -129,13 +129,13 @@ class _Walk:
 
     # ---- reporting -----------------------------------------------------------------------
 
-    def report(self, f: Finding) -> None:
+    def report(self, f: BtrfsFinding) -> None:
         k = (f.code, f.what, f.message)
         if k not in self._reported:
             self._reported.add(k)
             self.res.findings.append(f)
 
-    def warn(self, f: Finding) -> None:
+    def warn(self, f: BtrfsFinding) -> None:
         k = (f.code, f.what, f.message)
         if k not in self._reported:
             self._reported.add(k)
@@ -186,7 +186,7 @@ class _Walk:
                 and hdr.generation > last_snapshot
             ):
                 self.report(
-                    Finding(
+                    BtrfsFinding(
                         "bad-full-backref",
                         what,
                         f"FULL_BACKREF set but reached from its owner {hdr.owner} with "
@@ -198,7 +198,7 @@ class _Walk:
                 full = False
         elif root.objectid == C.TREE_RELOC_OBJECTID or reloc_hdr:
             self.report(
-                Finding(
+                BtrfsFinding(
                     "bad-full-backref",
                     what,
                     "relocation tree block without FULL_BACKREF",
@@ -288,7 +288,7 @@ class _Walk:
             wrong = check_type_with_root(sb, owner, t)
             if wrong is not None:
                 self.report(
-                    Finding(
+                    BtrfsFinding(
                         "item-wrong-tree",
                         f"key {key} in leaf {blk.logical}",
                         wrong + " (ignored)",
@@ -343,7 +343,7 @@ class _Walk:
         what = f"file extent item {key} in leaf {blk.logical}"
         if ih.size < FileExtentItem.HEAD.size:
             self.report(
-                Finding(
+                BtrfsFinding(
                     "file-extent",
                     what,
                     f"item size {ih.size} is smaller than {FileExtentItem.HEAD.size}",
@@ -358,7 +358,7 @@ class _Walk:
             return
         if ih.size != FileExtentItem.SIZE:
             self.report(
-                Finding(
+                BtrfsFinding(
                     "file-extent",
                     what,
                     f"item size {ih.size}, a regular/prealloc extent is {FileExtentItem.SIZE}",
@@ -369,7 +369,7 @@ class _Walk:
             return
         if key.offset % self.img.sb.sectorsize:
             self.report(
-                Finding(
+                BtrfsFinding(
                     "file-extent",
                     what,
                     f"file offset {key.offset} is not aligned to {self.img.sb.sectorsize}",
@@ -408,7 +408,7 @@ class _Walk:
         what = f"csum item {key} in leaf {blk.logical}"
         if ranges and key.offset < ranges[-1][1]:
             self.report(
-                Finding(
+                BtrfsFinding(
                     "csum-overlap",
                     what,
                     f"csum range starts at {key.offset}, before the previous one ends at "
@@ -422,7 +422,7 @@ class _Walk:
         ) - 1
         if n > max_entries:
             self.report(
-                Finding(
+                BtrfsFinding(
                     "csum-too-large",
                     what,
                     f"{n} checksums, at most {max_entries} fit",
@@ -467,7 +467,7 @@ class _Walk:
                 return
         if bad:
             self.report(
-                Finding(
+                BtrfsFinding(
                     "data-csum",
                     f"csum item {ih.key}",
                     f"{len(bad)} sector(s) do not match their checksum, first at {bad[0]}",
@@ -501,7 +501,7 @@ class _Walk:
         for oid in need:
             if img.tree(oid) is None:
                 self.report(
-                    Finding(
+                    BtrfsFinding(
                         "root-missing",
                         f"tree {oid} ({tree_name(oid)})",
                         "the root tree has no ROOT_ITEM for it",
@@ -529,7 +529,7 @@ class _Walk:
             found = blk.header.generation
             if root.generation and found != root.generation:
                 self.report(
-                    Finding(
+                    BtrfsFinding(
                         "parent-transid",
                         f"tree block {root.bytenr} (root of tree {root.name})",
                         f"parent transid verify failed on {root.bytenr} wanted "
@@ -595,7 +595,7 @@ class _Walk:
                         f"{ri.generation}, current level {ri.level}, new bytenr {bytenr}, new "
                         f"gen {gen}, new level {level}"
                     )
-            self.report(Finding("root-item", what, msg, None, C.ROOT_TREE_OBJECTID))
+            self.report(BtrfsFinding("root-item", what, msg, None, C.ROOT_TREE_OBJECTID))
 
     def start_free_space_check(self) -> None:
         """Set up the free space tree checker once the extent tree and the block groups
@@ -622,7 +622,7 @@ class _Walk:
         ranges = merge_intervals(r for rs in self.csum_ranges.values() for r in rs)
         for s, e in subtract_intervals(ranges, covered):
             self.report(
-                Finding(
+                BtrfsFinding(
                     "csum-no-extent",
                     f"csum range [{s}, {e})",
                     f"checksums exist for [{s}, {e}) but there is no extent record",
@@ -663,7 +663,7 @@ _BYTENR_KEYS = frozenset(
 )
 
 
-def btrfs_check(img: BtrfsImage, *, verify_data_csums: bool = False) -> CheckResult:
+def btrfs_check(img: BtrfsImage, *, verify_data_csums: bool = False) -> BtrfsCheckResult:
     """Check an opened image the way ``btrfs check`` (btrfs-progs 6.14, read-only) does
     and return what is wrong. ``verify_data_csums`` also reads every checksummed data
     sector (``--check-data-csum``; off by default, as in btrfs check)."""
@@ -683,7 +683,7 @@ def btrfs_check(img: BtrfsImage, *, verify_data_csums: bool = False) -> CheckRes
         # no free space tree root although the feature is on
         if w.fst is not None and not any(r.objectid == C.FREE_SPACE_TREE_OBJECTID for r in order):
             w.report(
-                Finding(
+                BtrfsFinding(
                     "fst-missing",
                     "free space tree",
                     "compat_ro FREE_SPACE_TREE is set but the root tree has no free space "

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from model.btrfs import constants as C
 from model.btrfs.check_free_space import btrfs_calc_stripe_length
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.items import ChunkItem, DevExtent, DevItem, Key
 from model.btrfs.superblock import Superblock
+from model.linux import U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,7 @@ def check_chunks(
     chunks: Sequence[ChunkItem],
     bgs: Sequence[BgRecord],
     dev_extents: Sequence[tuple[Key, DevExtent]],
-    report: Callable[[Finding], None],
+    report: Callable[[BtrfsFinding], None],
 ) -> None:
     """``check_chunks()`` / ``check_chunk_refs()``: every chunk has the block group with
     its start, length and type, and one dev extent per stripe at the stripe's offset,
@@ -121,7 +122,7 @@ def check_chunks(
                 break
         if bg is None:
             report(
-                Finding(
+                BtrfsFinding(
                     "chunk-no-bg",
                     cwhat,
                     f"chunk [{cstart}, +{chunk.length}) type {chunk.type:#x} has no block group",
@@ -131,7 +132,7 @@ def check_chunks(
             )
         elif bg.start != cstart or bg.length != chunk.length or bg.flags != chunk.type:
             report(
-                Finding(
+                BtrfsFinding(
                     "chunk-bg-mismatch",
                     f"{cwhat} / block group {bg.start}",
                     f"chunk start {cstart} length {chunk.length} type {chunk.type:#x} "
@@ -146,7 +147,7 @@ def check_chunks(
         length = btrfs_calc_stripe_length(chunk)
         for sn, stripe in enumerate(chunk.stripes):
             lst = by_dev.get(stripe.devid, [])
-            j = max(bisect.bisect_right(lst, (stripe.offset, C.U64, 0)) - 1, 0)
+            j = max(bisect.bisect_right(lst, (stripe.offset, U64, 0)) - 1, 0)
             hit = None
             for s, e, idx in lst[j : j + 2]:
                 if s < stripe.offset + length and e > stripe.offset:
@@ -154,7 +155,7 @@ def check_chunks(
                     break
             if hit is None:
                 report(
-                    Finding(
+                    BtrfsFinding(
                         "chunk-no-dev-extent",
                         cwhat,
                         f"stripe {sn} (devid {stripe.devid} physical {stripe.offset}) has no "
@@ -167,7 +168,7 @@ def check_chunks(
             dkey, de = dev_extents[hit]
             if dkey.offset != stripe.offset or de.chunk_offset != cstart or de.length != length:
                 report(
-                    Finding(
+                    BtrfsFinding(
                         "chunk-dev-extent-mismatch",
                         f"{cwhat} / {_dev_extent_what(dkey)}",
                         f"stripe {sn} (devid {stripe.devid} physical {stripe.offset} length "
@@ -182,7 +183,7 @@ def check_chunks(
     for bg in bgs:
         if bg.start not in claimed_bgs:
             report(
-                Finding(
+                BtrfsFinding(
                     "bg-no-chunk",
                     f"block group {bg.start}",
                     f"block group ({bg.start} {bg.key_type} {bg.length}) flags {bg.flags:#x} "
@@ -194,7 +195,7 @@ def check_chunks(
     for idx, (key, de) in enumerate(dev_extents):
         if idx not in claimed_dev:
             report(
-                Finding(
+                BtrfsFinding(
                     "dev-extent-no-chunk",
                     _dev_extent_what(key),
                     f"dev extent of {de.length} bytes for chunk {de.chunk_offset} has no "
@@ -208,8 +209,8 @@ def check_chunks(
 def check_dev_extents(
     dev_extents: Sequence[tuple[Key, DevExtent]],
     devices: dict[int, DevItem],
-    report: Callable[[Finding], None],
-    warn: Callable[[Finding], None],
+    report: Callable[[BtrfsFinding], None],
+    warn: Callable[[BtrfsFinding], None],
 ) -> None:
     """``check_dev_extents()``: dev extents of one device do not overlap and stay inside
     its total_bytes; ``verify_one_dev_extent()`` warns about one inside the first 1 MiB."""
@@ -221,7 +222,7 @@ def check_dev_extents(
         dev = devices.get(key.objectid)
         if dev is None:
             report(
-                Finding(
+                BtrfsFinding(
                     "dev-extent-no-device",
                     what,
                     f"no device item for devid {key.objectid}",
@@ -231,7 +232,7 @@ def check_dev_extents(
             )
         elif key.offset + de.length > dev.total_bytes:
             report(
-                Finding(
+                BtrfsFinding(
                     "dev-extent-range",
                     what,
                     f"dev extent [{key.offset}, {key.offset + de.length}) is beyond the device "
@@ -242,7 +243,7 @@ def check_dev_extents(
             )
         if prev_devid == key.objectid and key.offset < prev_end:
             report(
-                Finding(
+                BtrfsFinding(
                     "dev-extent-overlap",
                     what,
                     f"dev extent at {key.offset} overlaps the previous one {prev_key} "
@@ -253,7 +254,7 @@ def check_dev_extents(
             )
         if key.offset < C.BTRFS_DEVICE_RANGE_RESERVED:
             warn(
-                Finding(
+                BtrfsFinding(
                     "dev-extent-reserved",
                     what,
                     f"dev extent at {key.offset} is inside the reserved first "
@@ -268,7 +269,7 @@ def check_dev_extents(
 def check_devices(
     devices: dict[int, DevItem],
     dev_extents: Sequence[tuple[Key, DevExtent]],
-    report: Callable[[Finding], None],
+    report: Callable[[BtrfsFinding], None],
 ) -> None:
     """``check_devices()`` / ``check_device_used()``: a device's bytes_used is at most
     its total_bytes and equals the sum of its dev extents' lengths."""
@@ -279,7 +280,7 @@ def check_devices(
         what = f"device item ({C.DEV_ITEMS_OBJECTID} {C.DEV_ITEM_KEY} {devid})"
         if dev.bytes_used > dev.total_bytes:
             report(
-                Finding(
+                BtrfsFinding(
                     "dev-used",
                     what,
                     f"device {devid} bytes_used {dev.bytes_used} > total_bytes {dev.total_bytes}",
@@ -290,7 +291,7 @@ def check_devices(
         got = sums.get(devid, 0)
         if got != dev.bytes_used:
             report(
-                Finding(
+                BtrfsFinding(
                     "dev-used",
                     what,
                     f"dev extents total {got} bytes, device item bytes_used {dev.bytes_used}",
@@ -304,8 +305,8 @@ def check_device_sizes(
     sb: Superblock,
     devices: dict[int, DevItem],
     device_size: int,
-    report: Callable[[Finding], None],
-    warn: Callable[[Finding], None],
+    report: Callable[[BtrfsFinding], None],
+    warn: Callable[[BtrfsFinding], None],
 ) -> None:
     """The device sizes btrfs check verifies, against the chunk tree's DEV_ITEMs:
 
@@ -330,7 +331,7 @@ def check_device_sizes(
         what = f"device item ({C.DEV_ITEMS_OBJECTID} {C.DEV_ITEM_KEY} {devid})"
         if devid == own and device_size < dev.total_bytes:
             report(
-                Finding(
+                BtrfsFinding(
                     "device-size",
                     what,
                     "block device size is smaller than total_bytes in device item, has "
@@ -341,7 +342,7 @@ def check_device_sizes(
             )
         if dev.fsid != fs_uuid:
             report(
-                Finding(
+                BtrfsFinding(
                     "device-fsid",
                     what,
                     f"device {devid} fsid {uuid.UUID(bytes=dev.fsid)} is not the filesystem's "
@@ -355,7 +356,7 @@ def check_device_sizes(
     total = sum(d.total_bytes for d in devices.values())
     if sb.total_bytes < total:
         report(
-            Finding(
+            BtrfsFinding(
                 "super-total-bytes",
                 "superblock total_bytes",
                 f"super total bytes {sb.total_bytes} smaller than real device(s) size {total}",
@@ -363,7 +364,7 @@ def check_device_sizes(
         )
     elif sb.total_bytes != total or sb.total_bytes % sb.sectorsize or total % sb.sectorsize:
         warn(
-            Finding(
+            BtrfsFinding(
                 "super-total-bytes",
                 "superblock total_bytes",
                 "minor unaligned/mismatch device size detected: super block total "
@@ -372,7 +373,7 @@ def check_device_sizes(
         )
     if sb.num_devices != len(devices):
         report(
-            Finding(
+            BtrfsFinding(
                 "super-num-devices",
                 "superblock num_devices",
                 f"super num devices mismatch, have {sb.num_devices} expect {len(devices)}",

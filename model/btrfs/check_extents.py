@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 from model.btrfs import constants as C
 from model.btrfs.csum import hash_extent_data_ref
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.intervals import Interval, merge_intervals
 from model.btrfs.items import ExtentItem, Key, KeyedRef
+from model.linux import U64
 
 TREE_REF_TYPES = (C.TREE_BLOCK_REF_KEY, C.SHARED_BLOCK_REF_KEY)
 DATA_REF_TYPES = (C.EXTENT_DATA_REF_KEY, C.SHARED_DATA_REF_KEY)
@@ -92,7 +93,7 @@ class ExtentScan:
     nodesize: int
     sectorsize: int
     super_generation: int
-    report: Callable[[Finding], None]
+    report: Callable[[BtrfsFinding], None]
     extents: list[bytes] = field(default_factory=list)
     declared: list[bytes] = field(default_factory=list)
     found: list[bytes] = field(default_factory=list)
@@ -100,7 +101,7 @@ class ExtentScan:
     meta_flags: dict[int, int] = field(default_factory=dict)
 
     def _finding(self, code: str, what: str, msg: str, bytenr: int | None) -> None:
-        self.report(Finding(code, what, msg, bytenr, C.EXTENT_TREE_OBJECTID))
+        self.report(BtrfsFinding(code, what, msg, bytenr, C.EXTENT_TREE_OBJECTID))
 
     # ---- the extent tree's side ----------------------------------------------------------
 
@@ -221,7 +222,7 @@ class ExtentScan:
             self.found.append(_FOUND.pack(bytenr, C.SHARED_DATA_REF_KEY, parent, 0, 0, num_bytes))
         else:
             self.found.append(
-                _FOUND.pack(bytenr, C.EXTENT_DATA_REF_KEY, root, ino, offset & C.U64, num_bytes)
+                _FOUND.pack(bytenr, C.EXTENT_DATA_REF_KEY, root, ino, offset & U64, num_bytes)
             )
 
     # ---- checking ------------------------------------------------------------------------
@@ -504,7 +505,7 @@ def check_block_groups(
     bgs: Sequence[BgAccount],
     actual_used: dict[int, int],
     super_bytes_used: int,
-    report: Callable[[Finding], None],
+    report: Callable[[BtrfsFinding], None],
     tree_of: Callable[[int], int],
 ) -> None:
     """``check_block_groups()``: each block group's ``used`` equals the bytes of the
@@ -515,7 +516,7 @@ def check_block_groups(
         total += got
         if bg.used != got:
             report(
-                Finding(
+                BtrfsFinding(
                     "bg-used",
                     f"block group {bg.start}",
                     f"block group [{bg.start} {bg.length}] used {bg.used} but extent items "
@@ -526,7 +527,7 @@ def check_block_groups(
             )
     if total != super_bytes_used:
         report(
-            Finding(
+            BtrfsFinding(
                 "super-bytes-used",
                 "superblock bytes_used",
                 f"super bytes_used {super_bytes_used} mismatches actual used {total}",

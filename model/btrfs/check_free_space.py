@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from model.btrfs import constants as C
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.intervals import (
     Interval,
     complement_intervals,
@@ -156,7 +156,7 @@ class FreeSpaceTreeChecker:
     bgs: Sequence[BgRange]
     chunks: dict[int, ChunkItem]
     used: list[Interval]
-    report: Callable[[Finding], None]
+    report: Callable[[BtrfsFinding], None]
     tree: int = C.FREE_SPACE_TREE_OBJECTID
     _by_key: dict[tuple[int, int], BgRange] = field(default_factory=dict)
     _starts: list[int] = field(default_factory=list)
@@ -182,7 +182,7 @@ class FreeSpaceTreeChecker:
         return self.bgs[i + 1] if i + 1 < len(self.bgs) else None
 
     def _finding(self, code: str, what: str, msg: str, bytenr: int | None) -> None:
-        self.report(Finding(code, what, msg, bytenr, self.tree))
+        self.report(BtrfsFinding(code, what, msg, bytenr, self.tree))
 
     # ---- streaming ---------------------------------------------------------------------
 

@@ -13,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from model.btrfs import compression as Z
+from model.btrfs import constants as C
 from model.btrfs import writeback as W
 from model.btrfs.datapattern import pattern_bytes
 
 
 @dataclass(frozen=True)
-class Op:
-    """``write OFF LEN``, ``sync`` or ``truncate SIZE``."""
+class WriteOp:
+    """One step of a compressed buffered-write case: ``write OFF LEN``, ``sync`` or
+    ``truncate SIZE``."""
 
     kind: str
     offset: int = 0
@@ -75,7 +77,7 @@ Chooser = Callable[[W.WritebackModel, list[tuple[str, int]]], int]
 def run_ops(
     kernel: str,
     opts: Z.MountOptions,
-    ops: list[Op],
+    ops: list[WriteOp],
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
@@ -115,8 +117,8 @@ def _prediction(
     exts = [
         PredictedExtent(
             it.file_offset,
-            "inline" if it.type == W.FILE_EXTENT_INLINE else "regular",
-            Z.COMPRESS_NAMES[it.compression],
+            "inline" if it.type == C.FILE_EXTENT_INLINE else "regular",
+            C.COMPRESS_NAMES[it.compression],
             it.ram_bytes,
             it.num_bytes,
             it.disk_num_bytes,
@@ -126,7 +128,7 @@ def _prediction(
         )
         for it in m.items
     ]
-    flags = [n for bit, n in Z.INODE_FLAG_NAMES.items() if m.inode.flags & bit]
+    flags = [n for bit, n in C.INODE_FLAG_NAMES if m.inode.flags & bit]
     if any(not e.exact for e in exts):
         notes = [*notes, "compressed sizes marked exact=false are within a few bytes, not exact"]
     return Prediction(kernel, mount_opts, data, exts, flags, m.inode.i_size, notes)
@@ -135,13 +137,13 @@ def _prediction(
 def predict(
     kernel: str,
     mount_opts: str,
-    ops: list[Op],
+    ops: list[WriteOp],
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
     compress_fn: Z.CompressFn | None = None,
 ) -> Prediction:
-    kernel = Z.check_kernel(kernel)
+    kernel = Z.check_modelled_kernel(kernel)
     opts = Z.parse_mount_options(mount_opts)
     m = run_ops(kernel, opts, ops, data, existing_size, size_kernel, compress_fn=compress_fn)
     notes = [
@@ -154,7 +156,7 @@ def predict(
 def predict_ordered_extents(
     kernel: str,
     mount_opts: str,
-    ops: list[Op],
+    ops: list[WriteOp],
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
@@ -163,7 +165,7 @@ def predict_ordered_extents(
     """The ordered extents the async path adds and finishes during ``ops`` and the final
     unmount (the existing file's own writeback, on an earlier mount, is left out), in the
     order of the eager schedule."""
-    kernel = Z.check_kernel(kernel)
+    kernel = Z.check_modelled_kernel(kernel)
     opts = Z.parse_mount_options(mount_opts)
     m = run_ops(kernel, opts, ops, data, existing_size, size_kernel, compress_fn=compress_fn)
     return [PredictedOrdered(*ev) for ev in m.ordered_log[m.ops_start :]]
@@ -239,7 +241,7 @@ class _Replay:
 def enumerate_outcomes(
     kernel: str,
     mount_opts: str,
-    ops: list[Op],
+    ops: list[WriteOp],
     data: str = "zeros",
     existing_size: int = 0,
     size_kernel: str | None = None,
@@ -251,7 +253,7 @@ def enumerate_outcomes(
     decisions (:func:`_branch_options`), found by replaying the ops once per schedule
     (depth-first over the choices). The first outcome is the eager one. Raises
     ``RuntimeError`` past ``limit`` schedules."""
-    kernel = Z.check_kernel(kernel)
+    kernel = Z.check_modelled_kernel(kernel)
     opts = Z.parse_mount_options(mount_opts)
     outcomes: dict[tuple[object, ...], Outcome] = {}
     prefix: list[int] = []

@@ -37,6 +37,7 @@ import zstandard
 from model.btrfs import constants as C
 from model.btrfs.items import FileExtentItem
 from model.btrfs.treeblock import btrfs_leaf_data_size
+from model.linux import PAGE_SIZE, SZ_4K, U64
 
 # ---- constants (fs/btrfs/compression.h, fs.h, btrfs_tree.h) -------------------------------
 
@@ -47,10 +48,8 @@ KERNELS = ("6.1", "6.12")
 # zstd size is exact only when the bundled library is the kernel's version.
 KERNEL_ZSTD_VERSION = {"6.1": (1, 4, 10), "6.12": (1, 5, 2), "6.18": (1, 5, 7)}
 
-SZ_4K = 4096
 SZ_128K = 128 * 1024
 SZ_512K = 512 * 1024
-PAGE_SIZE = SZ_4K
 BTRFS_MAX_COMPRESSED = SZ_128K  # compression.h
 BTRFS_MAX_UNCOMPRESSED = SZ_128K  # compression.h
 BTRFS_MAX_COMPRESSED_PAGES = BTRFS_MAX_COMPRESSED // PAGE_SIZE
@@ -61,22 +60,8 @@ BTRFS_COMPRESS_NONE = 0
 BTRFS_COMPRESS_ZLIB = 1
 BTRFS_COMPRESS_LZO = 2
 BTRFS_COMPRESS_ZSTD = 3
-COMPRESS_NAMES = {0: "none", 1: "zlib", 2: "lzo", 3: "zstd"}
 DEFAULT_LEVEL = {BTRFS_COMPRESS_ZLIB: 3, BTRFS_COMPRESS_LZO: 0, BTRFS_COMPRESS_ZSTD: 3}
 
-# btrfs_inode.h / btrfs_tree.h inode flags
-BTRFS_INODE_NODATASUM = 1 << 0
-BTRFS_INODE_NODATACOW = 1 << 1
-BTRFS_INODE_NOCOMPRESS = 1 << 3
-BTRFS_INODE_PREALLOC = 1 << 4
-BTRFS_INODE_COMPRESS = 1 << 11
-INODE_FLAG_NAMES = {
-    BTRFS_INODE_NODATASUM: "NODATASUM",
-    BTRFS_INODE_NODATACOW: "NODATACOW",
-    BTRFS_INODE_NOCOMPRESS: "NOCOMPRESS",
-    BTRFS_INODE_PREALLOC: "PREALLOC",
-    BTRFS_INODE_COMPRESS: "COMPRESS",
-}
 
 E2BIG = -7
 
@@ -93,15 +78,14 @@ BYTE_CORE_SET_LOW = 64
 BYTE_CORE_SET_HIGH = 200
 BYTE_SET_THRESHOLD = 64
 
-U64 = (1 << 64) - 1
-
 ReadFn = Callable[[int, int], bytes]
 CompressFn = Callable[[int, int, bytes, int, str], "CompressOutcome"]
 """Page-cache reader: ``read(offset, length)``; bytes past EOF read as zeros."""
 
 
-def check_kernel(kernel: str) -> str:
-    """Normalise 'debian:6.12' / '6.12' to '6.1' or '6.12'."""
+def check_modelled_kernel(kernel: str) -> str:
+    """Normalise 'debian:6.12' / '6.12' to '6.1' or '6.12', the kernels this model covers
+    (ValueError for another)."""
     k = kernel.split(":", 1)[-1]
     if k not in KERNELS:
         raise ValueError(f"unmodelled kernel {kernel!r}: one of {', '.join(KERNELS)}")
@@ -143,7 +127,7 @@ def parse_mount_options(text: str) -> MountOptions:
         if key in ("compress", "compress-force"):
             force = key == "compress-force"
             alg, _, lvl = (val or "zlib").partition(":")
-            names = {v: k for k, v in COMPRESS_NAMES.items()}
+            names = {v: k for k, v in C.COMPRESS_NAMES.items()}
             if alg in ("no", "none"):
                 ctype, force = BTRFS_COMPRESS_NONE, False
                 continue
@@ -334,7 +318,7 @@ class InodeState:
 
 def btrfs_inode_can_compress(inode: InodeState) -> bool:
     """``btrfs_inode_can_compress``: not NODATACOW, not NODATASUM."""
-    return not inode.flags & (BTRFS_INODE_NODATACOW | BTRFS_INODE_NODATASUM)
+    return not inode.flags & (C.BTRFS_INODE_NODATACOW | C.BTRFS_INODE_NODATASUM)
 
 
 def inode_need_compress(
@@ -349,9 +333,9 @@ def inode_need_compress(
         return True
     if inode.defrag_compress:
         return True
-    if inode.flags & BTRFS_INODE_NOCOMPRESS:
+    if inode.flags & C.BTRFS_INODE_NOCOMPRESS:
         return False
-    if opts.compress or inode.flags & BTRFS_INODE_COMPRESS or inode.prop_compress:
+    if opts.compress or inode.flags & C.BTRFS_INODE_COMPRESS or inode.prop_compress:
         return btrfs_compress_heuristic(read, start, end) != 0
     return False
 
@@ -582,7 +566,7 @@ def compress_file_range(
       compressor fails or the result saves less than one sector; the rest of the chunk
       from that piece on then goes to plain COW as one range.
     """
-    kernel = check_kernel(kernel)
+    kernel = check_modelled_kernel(kernel)
     bs = opts.sectorsize
     res = ChunkResult()
     actual_end = min(inode.i_size, end + 1)
@@ -590,7 +574,7 @@ def compress_file_range(
 
     def mark_incompressible() -> None:
         if not opts.force_compress and not inode.prop_compress:
-            inode.flags |= BTRFS_INODE_NOCOMPRESS
+            inode.flags |= C.BTRFS_INODE_NOCOMPRESS
             res.set_nocompress = True
 
     def bail(from_: int) -> ChunkResult:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
-U64: Final = (1 << 64) - 1
+from model.linux import U64
+from model.stat import S_IFDIR
 
 
 def u64(n: int) -> int:
@@ -223,6 +224,42 @@ COMPRESS_NONE: Final = 0
 COMPRESS_ZLIB: Final = 1
 COMPRESS_LZO: Final = 2
 COMPRESS_ZSTD: Final = 3
+COMPRESS_NAMES: Final = {
+    COMPRESS_NONE: "none",
+    COMPRESS_ZLIB: "zlib",
+    COMPRESS_LZO: "lzo",
+    COMPRESS_ZSTD: "zstd",
+}
+
+# fs/btrfs/fs.h (ctree.h before 6.2): plain COW data extents are cut at this size
+BTRFS_MAX_EXTENT_SIZE: Final = 128 * 1024 * 1024
+
+# inode item flags (BTRFS_INODE_*)
+BTRFS_INODE_NODATASUM: Final = 1 << 0
+BTRFS_INODE_NODATACOW: Final = 1 << 1
+BTRFS_INODE_NOCOMPRESS: Final = 1 << 3
+BTRFS_INODE_PREALLOC: Final = 1 << 4
+BTRFS_INODE_COMPRESS: Final = 1 << 11
+BTRFS_INODE_ROOT_ITEM_INIT: Final = 1 << 31
+# the mode of the directory that stands for a subvolume's root seen from a snapshot of its
+# parent (new_simple_dir(): S_IFDIR | S_IRUGO | S_IWUSR | S_IXUGO)
+STUB_MODE: Final = S_IFDIR | 0o755
+# the flag names of btrfs-progs' inode_flags_to_str(), in its print order
+INODE_FLAG_NAMES: Final[tuple[tuple[int, str], ...]] = (
+    (BTRFS_INODE_NODATASUM, "NODATASUM"),
+    (BTRFS_INODE_NODATACOW, "NODATACOW"),
+    (1 << 2, "READONLY"),
+    (BTRFS_INODE_NOCOMPRESS, "NOCOMPRESS"),
+    (BTRFS_INODE_PREALLOC, "PREALLOC"),
+    (1 << 5, "SYNC"),
+    (1 << 6, "IMMUTABLE"),
+    (1 << 7, "APPEND"),
+    (1 << 8, "NODUMP"),
+    (1 << 9, "NOATIME"),
+    (1 << 10, "DIRSYNC"),
+    (BTRFS_INODE_COMPRESS, "COMPRESS"),
+    (BTRFS_INODE_ROOT_ITEM_INIT, "ROOT_ITEM_INIT"),
+)
 
 # free space info flags
 FREE_SPACE_USING_BITMAPS: Final = 1 << 0

@@ -21,10 +21,11 @@ from collections.abc import Iterator
 from model.btrfs import constants as C
 from model.btrfs.check_free_space import btrfs_calc_stripe_length
 from model.btrfs.items import DevStatsItem, Item, Key, RootItem
-from model.btrfs.mkfs import LAYOUTS, Chunk, FsSpec, Items, MkfsError, exclude_super_stripes
+from model.btrfs.mkfs import LAYOUTS, Chunk, FsSpec, Items, MkfsError, super_stripes
 from model.btrfs.reader import BtrfsImage, TreeRoot, tree_name
 from model.btrfs.treeblock import TreeBlock
 from model.errors import FormatError
+from model.linux import U64
 
 # trees the writer derives rather than copies
 BOOKKEEPING_TREES = {
@@ -76,7 +77,7 @@ def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
         if (
             ci.length == 0
             or ci.length % sb.sectorsize
-            or ci.key.offset + ci.length > C.U64
+            or ci.key.offset + ci.length > U64
             or any(s.offset + dev_len > sb.dev_item.total_bytes for s in ci.stripes)
         ):
             raise MkfsError(
@@ -84,7 +85,7 @@ def spec_from_image(img: BtrfsImage, layout: str) -> FsSpec:
                 f" ({sb.dev_item.total_bytes} bytes): the writer cannot lay it out"
             )
         c = Chunk(ci.key.offset, ci.length, ci.type, [s.offset for s in ci.stripes])
-        c.excluded = exclude_super_stripes(c, sb.dev_item.total_bytes)
+        c.excluded = super_stripes(c)
         chunks.append(c)
     data_chunks = sorted((c for c in chunks if c.flags & C.BLOCK_GROUP_DATA), key=lambda c: c.start)
     data_starts = [c.start for c in data_chunks]

@@ -16,6 +16,7 @@ import crc32c as _crc32c
 import xxhash as _xxhash
 
 from model.btrfs import constants as C
+from model.linux import U64
 
 CSUM_SIZES: Final = {
     C.CSUM_TYPE_CRC32: 4,
@@ -71,4 +72,4 @@ def hash_extent_data_ref(root_objectid: int, owner: int, offset: int) -> int:
     high_crc = crc32c_raw(0xFFFFFFFF, struct.pack("<Q", root_objectid))
     low_crc = crc32c_raw(0xFFFFFFFF, struct.pack("<Q", owner))
     low_crc = crc32c_raw(low_crc, struct.pack("<Q", offset))
-    return ((high_crc << 31) ^ low_crc) & C.U64
+    return ((high_crc << 31) ^ low_crc) & U64

@@ -43,21 +43,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from errno import EAGAIN, EEXIST, EOVERFLOW
 
 from model.btrfs import constants as C
 from model.btrfs.constants import BTRFS_ITEM_SIZE, BTRFS_MAX_LEVEL
 from model.btrfs.items import FileExtentItem, Key
 from model.btrfs.reader import BtrfsImage, TreeRoot
 from model.btrfs.treeblock import btrfs_leaf_data_size, btrfs_nodeptrs_per_block
-
-U32_MAX = 0xFFFFFFFF
-
-# errno values the kernel functions return (negated), Linux numbering
-ENOENT = 2
-EAGAIN = 11
-EEXIST = 17
-ENOSPC = 28
-EOVERFLOW = 75
+from model.linux import U32_MAX, U64
 
 BTRFS_READ_LOCK = 1
 BTRFS_WRITE_LOCK = 2
@@ -1474,11 +1467,11 @@ class BtrfsTree:
             offset -= 1
         elif typ > 0:
             typ -= 1
-            offset = C.U64
+            offset = U64
         elif objectid > 0:
             objectid -= 1
             typ = 0xFF
-            offset = C.U64
+            offset = U64
         else:
             return 1
         key = Key(objectid, typ, offset)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-KINDS = ("zeros", "random", "text")
+PATTERN_KINDS = ("zeros", "random", "text")
 
 _VOCAB = (
     "the of and to in is was that for on with as by at from his her which or had are this "
@@ -62,7 +62,7 @@ def pattern_bytes(kind: str, offset: int, length: int, seed: int = 0) -> bytes:
     elif kind == "text":
         bs, gen = _TEXT_BLOCK, _text_block
     else:
-        raise ValueError(f"unknown data kind {kind!r}: one of {', '.join(KINDS)}")
+        raise ValueError(f"unknown data kind {kind!r}: one of {', '.join(PATTERN_KINDS)}")
     first, last = offset // bs, (offset + length - 1) // bs
     buf = b"".join(gen(seed, i) for i in range(first, last + 1))
     skip = offset - first * bs

@@ -7,7 +7,7 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class BtrfsFinding:
     """``code`` is a stable short identifier (``csum-mismatch``, ``bg-used``...), ``what``
     names the broken thing (a block group, a tree block, a key), ``message`` says what is
     wrong. ``bytenr`` is the logical address concerned, when there is one."""

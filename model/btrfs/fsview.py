@@ -42,8 +42,6 @@ from model.btrfs.reader import BtrfsImage
 from model.errors import FormatError
 from model.stat import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 
-STUB_MODE = S_IFDIR | 0o755
-
 
 @dataclass
 class TreeIndex:
@@ -228,7 +226,7 @@ def read_namespace(img: BtrfsImage, start: str = "") -> NamespaceView:
                     view.records.append(
                         {
                             "path": path,
-                            "mode": STUB_MODE,
+                            "mode": C.STUB_MODE,
                             "nlink": 1,
                             "size": 0,
                             "ino": C.EMPTY_SUBVOL_DIR_OBJECTID,

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from model.btrfs import constants as C
 from model.btrfs.items import Key
+from model.linux import SZ_1G
 
 SZ_128M = 128 << 20
-SZ_1G = 1 << 30
 
 
 def calculate_global_root_id(

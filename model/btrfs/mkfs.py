@@ -44,6 +44,7 @@ from functools import lru_cache
 
 from model.blocksource import BlockSink
 from model.btrfs import constants as C
+from model.btrfs.check_free_space import BgRange, exclude_super_stripes
 from model.btrfs.csum import btrfs_name_hash, csum_block
 from model.btrfs.ctree import BtrfsTree, ExtentBuffer
 from model.btrfs.encode import (
@@ -76,14 +77,13 @@ from model.btrfs.items import (
 )
 from model.btrfs.superblock import Superblock
 from model.btrfs.treeblock_write import serialize_leaf, serialize_node
+from model.linux import SZ_1G, U64
 
 SZ_1M = 1 << 20
 SZ_16M = 16 << 20
 SZ_32M = 32 << 20
 SZ_256M = 256 << 20
-SZ_1G = 1 << 30
 BTRFS_MAX_DATA_CHUNK_SIZE = 10 * SZ_1G
-BTRFS_MAX_EXTENT_SIZE = 128 * SZ_1M
 
 LAYOUTS = ("extent-tree", "bg-tree", "skinny-bg-tree", "extent-tree-v2")
 # the layouts a kernel mounts (stock 6.x: the first two; ours patched: skinny-bg-tree);
@@ -94,8 +94,6 @@ GENERATION = 8
 EPOCH = 1_700_000_000
 MODE_DIR = 0o040755
 MODE_FILE = 0o100644
-BTRFS_INODE_PREALLOC = 1 << 4
-BTRFS_INODE_ROOT_ITEM_INIT = 1 << 31
 DEFAULT_INCOMPAT = (
     C.INCOMPAT_MIXED_BACKREF
     | C.INCOMPAT_BIG_METADATA
@@ -137,7 +135,7 @@ class MkfsConfig:
             raise MkfsError(f"size {self.size} is above {MAX_FILE_SIZE}, the largest file size")
         if self.extent_size <= 0 or self.extent_size % self.sectorsize:
             raise MkfsError("extent size must be a positive multiple of sectorsize")
-        if self.extent_size > BTRFS_MAX_EXTENT_SIZE:
+        if self.extent_size > C.BTRFS_MAX_EXTENT_SIZE:
             raise MkfsError("extent size above BTRFS_MAX_EXTENT_SIZE (128 MiB)")
         if self.fill % self.extent_size:
             raise MkfsError("fill must be a multiple of the extent size")
@@ -240,28 +238,37 @@ class ChunkAllocator:
         profile = 0 if flags & C.BLOCK_GROUP_DATA else C.BLOCK_GROUP_DUP
         c = Chunk(self.next_logical, chunk_size, flags | profile, stripes)
         self.next_logical += chunk_size
-        c.excluded = exclude_super_stripes(c, self.total)
+        c.excluded = super_stripes(c)
         self.chunks.append(c)
         return c
 
 
-def exclude_super_stripes(c: Chunk, total_bytes: int) -> list[tuple[int, int]]:
-    """``exclude_super_stripes()``: logical ranges of a block group that hold superblock
-    copies (64 KiB each, ``btrfs_rmap_block``'s stripe length) — never allocated, never
-    free."""
-    out: list[tuple[int, int]] = []
-    if c.start < C.SUPER_INFO_OFFSET:
-        out.append((c.start, C.SUPER_INFO_OFFSET - c.start))
-    for i in range(C.SUPER_MIRROR_MAX):
-        phys = C.btrfs_sb_offset(i)
-        if phys + C.SUPER_INFO_SIZE > total_bytes:
-            continue
-        for s in c.stripes:
-            if s <= phys < s + c.length:
-                logical = c.start + (phys - s)
-                if all(x[0] != logical for x in out):
-                    out.append((logical, min(C.BTRFS_STRIPE_LEN, c.end - logical)))
-    return sorted(out)
+def chunk_item(c: Chunk, sectorsize: int, dev_uuid: bytes) -> ChunkItem:
+    """The chunk item of ``c``, its stripes on devid 1 of ``dev_uuid``."""
+    return ChunkItem(
+        Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, c.start),
+        c.length,
+        C.EXTENT_TREE_OBJECTID,
+        C.BTRFS_STRIPE_LEN,
+        c.flags,
+        C.BTRFS_STRIPE_LEN,
+        C.BTRFS_STRIPE_LEN,
+        sectorsize,
+        len(c.stripes),
+        1,
+        tuple(Stripe(1, s, dev_uuid) for s in c.stripes),
+    )
+
+
+def super_stripes(c: Chunk) -> list[tuple[int, int]]:
+    """(logical, length) of each range of ``c`` that holds a superblock copy (64 KiB,
+    ``btrfs_rmap_block``'s stripe length), as :func:`exclude_super_stripes` finds them:
+    never allocated, never free."""
+    # exclude_super_stripes reads the chunk's type, length and stripes, not its sector
+    # size or device uuid
+    item = chunk_item(c, C.SUPER_INFO_SIZE, bytes(16))
+    bg = BgRange(c.start, c.length, c.flags)
+    return [(start, end - start) for start, end in exclude_super_stripes(bg, item)]
 
 
 class RangeAllocator:
@@ -549,7 +556,7 @@ def make_files(cfg: MkfsConfig, alloc_data: Callable[[int], int], gen: int) -> F
             d_items.append(
                 (Key(dino, C.DIR_INDEX_KEY, 2 + j), dir_entry(ino, fname, C.FT_REG_FILE, gen))
             )
-            flags = BTRFS_INODE_PREALLOC if k else 0
+            flags = C.BTRFS_INODE_PREALLOC if k else 0
             items.append(
                 (Key(ino, C.INODE_ITEM_KEY, 0), inode_item(gen, size, size, 1, MODE_FILE, flags))
             )
@@ -707,7 +714,7 @@ def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
                 fs_tree=t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID),
                 uuid=fs_uuid if t == C.FS_TREE_OBJECTID else bytes(16),
                 root_dirid=256 if t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID) else 0,
-                inode_flags=BTRFS_INODE_ROOT_ITEM_INIT
+                inode_flags=C.BTRFS_INODE_ROOT_ITEM_INIT
                 if t in (C.FS_TREE_OBJECTID, C.DATA_RELOC_TREE_OBJECTID)
                 else 0,
             )
@@ -727,7 +734,7 @@ def plan_filesystem(cfg: MkfsConfig) -> FsSpec:
         (
             Key(C.ROOT_TREE_DIR_OBJECTID, C.DIR_ITEM_KEY, btrfs_name_hash(b"default")),
             DirItem.STRUCT.pack(
-                Key(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, C.U64).pack(), gen, 0, 7, C.FT_DIR
+                Key(C.FS_TREE_OBJECTID, C.ROOT_ITEM_KEY, U64).pack(), gen, 0, 7, C.FT_DIR
             )
             + b"default",
         ),
@@ -769,19 +776,7 @@ def chunk_and_dev_trees(spec: FsSpec) -> tuple[Items, Items, DevItem]:
     dev_items: Items = [(Key(C.DEV_STATS_OBJECTID, C.PERSISTENT_ITEM_KEY, 1), spec.dev_stats)]
     dev_bytes_used = 0
     for c in spec.chunks:
-        ci = ChunkItem(
-            Key(C.FIRST_CHUNK_TREE_OBJECTID, C.CHUNK_ITEM_KEY, c.start),
-            c.length,
-            C.EXTENT_TREE_OBJECTID,
-            C.BTRFS_STRIPE_LEN,
-            c.flags,
-            C.BTRFS_STRIPE_LEN,
-            C.BTRFS_STRIPE_LEN,
-            spec.sectorsize,
-            len(c.stripes),
-            1,
-            tuple(Stripe(1, s, spec.dev_uuid) for s in c.stripes),
-        )
+        ci = chunk_item(c, spec.sectorsize, spec.dev_uuid)
         chunk_items.append((ci.key, encode_chunk_item(ci)))
         for s in c.stripes:
             de = DevExtent(

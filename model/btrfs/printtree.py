@@ -61,6 +61,7 @@ from model.btrfs.items import (
 from model.btrfs.reader import BtrfsImage, TreeRoot
 from model.btrfs.treeblock import TreeBlock, btrfs_leaf_data_size, btrfs_nodeptrs_per_block
 from model.errors import FormatError
+from model.linux import U64
 
 # key types print-tree names that constants.py has no use for
 CSUM_ITEM_KEY = 120  # BTRFS_CSUM_ITEM_KEY (never written by current kernels)
@@ -141,7 +142,7 @@ OBJECTID_NAMES: dict[int, str] = {
     C.BLOCK_GROUP_TREE_OBJECTID: "BLOCK_GROUP_TREE",
     CSUM_CHANGE_OBJECTID: "CSUM_CHANGE",
     C.RAID_STRIPE_TREE_OBJECTID: "RAID_STRIPE_TREE",
-    C.U64: "-1",
+    U64: "-1",
 }
 
 # cmd_inspect_dump_tree(): the word before " tree key (...)" for each ROOT_ITEM
@@ -178,29 +179,6 @@ DIR_ITEM_TYPE_NAMES: dict[int, str] = {
     C.FT_XATTR: "XATTR",
 }
 
-# inode_flags_to_str(): BTRFS_INODE_* in print order
-INODE_FLAG_NAMES: tuple[tuple[int, str], ...] = (
-    (1 << 0, "NODATASUM"),
-    (1 << 1, "NODATACOW"),
-    (1 << 2, "READONLY"),
-    (1 << 3, "NOCOMPRESS"),
-    (1 << 4, "PREALLOC"),
-    (1 << 5, "SYNC"),
-    (1 << 6, "IMMUTABLE"),
-    (1 << 7, "APPEND"),
-    (1 << 8, "NODUMP"),
-    (1 << 9, "NOATIME"),
-    (1 << 10, "DIRSYNC"),
-    (1 << 11, "COMPRESS"),
-    (1 << 31, "ROOT_ITEM_INIT"),
-)
-
-COMPRESS_NAMES = {
-    C.COMPRESS_NONE: "none",
-    C.COMPRESS_ZLIB: "zlib",
-    C.COMPRESS_LZO: "lzo",
-    C.COMPRESS_ZSTD: "zstd",
-}
 FILE_EXTENT_TYPE_NAMES = {
     C.FILE_EXTENT_INLINE: "inline",
     C.FILE_EXTENT_PREALLOC: "prealloc",
@@ -330,7 +308,7 @@ def btrfs_print_key(key: Key) -> str:
         if oid == C.TREE_RELOC_OBJECTID:
             return out + f" {print_objectid(off, typ)})"
         return out + f" {off})"
-    if off == C.U64:
+    if off == U64:
         return out + " -1)"
     return out + f" {off})"
 
@@ -394,7 +372,7 @@ def inode_flags_to_str(flags: int) -> str:
     """``inode_flags_to_str()`` (``sprint_readable_flag`` + ``none``)."""
     known = 0
     parts = []
-    for bit, name in INODE_FLAG_NAMES:
+    for bit, name in C.INODE_FLAG_NAMES:
         known |= bit
         if flags & bit:
             parts.append(name)
@@ -566,11 +544,11 @@ def print_extent_csum(item: CsumItem, item_size: int, sectorsize: int, csum_size
     """``print_extent_csum()`` without ``--csum-items``: the range the item covers."""
     size = ((item_size // csum_size) * sectorsize) & 0xFFFFFFFF
     start = item.key.offset
-    return [f"\t\trange start {start} end {(start + size) & C.U64} length {size}"]
+    return [f"\t\trange start {start} end {(start + size) & U64} length {size}"]
 
 
 def print_file_extent_item(fi: FileExtentItem) -> list[str]:
-    comp = COMPRESS_NAMES.get(fi.compression, f"UNKNOWN.{fi.compression}")
+    comp = C.COMPRESS_NAMES.get(fi.compression, f"UNKNOWN.{fi.compression}")
     out = [
         f"\t\tgeneration {fi.generation} type {fi.type}"
         f" ({FILE_EXTENT_TYPE_NAMES.get(fi.type, 'unknown')})"

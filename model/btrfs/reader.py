@@ -30,7 +30,7 @@ from model.btrfs import constants as C
 from model.btrfs import tree_checker
 from model.btrfs.chunks import ChunkMap
 from model.btrfs.csum import csum_block
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.items import ChunkItem, Item, Key, RootItem
 from model.btrfs.superblock import (
     Superblock,
@@ -61,12 +61,12 @@ class TreeRoot:
         return tree_name(self.objectid)
 
 
-def super_finding(v: SuperViolation, mirror: int) -> Finding:
+def super_finding(v: SuperViolation, mirror: int) -> BtrfsFinding:
     """A superblock rule broken but not fatal for reading: code ``super`` (an error, the
     kernel refuses the mount) or ``super-warning`` (printed, accepted); the message is the
     line the rule's function prints."""
     code = "super" if v.rule.severity == "error" else "super-warning"
-    return Finding(code, f"superblock (mirror {mirror}) {v.rule.name}", v.message)
+    return BtrfsFinding(code, f"superblock (mirror {mirror}) {v.rule.name}", v.message)
 
 
 def tree_name(objectid: int) -> str:
@@ -107,10 +107,10 @@ class BtrfsImage:
     chunk_map: ChunkMap
     roots: dict[tuple[int, int], TreeRoot] = field(default_factory=dict)
     root_items: dict[tuple[int, int], RootItem] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[BtrfsFinding] = field(default_factory=list)
     run_tree_checker: bool = True
     blocks_read: int = 0
-    _finding_set: set[Finding] = field(default_factory=set, repr=False)
+    _finding_set: set[BtrfsFinding] = field(default_factory=set, repr=False)
 
     # ---- opening ---------------------------------------------------------------------
 
@@ -265,7 +265,7 @@ class BtrfsImage:
                 continue
             for bad in errors:  # earlier copies were bad, this one is good: findings
                 self._add_finding(
-                    Finding("bad-copy", f"tree block {logical}", str(bad), logical, owner_hint)
+                    BtrfsFinding("bad-copy", f"tree block {logical}", str(bad), logical, owner_hint)
                 )
             return blk
         if len(errors) == 1:
@@ -330,7 +330,7 @@ class BtrfsImage:
                 self._add_finding(f)
         return blk
 
-    def _add_finding(self, f: Finding) -> None:
+    def _add_finding(self, f: BtrfsFinding) -> None:
         """Record a finding once (a block read again in a later walk finds it again)."""
         if f not in self._finding_set:
             self._finding_set.add(f)

@@ -26,6 +26,7 @@ from model.btrfs import constants as C
 from model.btrfs.csum import CSUM_SIZES, csum_block
 from model.btrfs.items import ChunkItem, DevItem, Key
 from model.errors import FormatError
+from model.linux import PAGE_SIZE, U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,6 @@ def parse_superblock(raw: bytes, where: int = C.SUPER_INFO_OFFSET) -> Superblock
 # ---- superblock validation: the rules as data --------------------------------------------
 
 # the page size btrfs_validate_super compares sectorsize with (x86-64, arm64 with 4K pages)
-PAGE_SIZE: Final = 4096
 # fs/btrfs/disk-io.c
 BTRFS_SUPER_FLAG_SUPP: Final = (
     C.HEADER_FLAG_WRITTEN
@@ -276,7 +276,7 @@ def _is_power_of_2(n: int) -> bool:
 
 def _is_aligned(x: int, a: int) -> bool:
     """``IS_ALIGNED(x, a)`` on a u64: ``(x & (a - 1)) == 0`` (with ``a`` 0 only 0 is)."""
-    return x & ((a - 1) & C.U64) == 0
+    return x & ((a - 1) & U64) == 0
 
 
 def btrfs_sb_fsid_ptr(sb: Superblock) -> bytes:
@@ -300,7 +300,7 @@ VALIDATE_SUPER_RULES: tuple[SuperRule, ...] = (
         "error",
         lambda f: bool(f.sb.flags & ~BTRFS_SUPER_FLAG_SUPP),
         "unrecognized or unsupported super flag 0x%llx",
-        lambda f: (f.sb.flags & ~BTRFS_SUPER_FLAG_SUPP & C.U64,),
+        lambda f: (f.sb.flags & ~BTRFS_SUPER_FLAG_SUPP & U64,),
     ),
     SuperRule(
         "root-level",
@@ -508,7 +508,7 @@ VALIDATE_SUPER_RULES: tuple[SuperRule, ...] = (
         "generation-cache",
         _V,
         "warning",
-        lambda f: f.sb.generation < f.sb.cache_generation and f.sb.cache_generation != C.U64,
+        lambda f: f.sb.generation < f.sb.cache_generation and f.sb.cache_generation != U64,
         "suspicious: generation < cache_generation: %llu < %llu",
         lambda f: (f.sb.generation, f.sb.cache_generation),
     ),

@@ -3,7 +3,7 @@ tree block read.
 
 Each function here is named after the kernel function it specifies and checks what that
 function checks, in the same order, so the two can be read side by side. A violation is a
-:class:`~model.btrfs.findings.Finding` with code ``tree-checker`` whose message is the line
+:class:`~model.btrfs.findings.BtrfsFinding` with code ``tree-checker`` whose message is the line
 the kernel prints (``corrupt leaf: root=5 block=30425088 slot=3 ino=257, invalid dir item
 type, have 0 expect (0, 9)``) followed by ``; key (objectid type offset)`` of the slot
 concerned.
@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 from model.btrfs import constants as C
 from model.btrfs.csum import CSUM_SIZES, btrfs_name_hash, hash_extent_data_ref
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.items import (
     EXTENT_DATA_REF,
     SHARED_DATA_REF,
@@ -50,6 +50,7 @@ from model.btrfs.items import (
 )
 from model.btrfs.superblock import Superblock
 from model.btrfs.treeblock import TreeBlock, btrfs_leaf_data_size, btrfs_nodeptrs_per_block
+from model.linux import SZ_4K, U32_MAX, U64
 from model.stat import S_IFBLK, S_IFDIR, S_IFLNK, S_IFMT, S_IFSOCK, S_ISGID, S_ISUID, S_ISVTX
 
 CODE = "tree-checker"
@@ -75,12 +76,10 @@ SIZEOF_EXTENT_DATA_REF = EXTENT_DATA_REF.size
 SIZEOF_SHARED_DATA_REF = SHARED_DATA_REF.size
 SIZEOF_INODE_REF = InodeRef.STRUCT.size
 SIZEOF_INODE_EXTREF = InodeExtref.STRUCT.size
-SZ_4K = 4096
 XATTR_NAME_MAX = 255
 BTRFS_NR_FILE_EXTENT_TYPES = 3
 BTRFS_NR_COMPRESS_TYPES = 4
 BTRFS_STRIPE_LEN_SHIFT = 16
-U32_MAX = 0xFFFFFFFF
 
 # include/uapi/linux/btrfs_tree.h: BTRFS_INODE_FLAG_MASK, BTRFS_INODE_RO_FLAG_MASK
 BTRFS_INODE_FLAG_MASK = 0xFFF | (1 << 31)
@@ -134,7 +133,7 @@ def _aligned(v: int, a: int) -> bool:
 
 
 def _hweight64(v: int) -> int:
-    return bin(v & C.U64).count("1")
+    return bin(v & U64).count("1")
 
 
 def _has_single_bit_set(v: int) -> bool:
@@ -219,14 +218,14 @@ class _Eb:
 
     # -- reporters (the kernel's *_err helpers) -----------------------------------------
 
-    def _finding(self, slot: int, line: str, key: Key | None) -> Finding:
+    def _finding(self, slot: int, line: str, key: Key | None) -> BtrfsFinding:
         what = f"{self.kind} {self.blk.logical} (owner {self.owner})"
         if slot >= 0:
             what += f" slot {slot}"
         if key is not None:
             what += f" key {key}"
             line += f"; key {key}"
-        return Finding(CODE, what, line, self.blk.logical, self.owner)
+        return BtrfsFinding(CODE, what, line, self.blk.logical, self.owner)
 
     def _slot_key(self, slot: int) -> Key | None:
         if self.is_leaf and 0 <= slot < len(self.blk.items):
@@ -235,12 +234,12 @@ class _Eb:
             return self.blk.ptrs[slot].key
         return None
 
-    def generic_err(self, slot: int, reason: str) -> Finding:
+    def generic_err(self, slot: int, reason: str) -> BtrfsFinding:
         """``generic_err()``: ``corrupt leaf: root=%llu block=%llu slot=%d, <reason>``."""
         line = f"corrupt {self.kind}: root={self.owner} block={self.start} slot={slot}, {reason}"
         return self._finding(slot, line, self._slot_key(slot))
 
-    def file_extent_err(self, slot: int, reason: str) -> Finding:
+    def file_extent_err(self, slot: int, reason: str) -> BtrfsFinding:
         """``file_extent_err()``: adds ``ino=%llu file_offset=%llu``."""
         k = self.item_key(slot)
         line = (
@@ -249,7 +248,7 @@ class _Eb:
         )
         return self._finding(slot, line, k)
 
-    def dir_item_err(self, slot: int, reason: str) -> Finding:
+    def dir_item_err(self, slot: int, reason: str) -> BtrfsFinding:
         """``dir_item_err()`` (also ``inode_item_err``, ``inode_ref_err``): adds
         ``ino=%llu``."""
         k = self.item_key(slot)
@@ -259,7 +258,7 @@ class _Eb:
         )
         return self._finding(slot, line, k)
 
-    def block_group_err(self, slot: int, reason: str) -> Finding:
+    def block_group_err(self, slot: int, reason: str) -> BtrfsFinding:
         """``block_group_err()``: adds ``bg_start=%llu bg_len=%llu``."""
         k = self.item_key(slot)
         line = (
@@ -268,7 +267,7 @@ class _Eb:
         )
         return self._finding(slot, line, k)
 
-    def chunk_err(self, slot: int, logical: int, reason: str) -> Finding:
+    def chunk_err(self, slot: int, logical: int, reason: str) -> BtrfsFinding:
         """``chunk_err()`` for a leaf: root is always the chunk tree's id."""
         line = (
             f"corrupt leaf: root={C.CHUNK_TREE_OBJECTID} block={self.blk.logical} "
@@ -276,7 +275,7 @@ class _Eb:
         )
         return self._finding(slot, line, self.item_key(slot))
 
-    def dev_item_err(self, slot: int, reason: str) -> Finding:
+    def dev_item_err(self, slot: int, reason: str) -> BtrfsFinding:
         """``dev_item_err()``: ``... slot=%d devid=%llu <reason>`` (no comma)."""
         k = self.item_key(slot)
         line = (
@@ -285,7 +284,7 @@ class _Eb:
         )
         return self._finding(slot, line, k)
 
-    def extent_err(self, slot: int, reason: str) -> Finding:
+    def extent_err(self, slot: int, reason: str) -> BtrfsFinding:
         """``extent_err()``: ``corrupt leaf: block=%llu slot=%d extent bytenr=%llu
         len=%llu <reason>`` (no root, no comma); len is nodesize for METADATA_ITEM and tree
         block refs, else the key offset."""
@@ -303,10 +302,10 @@ class _Eb:
 
 # -- leaf item checks ----------------------------------------------------------------------
 
-ItemCheck = Callable[[_Eb, Key, int, Key], "Finding | None"]
+ItemCheck = Callable[[_Eb, Key, int, Key], "BtrfsFinding | None"]
 
 
-def check_prev_ino(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_prev_ino(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_prev_ino()``: in subvolume trees an XATTR/INODE_REF/INODE_EXTREF/DIR_*/
     EXTENT_DATA item must follow an item of the same inode (its INODE_ITEM comes first)."""
     if slot == 0:
@@ -326,11 +325,11 @@ def _file_extent_end(eb: _Eb, key: Key, ptr: int) -> int:
     if eb.u8(ptr + 20) == C.FILE_EXTENT_INLINE:
         length = eb.u64(ptr + 8)  # ram_bytes
         ss = eb.sectorsize
-        return ((key.offset + length + ss - 1) & C.U64) & ~(ss - 1)
-    return (key.offset + eb.u64(ptr + 45)) & C.U64  # num_bytes
+        return ((key.offset + length + ss - 1) & U64) & ~(ss - 1)
+    return (key.offset + eb.u64(ptr + 45)) & U64  # num_bytes
 
 
-def check_extent_data_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_extent_data_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_extent_data_item()``: EXTENT_DATA (file extent) items."""
     ss = eb.sectorsize
     item_size = eb.item_size(slot)
@@ -405,7 +404,7 @@ def check_extent_data_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findi
                 f"invalid {name} for file extent, have {v}, should be aligned to {ss}",
             )
     num_bytes = eb.u64(fi + 45)
-    if num_bytes + key.offset > C.U64:
+    if num_bytes + key.offset > U64:
         return eb.file_extent_err(
             slot,
             f"extent end overflow, have file offset {key.offset} extent num bytes {num_bytes}",
@@ -421,7 +420,7 @@ def check_extent_data_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findi
     return None
 
 
-def check_csum_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_csum_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_csum_item()``: EXTENT_CSUM items."""
     ss = eb.sectorsize
     csumsize = eb.csum_size
@@ -443,7 +442,7 @@ def check_csum_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | No
             f"should be aligned to {csumsize}",
         )
     if slot > 0 and prev_key.type == C.EXTENT_CSUM_KEY:
-        prev_csum_end = ((eb.item_size(slot - 1) // csumsize) * ss + prev_key.offset) & C.U64
+        prev_csum_end = ((eb.item_size(slot - 1) // csumsize) * ss + prev_key.offset) & U64
         if prev_csum_end > key.offset:
             return eb.generic_err(
                 slot - 1,
@@ -453,7 +452,7 @@ def check_csum_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | No
     return None
 
 
-def check_inode_key(eb: _Eb, key: Key, slot: int) -> Finding | None:
+def check_inode_key(eb: _Eb, key: Key, slot: int) -> BtrfsFinding | None:
     """``check_inode_key()``: ``key`` is an INODE_ITEM's own key, or the location key of a
     dir item that points to an inode."""
     item_type = eb.item_key(slot).type
@@ -484,7 +483,7 @@ def check_inode_key(eb: _Eb, key: Key, slot: int) -> Finding | None:
     return None
 
 
-def check_root_key(eb: _Eb, key: Key, slot: int) -> Finding | None:
+def check_root_key(eb: _Eb, key: Key, slot: int) -> BtrfsFinding | None:
     """``check_root_key()``: a ROOT_ITEM's key, or a dir item's location key pointing to
     a subvolume."""
     is_root_item = eb.item_key(slot).type == C.ROOT_ITEM_KEY
@@ -508,7 +507,7 @@ def check_root_key(eb: _Eb, key: Key, slot: int) -> Finding | None:
     return None
 
 
-def check_dir_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_dir_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_dir_item()``: DIR_ITEM, DIR_INDEX and XATTR_ITEM entries."""
     bad = check_prev_ino(eb, key, slot, prev_key)
     if bad:
@@ -587,7 +586,7 @@ def check_dir_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | Non
     return None
 
 
-def check_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_block_group_item()``: BLOCK_GROUP_ITEM (start, 192, length)."""
     item_size = eb.item_size(slot)
     if key.offset == 0:
@@ -641,7 +640,9 @@ def check_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findi
     return None
 
 
-def check_skinny_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_skinny_block_group_item(
+    eb: _Eb, key: Key, slot: int, prev_key: Key
+) -> BtrfsFinding | None:
     """fsoracle's rule (in the forward-port only) for the 2019 SKINNY_BG_TREE RFC's item, key
     (start, SKINNY_BLOCK_GROUP_ITEM 193, used), empty body, in the block group tree.
 
@@ -673,7 +674,7 @@ def check_skinny_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -
     """
     ss = eb.sectorsize
 
-    def err(reason: str) -> Finding:
+    def err(reason: str) -> BtrfsFinding:
         line = (
             f"corrupt {eb.kind}: root={eb.owner} block={eb.start} slot={slot} "
             f"bg_start={key.objectid} used={key.offset}, {reason}"
@@ -695,7 +696,7 @@ def check_skinny_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -
     limit = min(eb.sb.total_bytes, (U32_MAX << BTRFS_STRIPE_LEN_SHIFT) - 1)
     if key.offset > limit:
         return err(f"invalid block group used, have {key.offset} expect [0, {limit}]")
-    if key.objectid + key.offset > C.U64:
+    if key.objectid + key.offset > U64:
         return err(f"block group end overflow, have start {key.objectid} used {key.offset}")
     if not eb.incompat(C.INCOMPAT_SKINNY_BG_TREE):
         return err("SKINNY_BLOCK_GROUP_ITEM present but SKINNY_BG_TREE incompat bit unset")
@@ -713,8 +714,8 @@ def check_skinny_block_group_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -
 
 
 def btrfs_check_chunk_valid(
-    sb: Superblock, chunk: ChunkItem, logical: int, err: Callable[[str], Finding]
-) -> Finding | None:
+    sb: Superblock, chunk: ChunkItem, logical: int, err: Callable[[str], BtrfsFinding]
+) -> BtrfsFinding | None:
     """``btrfs_check_chunk_valid()``: the checks shared by chunk tree items and the
     superblock's sys_chunk_array. ``err`` formats the report (``chunk_err``)."""
     ss = sb.sectorsize
@@ -736,7 +737,7 @@ def btrfs_check_chunk_valid(
         return err(f"invalid chunk sectorsize, have {chunk.sector_size} expect {ss}")
     if not length or not _aligned(length, ss):
         return err(f"invalid chunk length, have {length}")
-    if logical + length > C.U64:
+    if logical + length > U64:
         return err(
             f"invalid chunk logical start and length, have logical start {logical} length {length}"
         )
@@ -747,7 +748,7 @@ def btrfs_check_chunk_valid(
         return err(f"chunk length too large: have {length} limit {limit}")
     known = C.BLOCK_GROUP_TYPE_MASK | C.BLOCK_GROUP_PROFILE_MASK
     if ctype & ~known:
-        return err(f"unrecognized chunk type: 0x{ctype & ~known & C.U64:x}")
+        return err(f"unrecognized chunk type: 0x{ctype & ~known & U64:x}")
     profile = ctype & C.BLOCK_GROUP_PROFILE_MASK
     if not _has_single_bit_set(profile) and profile != 0:
         return err(f"invalid chunk profile flag: 0x{profile:x}, expect 0 or 1 bit set")
@@ -796,11 +797,11 @@ def _chunk_from_leaf(eb: _Eb, key: Key, p: int) -> ChunkItem:
     )
 
 
-def check_leaf_chunk_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_leaf_chunk_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_leaf_chunk_item()``: the item size, then ``btrfs_check_chunk_valid``."""
     item_size = eb.item_size(slot)
 
-    def err(reason: str) -> Finding:
+    def err(reason: str) -> BtrfsFinding:
         return eb.chunk_err(slot, key.offset, reason)
 
     if item_size < SIZEOF_CHUNK:
@@ -817,7 +818,7 @@ def check_leaf_chunk_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findin
     return btrfs_check_chunk_valid(eb.sb, chunk, key.offset, err)
 
 
-def check_dev_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_dev_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_dev_item()``: DEV_ITEM (1, 216, devid) in the chunk tree."""
     item_size = eb.item_size(slot)
     if key.objectid != C.DEV_ITEMS_OBJECTID:
@@ -837,7 +838,7 @@ def check_dev_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | Non
     return None
 
 
-def check_inode_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_inode_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_inode_item()``: INODE_ITEM (ino, 1, 0)."""
     bad = check_inode_key(eb, key, slot)
     if bad:
@@ -881,7 +882,7 @@ def check_inode_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | N
     return None
 
 
-def check_root_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_root_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_root_item()``: ROOT_ITEM (tree id, 132, 0 or transid) in the root tree."""
     bad = check_root_key(eb, key, slot)
     if bad:
@@ -940,7 +941,7 @@ def check_root_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | No
     return None
 
 
-def check_root_ref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_root_ref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_root_ref()``: ROOT_REF / ROOT_BACKREF."""
     item_size = eb.item_size(slot)
     if item_size <= SIZEOF_ROOT_REF:
@@ -982,7 +983,7 @@ def _extent_inline_ref_size(t: int) -> int:
     return 0
 
 
-def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_extent_item()``: EXTENT_ITEM / METADATA_ITEM with their inline refs."""
     ss = eb.sectorsize
     if key.type == C.METADATA_ITEM_KEY and not eb.incompat(C.INCOMPAT_SKINNY_METADATA):
@@ -1048,7 +1049,7 @@ def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | 
         ptr += SIZEOF_TREE_BLOCK_INFO
     inline_refs = 0
     last_type = 0
-    last_seq = C.U64
+    last_seq = U64
     while ptr < end:
         if ptr + SIZEOF_EXTENT_INLINE_REF > end:
             return eb.extent_err(
@@ -1113,7 +1114,7 @@ def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | 
                 f"inline ref out-of-order: has type {inline_type}, prev type {last_type}",
             )
         if inline_type > last_type:
-            last_seq = C.U64
+            last_seq = U64
         if seq > last_seq:
             return eb.extent_err(
                 slot,
@@ -1134,7 +1135,7 @@ def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | 
             prev_end = prev_key.objectid + eb.nodesize
         else:
             prev_end = prev_key.objectid + prev_key.offset
-        prev_end &= C.U64
+        prev_end &= U64
         if prev_end > key.objectid:
             return eb.extent_err(
                 slot,
@@ -1144,7 +1145,7 @@ def check_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | 
     return None
 
 
-def check_simple_keyed_refs(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_simple_keyed_refs(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_simple_keyed_refs()``: TREE_BLOCK_REF, SHARED_BLOCK_REF (empty) and
     SHARED_DATA_REF (count u32)."""
     ss = eb.sectorsize
@@ -1173,7 +1174,7 @@ def check_simple_keyed_refs(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Find
     return None
 
 
-def check_extent_data_ref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_extent_data_ref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_extent_data_ref()``: keyed EXTENT_DATA_REF items (one or more 28-byte
     refs; the key hash is not checked, collisions may spill)."""
     ss = eb.sectorsize
@@ -1212,7 +1213,7 @@ def check_extent_data_ref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findin
     return None
 
 
-def check_inode_ref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_inode_ref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_inode_ref()``: INODE_REF entries (index u64, name_len u16, name)."""
     bad = check_prev_ino(eb, key, slot, prev_key)
     if bad:
@@ -1245,7 +1246,7 @@ def check_inode_ref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | No
     return None
 
 
-def check_inode_extref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_inode_extref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_inode_extref()``: INODE_EXTREF entries (parent u64, index u64, name_len
     u16, name)."""
     bad = check_prev_ino(eb, key, slot, prev_key)
@@ -1269,7 +1270,7 @@ def check_inode_extref(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding |
     return None
 
 
-def check_raid_stripe_extent(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_raid_stripe_extent(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_raid_stripe_extent()``: RAID_STRIPE items."""
     if not _aligned(key.objectid, eb.sectorsize):
         return eb.generic_err(
@@ -1284,7 +1285,7 @@ def check_raid_stripe_extent(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Fin
     return None
 
 
-def check_dev_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_dev_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_dev_extent_item()``: DEV_EXTENT (devid, 204, physical). The kernel does not
     check the item size here (the fields are read from the block as they lie)."""
     ss = eb.sectorsize
@@ -1314,7 +1315,7 @@ def check_dev_extent_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Findin
         return eb.generic_err(slot, f"invalid dev extent length, has {length} not aligned to {ss}")
     if slot and prev_key.objectid == key.objectid and prev_key.type == key.type:
         prev_len = eb.u64(eb.item_ptr(slot - 1) + 24)
-        if (prev_key.offset + prev_len) & C.U64 > key.offset:
+        if (prev_key.offset + prev_len) & U64 > key.offset:
             return eb.generic_err(
                 slot,
                 f"dev extent overlap, prev offset {prev_key.offset} len {prev_len} "
@@ -1352,7 +1353,7 @@ LEAF_ITEM_CHECKS: dict[int, ItemCheck] = {
 }
 
 
-def check_leaf_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | None:
+def check_leaf_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> BtrfsFinding | None:
     """``check_leaf_item()``: dispatch on the key type (other types are not checked)."""
     fn = LEAF_ITEM_CHECKS.get(key.type)
     return fn(eb, key, slot, prev_key) if fn is not None else None
@@ -1361,7 +1362,7 @@ def check_leaf_item(eb: _Eb, key: Key, slot: int, prev_key: Key) -> Finding | No
 # -- leaves and nodes ----------------------------------------------------------------------
 
 
-def _btrfs_check_leaf(eb: _Eb) -> Finding | None:
+def _btrfs_check_leaf(eb: _Eb) -> BtrfsFinding | None:
     blk = eb.blk
     hdr = blk.header
     if hdr.level != 0:
@@ -1426,7 +1427,7 @@ def _btrfs_check_leaf(eb: _Eb) -> Finding | None:
     return None
 
 
-def btrfs_check_leaf(blk: TreeBlock, sb: Superblock, *, rdonly: bool = False) -> list[Finding]:
+def btrfs_check_leaf(blk: TreeBlock, sb: Superblock, *, rdonly: bool = False) -> list[BtrfsFinding]:
     """``btrfs_check_leaf()`` (``__btrfs_check_leaf``): level 0, WRITTEN set, the trees
     that may never be an empty leaf (root, chunk, dev, fs, data reloc; extent unless
     EXTENT_TREE_V2; not for RELOC blocks; owner 0 undefined), then per slot: key order,
@@ -1439,7 +1440,7 @@ def btrfs_check_leaf(blk: TreeBlock, sb: Superblock, *, rdonly: bool = False) ->
     return [bad] if bad else []
 
 
-def _btrfs_check_node(eb: _Eb) -> Finding | None:
+def _btrfs_check_node(eb: _Eb) -> BtrfsFinding | None:
     blk = eb.blk
     hdr = blk.header
     level = hdr.level
@@ -1478,7 +1479,7 @@ def _btrfs_check_node(eb: _Eb) -> Finding | None:
     return None
 
 
-def btrfs_check_node(blk: TreeBlock, sb: Superblock) -> list[Finding]:
+def btrfs_check_node(blk: TreeBlock, sb: Superblock) -> list[BtrfsFinding]:
     """``btrfs_check_node()`` (``__btrfs_check_node``): WRITTEN set, level in [1, 7],
     nritems in [1, BTRFS_NODEPTRS_PER_BLOCK], and for slots 0..nritems-2: non-NULL,
     sectorsize-aligned pointer and strictly increasing keys."""
@@ -1486,7 +1487,7 @@ def btrfs_check_node(blk: TreeBlock, sb: Superblock) -> list[Finding]:
     return [bad] if bad else []
 
 
-def btrfs_check_eb_owner(blk: TreeBlock, sb: Superblock, root_owner: int) -> list[Finding]:
+def btrfs_check_eb_owner(blk: TreeBlock, sb: Superblock, root_owner: int) -> list[BtrfsFinding]:
     """``btrfs_check_eb_owner()``: the header owner must be the tree being read (any
     subvolume tree for a subvolume: snapshots share blocks). Skipped for root_owner 0,
     the log tree and reloc trees, whose owners the caller cannot know."""
@@ -1500,7 +1501,7 @@ def btrfs_check_eb_owner(blk: TreeBlock, sb: Superblock, root_owner: int) -> lis
                 f"corrupted {kind}, root={root_owner} block={blk.header.bytenr} "
                 f"owner mismatch, have {eb_owner} expect {root_owner}"
             )
-            return [Finding(CODE, f"{kind} {blk.logical}", line, blk.logical, root_owner)]
+            return [BtrfsFinding(CODE, f"{kind} {blk.logical}", line, blk.logical, root_owner)]
         return []
     if not is_fstree(eb_owner):
         line = (
@@ -1508,21 +1509,21 @@ def btrfs_check_eb_owner(blk: TreeBlock, sb: Superblock, root_owner: int) -> lis
             f"owner mismatch, have {eb_owner} expect "
             f"[{C.FIRST_FREE_OBJECTID}, {C.LAST_FREE_OBJECTID}]"
         )
-        return [Finding(CODE, f"{kind} {blk.logical}", line, blk.logical, root_owner)]
+        return [BtrfsFinding(CODE, f"{kind} {blk.logical}", line, blk.logical, root_owner)]
     return []
 
 
-def check_sys_chunk_array(sb: Superblock, chunks: list[ChunkItem]) -> list[Finding]:
+def check_sys_chunk_array(sb: Superblock, chunks: list[ChunkItem]) -> list[BtrfsFinding]:
     """``btrfs_check_chunk_valid()`` on each chunk of the superblock's sys_chunk_array
     (``read_one_chunk`` runs it only for those: chunk tree items went through the tree
     checker). Reported as ``corrupt superblock syschunk array: chunk_start=%llu, ...``."""
-    out: list[Finding] = []
+    out: list[BtrfsFinding] = []
     for chunk in chunks:
         logical = chunk.key.offset
 
-        def err(reason: str, logical: int = logical) -> Finding:
+        def err(reason: str, logical: int = logical) -> BtrfsFinding:
             line = f"corrupt superblock syschunk array: chunk_start={logical}, {reason}"
-            return Finding(CODE, f"sys_chunk_array chunk {logical}", line, logical)
+            return BtrfsFinding(CODE, f"sys_chunk_array chunk {logical}", line, logical)
 
         bad = btrfs_check_chunk_valid(sb, chunk, logical, err)
         if bad:
@@ -1532,7 +1533,7 @@ def check_sys_chunk_array(sb: Superblock, chunks: list[ChunkItem]) -> list[Findi
 
 def check_tree_block(
     blk: TreeBlock, sb: Superblock, *, owner_root: int | None = None
-) -> list[Finding]:
+) -> list[BtrfsFinding]:
     """Entry point used by the reader for every block read: ``btrfs_check_eb_owner`` (when
     the caller knows which tree it reads) then ``btrfs_check_leaf`` or
     ``btrfs_check_node``, as ``btrfs_validate_extent_buffer`` orders them."""

@@ -37,16 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from model.btrfs import compression as Z
+from model.btrfs import constants as C
 
 SECTOR = 4096
-BTRFS_MAX_EXTENT_SIZE = 128 * 1024 * 1024  # ctree.h: plain COW extents are cut here
-
-FILE_EXTENT_INLINE = 0
-FILE_EXTENT_REG = 1
 
 
 @dataclass
-class Fault:
+class WritebackFault:
     """Planted bugs for the property tests to catch.
 
     ``forget_release_no_child``: the delayed path's parent completion does not release the
@@ -157,17 +154,17 @@ class WritebackModel:
         path: str = "async",
         kernel: str = "6.12",
         opts: Z.MountOptions | None = None,
-        fault: Fault | None = None,
+        fault: WritebackFault | None = None,
         size_kernel: str | None = None,
         compress_fn: Z.CompressFn | None = None,
     ) -> None:
         if path not in ("async", "delayed"):
             raise ValueError(f"path {path!r}")
         self.path = path
-        self.kernel = Z.check_kernel(kernel)
+        self.kernel = Z.check_modelled_kernel(kernel)
         self.size_kernel = size_kernel or self.kernel
         self.opts = opts or Z.MountOptions(Z.BTRFS_COMPRESS_ZSTD)
-        self.fault = fault or Fault()
+        self.fault = fault or WritebackFault()
         self.compress_fn = compress_fn
         self.inode = Z.InodeState()
         self.folios: dict[int, Folio] = {}
@@ -333,11 +330,11 @@ class WritebackModel:
         self.inode.disk_i_size = min(self.inode.disk_i_size, size)
         keep: list[FileExtent] = []
         for it in self.items:
-            if it.file_offset >= size and it.type != FILE_EXTENT_INLINE:
+            if it.file_offset >= size and it.type != C.FILE_EXTENT_INLINE:
                 continue
-            if it.type == FILE_EXTENT_REG and it.end > size:
+            if it.type == C.FILE_EXTENT_REG and it.end > size:
                 it.num_bytes = -(-(size - it.file_offset) // SECTOR) * SECTOR
-            if it.type == FILE_EXTENT_INLINE and it.ram_bytes > size:
+            if it.type == C.FILE_EXTENT_INLINE and it.ram_bytes > size:
                 it.ram_bytes = size
                 it.num_bytes = size
                 it.inline_data = it.inline_data[:size]
@@ -395,7 +392,7 @@ class WritebackModel:
         while (
             last + 1 in self.folios
             and self.folios[last + 1].delalloc
-            and (last + 2 - idx) * SECTOR <= BTRFS_MAX_EXTENT_SIZE
+            and (last + 2 - idx) * SECTOR <= C.BTRFS_MAX_EXTENT_SIZE
         ):
             last += 1
         end = (last + 1) * SECTOR - 1
@@ -452,7 +449,7 @@ class WritebackModel:
             FileExtent(
                 0,
                 size,
-                FILE_EXTENT_INLINE,
+                C.FILE_EXTENT_INLINE,
                 ctype,
                 size,
                 0,
@@ -472,7 +469,7 @@ class WritebackModel:
         self, start: int, end: int, locked_idx: int | None
     ) -> list[OrderedExtent] | None:
         """``cow_file_range`` [start, end]: an inline extent if ``can_cow_file_range_inline``,
-        else extents of at most BTRFS_MAX_EXTENT_SIZE, each with an extent map and a regular
+        else extents of at most C.BTRFS_MAX_EXTENT_SIZE, each with an extent map and a regular
         ordered extent; folios get Ordered and are unlocked except ``locked_idx``."""
         size = min(self.inode.i_size, end + 1)
         if Z.can_cow_file_range_inline(self.opts, self.inode.i_size, start, size, 0):
@@ -481,7 +478,7 @@ class WritebackModel:
         pos = start
         made = []
         while pos <= end:
-            n = min(BTRFS_MAX_EXTENT_SIZE, end + 1 - pos)
+            n = min(C.BTRFS_MAX_EXTENT_SIZE, end + 1 - pos)
             made.append(self._new_ordered(pos, n, n, Z.BTRFS_COMPRESS_NONE, 0))
             pos += n
         for i in self._range_idx(start, end + 1):
@@ -697,7 +694,7 @@ class WritebackModel:
             elif one_block_at_0 and out.ret == 0:
                 pass
             elif not self.opts.force_compress and not self.inode.prop_compress:
-                self.inode.flags |= Z.BTRFS_INODE_NOCOMPRESS
+                self.inode.flags |= C.BTRFS_INODE_NOCOMPRESS
         if child is None:
             child = self._new_ordered(
                 b.start, b.end - b.start, b.end - b.start, Z.BTRFS_COMPRESS_NONE, 0, parent
@@ -760,7 +757,7 @@ class WritebackModel:
             FileExtent(
                 oe.file_offset,
                 n,
-                FILE_EXTENT_REG,
+                C.FILE_EXTENT_REG,
                 ext.compression,
                 ext.ram_bytes,
                 ext.disk_num_bytes,
@@ -779,11 +776,11 @@ class WritebackModel:
         kept parts of a regular extent keep pointing into it with an adjusted offset)."""
         out: list[FileExtent] = []
         for it in self.items:
-            it_end = it.file_offset + (SECTOR if it.type == FILE_EXTENT_INLINE else it.num_bytes)
+            it_end = it.file_offset + (SECTOR if it.type == C.FILE_EXTENT_INLINE else it.num_bytes)
             if it_end <= start or it.file_offset >= end:
                 out.append(it)
                 continue
-            if it.type == FILE_EXTENT_INLINE:
+            if it.type == C.FILE_EXTENT_INLINE:
                 continue
             if it.file_offset < start:
                 left = FileExtent(**{**it.__dict__})
@@ -855,7 +852,7 @@ class WritebackModel:
         """The file as read back from its extent items (holes read as zeros)."""
         out = bytearray(self.inode.i_size)
         for it in self.items:
-            if it.type == FILE_EXTENT_INLINE:
+            if it.type == C.FILE_EXTENT_INLINE:
                 data = it.inline_data
             else:
                 assert it.ext_id is not None

@@ -12,18 +12,13 @@ the delayed-inode code and rewrites the inode item in place (no shape change).
 
 from __future__ import annotations
 
+from errno import EEXIST, ENOSPC, EOVERFLOW
 from typing import Final
 
 from model.btrfs import constants as C
 from model.btrfs.constants import BTRFS_ITEM_SIZE
 from model.btrfs.csum import btrfs_name_hash
-from model.btrfs.ctree import (
-    EEXIST,
-    ENOSPC,
-    EOVERFLOW,
-    BtrfsTree,
-    Path,
-)
+from model.btrfs.ctree import BtrfsTree, Path
 from model.btrfs.items import DirItem, Key
 
 XATTR_CREATE: Final = 0x1

@@ -46,7 +46,7 @@ from model.ext4.image import (
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class Ext4Finding:
     """One thing wrong. ``code`` is a stable short identifier, ``what`` names the structure
     (``superblock``, ``group 3``), ``message`` is the kernel's (or e2fsck's) text, ``source``
     the function that reports it, ``group`` the block group when there is one."""
@@ -65,9 +65,9 @@ class Finding:
 
 
 @dataclass
-class CheckResult:
-    findings: list[Finding] = field(default_factory=list)
-    warnings: list[Finding] = field(default_factory=list)
+class Ext4CheckResult:
+    findings: list[Ext4Finding] = field(default_factory=list)
+    warnings: list[Ext4Finding] = field(default_factory=list)
     groups_checked: int = 0
     bitmaps_read: int = 0
 
@@ -84,17 +84,17 @@ def _u32(b: bytes, off: int) -> int:
     return int(struct.unpack_from("<I", b, off)[0])
 
 
-def ext4_init_metadata_csum(sb_raw: bytes) -> tuple[list[Finding], list[Finding]]:
+def ext4_init_metadata_csum(sb_raw: bytes) -> tuple[list[Ext4Finding], list[Ext4Finding]]:
     """super.c ``ext4_init_metadata_csum``: (findings, warnings)."""
     ro = _u32(sb_raw, C.S_FEATURE_RO_COMPAT)
-    findings: list[Finding] = []
-    warnings: list[Finding] = []
+    findings: list[Ext4Finding] = []
+    warnings: list[Ext4Finding] = []
     src = "ext4_init_metadata_csum"
     if not ro & C.RO_COMPAT_METADATA_CSUM:
         return findings, warnings
     if ro & C.RO_COMPAT_GDT_CSUM:
         warnings.append(
-            Finding(
+            Ext4Finding(
                 "csum-features",
                 "superblock",
                 "metadata_csum and uninit_bg are redundant flags; please run fsck.",
@@ -103,7 +103,7 @@ def ext4_init_metadata_csum(sb_raw: bytes) -> tuple[list[Finding], list[Finding]
         )
     if sb_raw[C.S_CHECKSUM_TYPE] != C.EXT4_CRC32C_CHKSUM:
         findings.append(
-            Finding(
+            Ext4Finding(
                 "sb-csum-type",
                 "superblock",
                 "VFS: Found ext4 filesystem with unknown checksum algorithm.",
@@ -112,7 +112,7 @@ def ext4_init_metadata_csum(sb_raw: bytes) -> tuple[list[Finding], list[Finding]
         )
     elif _u32(sb_raw, C.S_CHECKSUM) != ext4_superblock_csum(sb_raw):
         findings.append(
-            Finding(
+            Ext4Finding(
                 "sb-csum",
                 "superblock",
                 "VFS: Found ext4 filesystem with invalid superblock checksum.  Run e2fsck?",
@@ -122,7 +122,7 @@ def ext4_init_metadata_csum(sb_raw: bytes) -> tuple[list[Finding], list[Finding]
     return findings, warnings
 
 
-def ext4_fill_flex_info(im: Ext4Image) -> list[Finding]:
+def ext4_fill_flex_info(im: Ext4Image) -> list[Ext4Finding]:
     """super.c ``ext4_fill_flex_info``: with flex_bg, an ``s_log_groups_per_flex`` above 31
     is silently taken as 0 (no flex groups) and the filesystem mounts; e2fsprogs refuses such
     a superblock. A warning, not a finding (the kernel's verdict is what ``check`` gives)."""
@@ -131,7 +131,7 @@ def ext4_fill_flex_info(im: Ext4Image) -> list[Finding]:
     if not sb.has_incompat(C.INCOMPAT_FLEX_BG) or v <= 31:
         return []
     return [
-        Finding(
+        Ext4Finding(
             "flex-size",
             "superblock",
             f"s_log_groups_per_flex {v} is above 31: the kernel uses no flex groups "
@@ -144,7 +144,7 @@ def ext4_fill_flex_info(im: Ext4Image) -> list[Finding]:
 _PARTS = (("bb", "Block bitmap"), ("ib", "Inode bitmap"), ("it", "Inode table"))
 
 
-def ext4_check_descriptors(im: Ext4Image, sb_raw: bytes) -> tuple[list[Finding], set[int]]:
+def ext4_check_descriptors(im: Ext4Image, sb_raw: bytes) -> tuple[list[Ext4Finding], set[int]]:
     """super.c ``ext4_check_descriptors``: the findings, and the groups with a bad bitmap
     or inode table location (their bitmaps are neither read nor counted: the descriptor is
     known to be wrong). ``sb_block`` is the logical superblock
@@ -159,7 +159,7 @@ def ext4_check_descriptors(im: Ext4Image, sb_raw: bytes) -> tuple[list[Finding],
     gdt_csum = sb.has_ro_compat(C.RO_COMPAT_GDT_CSUM)
     first_block = sb.first_data_block
     ngroups = im.groups_count
-    out: list[Finding] = []
+    out: list[Ext4Finding] = []
     bad_loc: set[int] = set()
     src = "ext4_check_descriptors"
     for i in range(ngroups):
@@ -175,7 +175,7 @@ def ext4_check_descriptors(im: Ext4Image, sb_raw: bytes) -> tuple[list[Finding],
             bad = False
             if blk == sb_block:
                 out.append(
-                    Finding(
+                    Ext4Finding(
                         f"{key}-overlaps-sb",
                         what,
                         f"{name} for group {i} overlaps superblock",
@@ -186,7 +186,7 @@ def ext4_check_descriptors(im: Ext4Image, sb_raw: bytes) -> tuple[list[Finding],
                 bad = True
             if sb_block + 1 <= blk <= last_bg_block:
                 out.append(
-                    Finding(
+                    Ext4Finding(
                         f"{key}-overlaps-gdt",
                         what,
                         f"{name} for group {i} overlaps block group descriptors",
@@ -198,7 +198,7 @@ def ext4_check_descriptors(im: Ext4Image, sb_raw: bytes) -> tuple[list[Finding],
             end = blk + sb.itb_per_group - 1 if key == "it" else blk
             if blk < first_block or end > last_block:
                 out.append(
-                    Finding(
+                    Ext4Finding(
                         f"{key}-not-in-group",
                         what,
                         f"{name} for group {i} not in group (block {blk})!",
@@ -215,7 +215,7 @@ def ext4_check_descriptors(im: Ext4Image, sb_raw: bytes) -> tuple[list[Finding],
             have = _u16(raw, C.BG_CHECKSUM)
             if want != have:
                 out.append(
-                    Finding(
+                    Ext4Finding(
                         "desc-csum",
                         what,
                         f"Checksum for group {i} failed ({want}!={have})",
@@ -248,7 +248,7 @@ def _next_zero_bit(bitmap: bytes, size: int, offset: int) -> int:
 
 def ext4_block_bitmap_csum_verify(
     im: Ext4Image, sb_raw: bytes, group: int, bitmap: bytes
-) -> Finding | None:
+) -> Ext4Finding | None:
     """bitmap.c ``ext4_block_bitmap_csum_verify`` (metadata_csum only): crc32c of the first
     clusters-per-group / 8 bytes against ``bg_block_bitmap_csum_lo`` (and ``_hi`` when the
     descriptor is at least ``EXT4_BG_BLOCK_BITMAP_CSUM_HI_END`` bytes; else 16 bits)."""
@@ -264,7 +264,7 @@ def ext4_block_bitmap_csum_verify(
         calculated &= 0xFFFF
     if provided == calculated:
         return None
-    return Finding(
+    return Ext4Finding(
         "bbitmap-csum",
         f"group {group}",
         f"bg {group}: bad block bitmap checksum",
@@ -309,7 +309,7 @@ def ext4_valid_block_bitmap_padding(im: Ext4Image, group: int, bitmap: bytes) ->
 
 def ext4_validate_block_bitmap(
     im: Ext4Image, sb_raw: bytes, group: int, bitmap: bytes
-) -> list[Finding]:
+) -> list[Ext4Finding]:
     """balloc.c ``ext4_validate_block_bitmap``: checksum, then the group's metadata bits,
     then the padding (the kernel stops at the first)."""
     f = ext4_block_bitmap_csum_verify(im, sb_raw, group, bitmap)
@@ -319,20 +319,20 @@ def ext4_validate_block_bitmap(
     blk = ext4_valid_block_bitmap(im, im.descs[group], bitmap)
     if blk:
         msg = f"bg {group}: block {blk}: invalid block bitmap"
-        return [Finding("bbitmap-invalid", f"group {group}", msg, src, group)]
+        return [Ext4Finding("bbitmap-invalid", f"group {group}", msg, src, group)]
     blk = ext4_valid_block_bitmap_padding(im, group, bitmap)
     if blk:
         msg = f"bg {group}: block {blk}: padding at end of block bitmap is not set"
-        return [Finding("bbitmap-padding", f"group {group}", msg, src, group)]
+        return [Ext4Finding("bbitmap-padding", f"group {group}", msg, src, group)]
     return []
 
 
-def ext4_check(src: BlockSource) -> CheckResult:
+def ext4_check(src: BlockSource) -> Ext4CheckResult:
     """Open the image (a :class:`FormatError` when it cannot be read) and run every rule."""
     im = Ext4Image.open(src)
     sb = im.sb
     sb_raw = src.read(C.SUPERBLOCK_OFFSET, C.SUPERBLOCK_SIZE, "ext4 superblock")
-    res = CheckResult()
+    res = Ext4CheckResult()
     f, w = ext4_init_metadata_csum(sb_raw)
     res.findings += f
     res.warnings += w
@@ -348,7 +348,7 @@ def ext4_check(src: BlockSource) -> CheckResult:
         nbits = num_clusters_in_group(sb, g)
         if uninit and g == 0:
             res.findings.append(
-                Finding(
+                Ext4Finding(
                     "bbitmap-uninit-bg0",
                     "group 0",
                     "Block bitmap for bg 0 marked uninitialized",
@@ -366,14 +366,16 @@ def ext4_check(src: BlockSource) -> CheckResult:
                 counted = sum(n for _, n in im.ext4_init_block_bitmap(g))
             except FormatError as e:
                 res.findings.append(
-                    Finding("bbitmap-init", f"group {g}", e.message, "ext4_init_block_bitmap", g)
+                    Ext4Finding(
+                        "bbitmap-init", f"group {g}", e.message, "ext4_init_block_bitmap", g
+                    )
                 )
                 counted_all = False
                 continue
         else:
             if gdp.block_bitmap <= sb.first_data_block:  # in range, but not readable
                 res.findings.append(
-                    Finding(
+                    Ext4Finding(
                         "bbitmap-block",
                         f"group {g}",
                         f"Invalid block bitmap block {gdp.block_bitmap} in block_group {g}",
@@ -390,7 +392,7 @@ def ext4_check(src: BlockSource) -> CheckResult:
         total += counted
         if counted != gdp.free_blocks_count:
             res.findings.append(
-                Finding(
+                Ext4Finding(
                     "group-free-count",
                     f"group {g}",
                     f"Free blocks count wrong for group #{g} ({gdp.free_blocks_count}, "
@@ -401,7 +403,7 @@ def ext4_check(src: BlockSource) -> CheckResult:
             )
     if counted_all and total != sb.free_blocks_count:
         res.warnings.append(
-            Finding(
+            Ext4Finding(
                 "free-count",
                 "superblock",
                 f"Free blocks count wrong ({sb.free_blocks_count}, counted={total}).",

@@ -142,7 +142,7 @@ def _sb_error(field: int, message: str) -> FormatError:
     return FormatError("ext4 superblock", C.SUPERBLOCK_OFFSET + field, message)
 
 
-def parse_superblock(raw: bytes, device_bytes: int | None = None) -> Ext4Superblock:
+def parse_ext4_superblock(raw: bytes, device_bytes: int | None = None) -> Ext4Superblock:
     """Decode the superblock and refuse what ``__ext4_fill_super`` (6.12) refuses before it
     reads the descriptors, in its order and with its messages: :func:`ext4_load_super`,
     :func:`ext4_inode_info_init`, :func:`ext4_block_group_meta_init`,
@@ -505,11 +505,11 @@ class Ext4Image:
 
     @classmethod
     def open(cls, src: BlockSource) -> Ext4Image:
-        """Read and check the superblock against the image's size (:func:`parse_superblock`)
+        """Read and check the superblock against the image's size (:func:`parse_ext4_superblock`)
         and locate the descriptors (:func:`ext4_group_desc_init`); nothing per group is
         read or held until asked for."""
         raw = src.read(C.SUPERBLOCK_OFFSET, C.SUPERBLOCK_SIZE, "ext4 superblock")
-        sb = parse_superblock(raw, src.size)
+        sb = parse_ext4_superblock(raw, src.size)
         return cls(src, sb, ext4_group_desc_init(src, sb))
 
     @property

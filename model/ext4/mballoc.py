@@ -29,8 +29,7 @@ from sortedcontainers import SortedList
 from model.ext4 import constants as C
 from model.ext4.costs import AllocCosts
 from model.ext4.freespace import Geometry, GroupRuns, GroupSource
-
-PAGE_SIZE = 4096
+from model.linux import PAGE_SIZE
 
 
 def fls(x: int) -> int:

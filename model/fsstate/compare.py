@@ -64,7 +64,7 @@ def _jsonable(v: object) -> object:
 
 
 @dataclass
-class CheckResult:
+class CompareResult:
     ops: int = 0
     differences: list[Difference] = field(default_factory=list)
     unmodeled_procs: set[int] = field(default_factory=set)
@@ -103,7 +103,7 @@ def unmodeled_difference(op: Op, e: Unmodeled) -> Difference:
 
 
 def replay_results(
-    model: FsModel, ops: list[Op], res: CheckResult, *, procs_skip: set[int] | None = None
+    model: FsModel, ops: list[Op], res: CompareResult, *, procs_skip: set[int] | None = None
 ) -> None:
     """Apply ``ops`` (already in (proc, seq) order) and record result differences."""
     skip = procs_skip if procs_skip is not None else res.unmodeled_procs
@@ -171,12 +171,12 @@ def check_log(
     root_is_subvol: bool = False,
     faults: Faults | None = None,
     proc_dirs: bool = True,
-) -> CheckResult:
+) -> CompareResult:
     """Replay ``ops`` (each with its logged result) and compare results and, when ``walk``
     is given, the final tree. With ``proc_dirs`` (stress mode) process N owns ``pN`` and an
     unmodelled op skips only that subtree; otherwise it skips the whole tree."""
     model = FsModel(fs, root_is_subvol=root_is_subvol, faults=faults)
-    res = CheckResult(model=model)
+    res = CompareResult(model=model)
     ordered = sorted(ops, key=lambda o: (o.proc, o.seq))
     replay_results(model, ordered, res)
     if walk is not None:

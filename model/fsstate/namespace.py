@@ -27,6 +27,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from model.btrfs.constants import STUB_MODE
 from model.fsstate import ops as op_registry
 from model.fsstate.faults import Faults
 from model.fsstate.oplog import FALLOC_FLAGS, LogError, Op, falloc_mode, write_data
@@ -39,7 +40,6 @@ from model.stat import S_IFDIR, S_IFLNK, S_IFREG
 
 MAXSYMLINKS = 40
 NAMESPACE_FIELDS = ("exists", "type", "subvol", "links")
-STUB_MODE = S_IFDIR | 0o755  # S_IRUGO | S_IWUSR | S_IXUGO, new_simple_dir()
 
 FALLOC_FL_KEEP_SIZE = FALLOC_FLAGS["keep_size"]
 FALLOC_FL_PUNCH_HOLE = FALLOC_FLAGS["punch_hole"]

@@ -43,7 +43,7 @@ from urllib.parse import quote, unquote
 
 from model.fsstate import ops as op_registry
 
-MAGIC = "# fsoracle-oplog 1"
+OPLOG_MAGIC = "# fsoracle-oplog 1"
 SAFE = "/._-|,:+"
 
 
@@ -214,7 +214,7 @@ def parse_log(text: str) -> OpLog:
         if not s:
             continue
         if s.startswith("#"):
-            if s == MAGIC:
+            if s == OPLOG_MAGIC:
                 continue
             for tok in s[1:].split():
                 k, eq, v = tok.partition("=")
@@ -231,7 +231,7 @@ def parse_log(text: str) -> OpLog:
 
 
 def format_log(header: dict[str, str], ops: list[Op]) -> str:
-    lines = [MAGIC]
+    lines = [OPLOG_MAGIC]
     if header:
         lines.append("# " + " ".join(f"{k}={quote(v, safe=SAFE)}" for k, v in header.items()))
     lines += [format_op(op) for op in ops]

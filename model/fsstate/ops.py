@@ -281,7 +281,7 @@ FALLOC_MODES = (
     "zero_range|keep_size",
     "punch_hole",
 )
-BTRFS = ("btrfs",)
+BTRFS_ONLY = ("btrfs",)  # OpSpec.fs of the ops only btrfs has
 
 for _spec in (
     OpSpec(
@@ -398,7 +398,7 @@ for _spec in (
         (Arg("path", NEW),),
         "open(parent, O_DIRECTORY); ioctl(BTRFS_IOC_SUBVOL_CREATE, name)",
         weight=1,
-        fs=BTRFS,
+        fs=BTRFS_ONLY,
         effects=Effects(makes="path", made="subvol"),
     ),
     OpSpec(
@@ -406,7 +406,7 @@ for _spec in (
         (Arg("src", SUBVOL), Arg("path", NEW)),
         "open(src, O_RDONLY); open(parent, O_DIRECTORY); ioctl(BTRFS_IOC_SNAP_CREATE_V2)",
         weight=1,
-        fs=BTRFS,
+        fs=BTRFS_ONLY,
         effects=Effects(makes="path", made="snapshot", source="src", sync="snapshot"),
     ),
     OpSpec(
@@ -414,7 +414,7 @@ for _spec in (
         (Arg("path", SUBVOL),),
         "open(parent, O_DIRECTORY); ioctl(BTRFS_IOC_SNAP_DESTROY, name)",
         weight=1,
-        fs=BTRFS,
+        fs=BTRFS_ONLY,
         effects=Effects(removes=("path",)),
     ),
 ):

@@ -26,8 +26,6 @@ from:
 
 from __future__ import annotations
 
-U32 = 0xFFFF_FFFF
-U64 = 0xFFFF_FFFF_FFFF_FFFF
 NSEC_PER_SEC = 1_000_000_000  # [linux]
 PAGE_CACHE_SHIFT = 12  # [linux] 4 KiB pages (x86-64), as hot_relocate.c moves whole pages
 
@@ -79,10 +77,6 @@ RELOC_RECHECK_MOVES = 30  # hot_do_relocate: re-check SSD usage every 30 hot mov
 TYPE_ROT = 0  # relocation target types (hot_relocq[MAX_RELOC_TYPES])
 TYPE_NONROT = 1
 STORAGE_UNKNOWN = -1  # [2013-VFS] hot_range_item_init: storage_type = -1
-
-# --- errno values hot_relocate_extent can return ---------------------------------------
-ENOENT = 2  # [linux]
-ENOSPC = 28
 
 # --- the seed's claim -------------------------------------------------------------------
 # [seed] "about 5x throughput" in random-read tests "by adding an SSD of about 20% of the

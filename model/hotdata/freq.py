@@ -37,9 +37,8 @@ from model.hotdata.constants import (
     NRR_MULTIPLIER_POWER,
     NRW_COEFF_POWER,
     NRW_MULTIPLIER_POWER,
-    U32,
-    U64,
 )
+from model.linux import U32_MAX, U64
 
 _S64_MAX = (1 << 63) - 1
 
@@ -92,11 +91,11 @@ def hot_freq_calc(old_ns: int, cur_ns: int, avg: int) -> int:
 def hot_freq_update(freq: HotFreqData, write: bool, now_ns: int) -> None:
     """``hot_freq_update(root, ci, write)``: count one access at ``now_ns``."""
     if write:
-        freq.nr_writes = (freq.nr_writes + 1) & U32
+        freq.nr_writes = (freq.nr_writes + 1) & U32_MAX
         freq.avg_delta_writes = hot_freq_calc(freq.last_write_time, now_ns, freq.avg_delta_writes)
         freq.last_write_time = now_ns
     else:
-        freq.nr_reads = (freq.nr_reads + 1) & U32
+        freq.nr_reads = (freq.nr_reads + 1) & U32_MAX
         freq.avg_delta_reads = hot_freq_calc(freq.last_read_time, now_ns, freq.avg_delta_reads)
         freq.last_read_time = now_ns
 
@@ -118,11 +117,11 @@ class TempParts:
         return (
             self.nrr
             + self.nrw
-            + (self.ltr & U32)
-            + (self.ltw & U32)
-            + (self.avr & U32)
-            + (self.avw & U32)
-        ) & U32
+            + (self.ltr & U32_MAX)
+            + (self.ltw & U32_MAX)
+            + (self.avr & U32_MAX)
+            + (self.avw & U32_MAX)
+        ) & U32_MAX
 
 
 def _age_heat(now_ns: int, last_ns: int, divider_power: int) -> int:
@@ -138,21 +137,21 @@ def _avg_heat(avg: int, divider_power: int) -> int:
     """``av?_heat``: ``((u64)-1 - avg) >> DIVIDER``, clamped to (u32)-1."""
     heat = hot_shift(U64 - (avg & U64), divider_power, False)
     if heat >= 1 << 32:
-        return U32
+        return U32_MAX
     return heat
 
 
 def hot_temp_parts(freq: HotFreqData, now_ns: int) -> TempParts:
     """The terms of ``hot_temp_calc`` at ``now_ns``, in the C types and order."""
-    nrr = hot_shift(freq.nr_reads & U32, NRR_MULTIPLIER_POWER, True) & U32
-    nrw = hot_shift(freq.nr_writes & U32, NRW_MULTIPLIER_POWER, True) & U32
+    nrr = hot_shift(freq.nr_reads & U32_MAX, NRR_MULTIPLIER_POWER, True) & U32_MAX
+    nrw = hot_shift(freq.nr_writes & U32_MAX, NRW_MULTIPLIER_POWER, True) & U32_MAX
     ltr = _age_heat(now_ns, freq.last_read_time, LTR_DIVIDER_POWER)
     ltw = _age_heat(now_ns, freq.last_write_time, LTW_DIVIDER_POWER)
     avr = _avg_heat(freq.avg_delta_reads, AVR_DIVIDER_POWER)
     avw = _avg_heat(freq.avg_delta_writes, AVW_DIVIDER_POWER)
     return TempParts(
-        nrr=hot_shift(nrr, 3 - NRR_COEFF_POWER, False) & U32,
-        nrw=hot_shift(nrw, 3 - NRW_COEFF_POWER, False) & U32,
+        nrr=hot_shift(nrr, 3 - NRR_COEFF_POWER, False) & U32_MAX,
+        nrw=hot_shift(nrw, 3 - NRW_COEFF_POWER, False) & U32_MAX,
         ltr=hot_shift(ltr, 3 - LTR_COEFF_POWER, False),
         ltw=hot_shift(ltw, 3 - LTW_COEFF_POWER, False),
         avr=hot_shift(avr, 3 - AVR_COEFF_POWER, False),
@@ -176,31 +175,31 @@ def hot_temp_calc(freq: HotFreqData, now_ns: int) -> int:
     record every 150 s); the tests hold the two together.
     """
     now = now_ns & U64
-    nrr = ((freq.nr_reads << NRR_MULTIPLIER_POWER) & U32) >> _NRR_SHIFT
-    nrw = ((freq.nr_writes << NRW_MULTIPLIER_POWER) & U32) >> _NRW_SHIFT
+    nrr = ((freq.nr_reads << NRR_MULTIPLIER_POWER) & U32_MAX) >> _NRR_SHIFT
+    nrw = ((freq.nr_writes << NRW_MULTIPLIER_POWER) & U32_MAX) >> _NRW_SHIFT
     ltr = ((now - freq.last_read_time) & U64) >> LTR_DIVIDER_POWER
     ltr = 0 if ltr >= _2_32 else _2_32 - ltr
     ltw = ((now - freq.last_write_time) & U64) >> LTW_DIVIDER_POWER
     ltw = 0 if ltw >= _2_32 else _2_32 - ltw
     avr = (U64 - freq.avg_delta_reads) >> AVR_DIVIDER_POWER
     if avr >= _2_32:
-        avr = U32
+        avr = U32_MAX
     avw = (U64 - freq.avg_delta_writes) >> AVW_DIVIDER_POWER
     if avw >= _2_32:
-        avw = U32
+        avw = U32_MAX
     return (
         nrr
         + nrw
-        + ((ltr >> _LTR_SHIFT) & U32)
-        + ((ltw >> _LTW_SHIFT) & U32)
-        + ((avr >> _AVR_SHIFT) & U32)
-        + ((avw >> _AVW_SHIFT) & U32)
-    ) & U32
+        + ((ltr >> _LTR_SHIFT) & U32_MAX)
+        + ((ltw >> _LTW_SHIFT) & U32_MAX)
+        + ((avr >> _AVR_SHIFT) & U32_MAX)
+        + ((avw >> _AVW_SHIFT) & U32_MAX)
+    ) & U32_MAX
 
 
 def hot_temp_bucket(temp: int) -> int:
     """``(u8)hot_shift((u64)temp, 32 - MAP_BITS, false)``: the heat-map bucket, 0..255."""
-    return ((temp & U32) >> (32 - MAP_BITS)) & 0xFF
+    return ((temp & U32_MAX) >> (32 - MAP_BITS)) & 0xFF
 
 
 def hot_is_obsolete(freq: HotFreqData, now_ns: int, kick_ns: int) -> bool:

@@ -39,10 +39,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from errno import ENOENT, ENOSPC
 
 from model.hotdata.constants import (
-    ENOENT,
-    ENOSPC,
     HEAT_MAX_VALUE,
     HIGH_WATER_LEVEL,
     HOT_RELOC_MAX_ITEMS,
@@ -57,9 +56,9 @@ from model.hotdata.constants import (
     TYPE_NONROT,
     TYPE_RANGE,
     TYPE_ROT,
-    U32,
 )
 from model.hotdata.tracking import HotInfo, HotRangeItem
+from model.linux import U32_MAX
 
 
 @dataclass(frozen=True)
@@ -222,7 +221,7 @@ def hot_do_relocate(root: HotInfo, reloc: HotReloc, sizes: Mapping[int, int]) ->
 
     ``sizes`` gives each inode's i_size (an inode missing from it is gone: -ENOENT).
     """
-    reloc.run = (reloc.run + 1) & U32
+    reloc.run = (reloc.run + 1) & U32_MAX
     ratio = hot_update_threshold(reloc, reloc.run % RELOC_THRESH_UPDATE_PERIOD == 0)
     thresh = reloc.thresh
     run = RelocRun(run=reloc.run, ratio=ratio, thresh=thresh, thresh_after=thresh)

@@ -55,7 +55,7 @@ class ReplayResult:
     rewrites: int = 0
 
 
-def replay(trace: Trace, cfg: ReplayConfig | None = None) -> ReplayResult:
+def replay_trace(trace: Trace, cfg: ReplayConfig | None = None) -> ReplayResult:
     """Feed every event to ``hot_update_freqs`` with the timers interleaved."""
     cfg = cfg or ReplayConfig()
     root = HotInfo()

@@ -233,7 +233,7 @@ def format_trace(trace: Trace) -> list[str]:
 
 
 @dataclass(frozen=True)
-class FileExtent:
+class FiemapExtent:
     """One FIEMAP extent: file bytes ``[logical, logical + length)`` at ``physical``."""
 
     inode: int
@@ -249,7 +249,7 @@ class FileExtentMap:
     *logical* addresses, which must first be mapped to this device's byte offsets through
     the chunk tree (:class:`model.btrfs.chunks.ChunkMap`)."""
 
-    def __init__(self, extents: Iterable[FileExtent]) -> None:
+    def __init__(self, extents: Iterable[FiemapExtent]) -> None:
         self._ext = sorted(extents, key=lambda e: e.physical)
         self._starts = [e.physical for e in self._ext]
 

@@ -38,7 +38,6 @@ from model.hotdata.constants import (
     STORAGE_UNKNOWN,
     TYPE_INODE,
     TYPE_RANGE,
-    U32,
 )
 from model.hotdata.freq import (
     HotFreqData,
@@ -47,6 +46,7 @@ from model.hotdata.freq import (
     hot_temp_bucket,
     hot_temp_calc,
 )
+from model.linux import U32_MAX
 
 
 @dataclass(eq=False)
@@ -244,7 +244,7 @@ def hot_range_update(
 def hot_temp_cmp(a: HotCommItem, b: HotCommItem) -> int:
     """``hot_temp_cmp``: ``int diff = a.last_temp - b.last_temp`` (u32 difference read as
     int), hotter first."""
-    diff = (a.freq.last_temp - b.freq.last_temp) & U32
+    diff = (a.freq.last_temp - b.freq.last_temp) & U32_MAX
     if diff >= 1 << 31:
         diff -= 1 << 32
     if diff > 0:

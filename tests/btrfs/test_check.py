@@ -27,7 +27,7 @@ import pytest
 
 from model.blocksource import FileSource
 from model.btrfs import constants as C
-from model.btrfs.check import CheckResult, btrfs_check
+from model.btrfs.check import BtrfsCheckResult, btrfs_check
 from model.btrfs.csum import csum_block
 from model.btrfs.items import (
     BlockGroupItem,
@@ -63,7 +63,7 @@ def progs_check(path: Path, lowmem: bool = False) -> subprocess.CompletedProcess
     return run([*cmd, str(path)])
 
 
-def our_check(path: Path, **kw: bool) -> CheckResult:
+def our_check(path: Path, **kw: bool) -> BtrfsCheckResult:
     with FileSource(path) as src:
         return btrfs_check(BtrfsImage.open(src), **kw)
 
@@ -75,7 +75,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return run([*prog, "btrfs", "check", *args])
 
 
-def text(res: CheckResult) -> str:
+def text(res: BtrfsCheckResult) -> str:
     return "\n".join(str(f) for f in res.findings)
 
 

@@ -22,7 +22,7 @@ import pytest
 
 from model.blocksource import FileSource
 from model.btrfs import constants as C
-from model.btrfs.check import CheckResult, btrfs_check
+from model.btrfs.check import BtrfsCheckResult, btrfs_check
 from model.btrfs.csum import csum_block
 from model.btrfs.items import DevItem, ExtentItem
 from model.btrfs.reader import BtrfsImage
@@ -54,12 +54,12 @@ def progs(path: Path, *extra: str) -> tuple[int, list[str]]:
     return r.returncode, lines
 
 
-def ours(path: Path) -> CheckResult:
+def ours(path: Path) -> BtrfsCheckResult:
     with FileSource(path) as src:
         return btrfs_check(BtrfsImage.open(src))
 
 
-def one(res: CheckResult, code: str, warning: bool = False) -> str:
+def one(res: BtrfsCheckResult, code: str, warning: bool = False) -> str:
     pool = res.warnings if warning else res.findings
     hits = [f for f in pool if f.code == code]
     assert len(hits) == 1, [str(f) for f in res.findings + res.warnings]

@@ -43,6 +43,7 @@ from model.btrfs.csum import csum_block
 from model.btrfs.items import DevItem
 from model.btrfs.reader import BtrfsImage
 from model.errors import FormatError
+from model.linux import U64
 from tests.btrfs.images import make_image
 from tests.btrfs.imgedit import (
     SB_FIELDS,
@@ -336,7 +337,7 @@ def super_mutations(base: Base) -> list[Mutation]:
         ("1<<40", lambda b: 1 << 40),
     ]:
         add(f"cache_generation={label}", "cache_generation", fn)
-    add("cache_generation=-1", "cache_generation", lambda b: C.U64)
+    add("cache_generation=-1", "cache_generation", lambda b: U64)
     add(
         "uuid_tree_generation+5",
         "uuid_tree_generation",

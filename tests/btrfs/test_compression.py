@@ -10,7 +10,7 @@ import pytest
 
 from harness.cli import main
 from model.btrfs import compression as Z
-from model.btrfs.compress_predict import Op, predict
+from model.btrfs.compress_predict import WriteOp, predict
 from model.btrfs.datapattern import pattern_bytes
 
 
@@ -109,8 +109,12 @@ def test_seed_case_differs_between_61_and_612() -> None:
     NOCOMPRESS, so [8K,128K) is written plain; 6.12 has the "single block at offset 0"
     fallback (no flag) and compresses [8K,128K)."""
     ops = "write 0 4K; write 8K 120K; sync; write 256K 128K"
-    p61 = predict("6.1", "compress=zstd", [Op("write", 0, 4096), Op("write", 8192, 122880)])
-    p612 = predict("6.12", "compress=zstd", [Op("write", 0, 4096), Op("write", 8192, 122880)])
+    p61 = predict(
+        "6.1", "compress=zstd", [WriteOp("write", 0, 4096), WriteOp("write", 8192, 122880)]
+    )
+    p612 = predict(
+        "6.12", "compress=zstd", [WriteOp("write", 0, 4096), WriteOp("write", 8192, 122880)]
+    )
     assert p61.inode_flags == ["NOCOMPRESS"]
     assert [e.compression for e in p61.extents] == ["none", "none"]
     assert p612.inode_flags == []
@@ -122,7 +126,7 @@ def test_seed_case_differs_between_61_and_612() -> None:
 
 
 def test_extent_limits() -> None:
-    p = predict("6.12", "compress=zstd", [Op("write", 0, 640 * 1024)], "text")
+    p = predict("6.12", "compress=zstd", [WriteOp("write", 0, 640 * 1024)], "text")
     assert [e.ram_bytes for e in p.extents] == [131072] * 5
     assert all(e.compression == "zstd" and e.disk_num_bytes % 4096 == 0 for e in p.extents)
     # the compressed size must save at least one sector (compressed + blocksize <= input)

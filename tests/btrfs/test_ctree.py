@@ -19,6 +19,7 @@ import random
 import re
 import subprocess
 import time
+from errno import EEXIST, EOVERFLOW
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -29,12 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from model.blocksource import BytesSource, FileSource
 from model.btrfs import constants as C
 from model.btrfs.csum import btrfs_name_hash
-from model.btrfs.ctree import (
-    EEXIST,
-    EOVERFLOW,
-    BtrfsTree,
-    pack_sorted_items,
-)
+from model.btrfs.ctree import BtrfsTree, pack_sorted_items
 from model.btrfs.ctree import Path as BPath
 from model.btrfs.items import Key
 from model.btrfs.reader import BtrfsImage

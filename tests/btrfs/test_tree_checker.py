@@ -26,10 +26,11 @@ from model.btrfs import constants as C
 from model.btrfs import tree_checker as tc
 from model.btrfs.check import btrfs_check
 from model.btrfs.csum import btrfs_name_hash, csum_block
-from model.btrfs.findings import Finding
+from model.btrfs.findings import BtrfsFinding
 from model.btrfs.items import Key
 from model.btrfs.reader import BtrfsImage
 from model.btrfs.treeblock import TreeBlock, parse_tree_block
+from model.linux import U64
 from tests.btrfs.images import VARIANTS
 from tests.btrfs.imgedit import (
     build_leaf,
@@ -47,7 +48,7 @@ from tests.btrfs.imgedit import (
 from tests.tools import require_tool, run
 
 
-def tree_checker_findings(img: BtrfsImage) -> list[Finding]:
+def tree_checker_findings(img: BtrfsImage) -> list[BtrfsFinding]:
     """Walk every tree (the reader runs the checker on each block read) and return the
     tree-checker findings."""
     btrfs_check(img)
@@ -880,7 +881,7 @@ SYNTHETIC: list[tuple[str, int, list[tuple[Key, bytes]], str, int]] = [
             (INO, inode_item(mode=0o40755)),
             (
                 Key(257, C.DIR_ITEM_KEY, btrfs_name_hash(b"a")),
-                dir_entry(Key(2, C.ROOT_ITEM_KEY, C.U64), C.FT_DIR, b"a"),
+                dir_entry(Key(2, C.ROOT_ITEM_KEY, U64), C.FT_DIR, b"a"),
             ),
         ],
         r"invalid location key objectid, have 2 expect \[256, 18446744073709551360\]",

@@ -237,7 +237,10 @@ def test_no_child_sectors_release_their_reservation() -> None:
     """Constructed: a delayed OE [0,64K) sends [0,4K) in a bio, then the file is truncated
     to 32K before the flusher reaches [32K,64K): 8 sectors get no child. Correct: all
     reservations return to zero. With the planted bug they stay reserved."""
-    for fault, leaks in ((W.Fault(), False), (W.Fault(forget_release_no_child=True), True)):
+    for fault, leaks in (
+        (W.WritebackFault(), False),
+        (W.WritebackFault(forget_release_no_child=True), True),
+    ):
         m = W.WritebackModel("delayed", "6.12", fault=fault)
         m.write(0, pattern_bytes("text", 0, 64 * K // 4 * 4))
         m.flush_step()
@@ -263,7 +266,9 @@ def test_planted_bug_is_caught_by_the_property() -> None:
     )
     @given(prog=programs(), data=st.data())
     def prop(prog: list[tuple[object, ...]], data: st.DataObject) -> None:
-        m = W.WritebackModel("delayed", "6.12", fault=W.Fault(forget_release_no_child=True))
+        m = W.WritebackModel(
+            "delayed", "6.12", fault=W.WritebackFault(forget_release_no_child=True)
+        )
         assert run_program(m, prog, data) == []
 
     with pytest.raises(AssertionError) as e:

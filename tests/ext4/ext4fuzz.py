@@ -20,7 +20,7 @@ import struct
 from model.errors import FormatError
 from model.ext4 import constants as C
 from model.ext4.csum import ext4_block_bitmap_csum, ext4_group_desc_csum, ext4_superblock_csum
-from model.ext4.image import Ext4Superblock, descriptor_loc, parse_superblock
+from model.ext4.image import Ext4Superblock, descriptor_loc, parse_ext4_superblock
 
 # (format, name): "B"/"H"/"I"/"Q" integers, "Ns" byte arrays, "I[n]" arrays of integers
 SUPERBLOCK_LAYOUT: list[tuple[str, str]] = [
@@ -186,7 +186,7 @@ assert _SB_SIZE == C.SUPERBLOCK_SIZE and _DESC_SIZE == 64
 def _superblock(buf: bytes | bytearray) -> Ext4Superblock | None:
     """The superblock when it is sane enough to locate the descriptors, else None."""
     try:
-        return parse_superblock(
+        return parse_ext4_superblock(
             bytes(buf[C.SUPERBLOCK_OFFSET : C.SUPERBLOCK_OFFSET + C.SUPERBLOCK_SIZE]), len(buf)
         )
     except FormatError:

@@ -17,7 +17,7 @@ from harness.cli import main as cli_main
 from model.blocksource import BytesSource, FileSource
 from model.errors import FormatError
 from model.ext4 import constants as C
-from model.ext4.image import Ext4Image, ext4_group_desc_init, parse_superblock
+from model.ext4.image import Ext4Image, ext4_group_desc_init, parse_ext4_superblock
 from tests.ext4.ext4fuzz import ext4_fields, fix_ext4_csums
 from tests.tools import require_tool, run
 
@@ -151,7 +151,7 @@ def test_bitmap_block_past_the_end(small_ext4, tmp_path: Path, capsys) -> None: 
 def test_descriptor_table_past_the_end(small_ext4, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     buf = small_ext4("1k")
     raw = buf[C.SUPERBLOCK_OFFSET : C.SUPERBLOCK_OFFSET + C.SUPERBLOCK_SIZE]
-    sb = parse_superblock(raw)  # no device size: the descriptor check is the one that fails
+    sb = parse_ext4_superblock(raw)  # no device size: the descriptor check is the one that fails
     with pytest.raises(FormatError, match="can't read group descriptor 0"):
         ext4_group_desc_init(BytesSource(buf[:2048]), sb)
     # a truncated file: the block count check comes first, as in the kernel

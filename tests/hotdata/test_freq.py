@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.hotdata.constants import TYPE_RANGE, U32, U64
+from model.hotdata.constants import TYPE_RANGE
 from model.hotdata.freq import (
     HotFreqData,
     hot_freq_calc,
@@ -16,6 +16,7 @@ from model.hotdata.freq import (
     hot_temp_calc,
     hot_temp_parts,
 )
+from model.linux import U32_MAX, U64
 
 M32 = 2**32
 M64 = 2**64
@@ -87,7 +88,7 @@ def test_clock_going_back_shifts_arithmetically() -> None:
 
 
 def test_counts_are_u32() -> None:
-    f = freq(nr_reads=U32, nr_writes=U32)
+    f = freq(nr_reads=U32_MAX, nr_writes=U32_MAX)
     hot_freq_update(f, False, 5)
     hot_freq_update(f, True, 5)
     assert (f.nr_reads, f.nr_writes) == (0, 0)
@@ -193,7 +194,7 @@ def test_obsolete_needs_both_read_and_write_idle() -> None:
 
 # --- properties against the independent derivation -----------------------------------
 
-u32 = st.integers(0, U32)
+u32 = st.integers(0, U32_MAX)
 u64 = st.integers(0, U64)
 t63 = st.integers(0, 2**63 - 1)
 

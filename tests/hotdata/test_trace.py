@@ -7,9 +7,9 @@ import pytest
 from model.errors import FormatError
 from model.hotdata.constants import RANGE_SIZE, TYPE_NONROT
 from model.hotdata.freq import hot_temp_bucket, hot_temp_calc
-from model.hotdata.replay import ReplayConfig, replay
+from model.hotdata.replay import ReplayConfig, replay_trace
 from model.hotdata.trace import (
-    FileExtent,
+    FiemapExtent,
     FileExtentMap,
     HotEvent,
     Trace,
@@ -100,8 +100,8 @@ def test_error_offset_is_the_line_start() -> None:
 def test_extent_map_back_to_files() -> None:
     m = FileExtentMap(
         [
-            FileExtent(inode=257, logical=0, physical=1 << 20, length=65536),
-            FileExtent(inode=258, logical=8192, physical=(1 << 20) + 65536, length=4096),
+            FiemapExtent(inode=257, logical=0, physical=1 << 20, length=65536),
+            FiemapExtent(inode=258, logical=8192, physical=(1 << 20) + 65536, length=4096),
         ]
     )
     # a request from 4 KiB before the first extent to 4 KiB past the second one
@@ -120,7 +120,7 @@ def _trace(events: list[HotEvent], sizes: dict[int, int] | None = None) -> Trace
 
 def test_replay_without_timers_is_just_the_updates() -> None:
     evs = [HotEvent(1000, "read", 257, 0, 4096)]
-    res = replay(_trace(evs), ReplayConfig(timers=False))
+    res = replay_trace(_trace(evs), ReplayConfig(timers=False))
     hr = res.root.inodes[257].ranges[0]
     assert res.worker_runs == 0 and not hr.in_list
     assert hot_temp_calc(hr.freq, 1000) == 2149711871  # as in test_freq
@@ -137,7 +137,7 @@ def test_timers_worker_every_150s_and_kthread_every_120s() -> None:
     evs = [HotEvent(1 * S, "write", 257, 0, RANGE_SIZE)]
     evs += [HotEvent(2 * S + i * 1000, "read", 257, 0, 4096) for i in range(3000)]
     tr = _trace(evs, {257: RANGE_SIZE})
-    res = replay(
+    res = replay_trace(
         tr,
         ReplayConfig(nonrot_total=100 * RANGE_SIZE, until_ns=250 * S),
     )
@@ -155,7 +155,7 @@ def test_timers_worker_every_150s_and_kthread_every_120s() -> None:
 def test_moves_are_written_back_and_counted() -> None:
     evs = [HotEvent(1 * S, "write", 257, 0, RANGE_SIZE)]
     evs += [HotEvent(2 * S + i * 1000, "read", 257, 0, 4096) for i in range(3000)]
-    res = replay(
+    res = replay_trace(
         _trace(evs, {257: RANGE_SIZE}),
         ReplayConfig(nonrot_total=100 * RANGE_SIZE, until_ns=300 * S, rewrite_delay_ns=30 * S),
     )
@@ -167,5 +167,5 @@ def test_moves_are_written_back_and_counted() -> None:
 
 def test_delete_event_forgets_the_inode() -> None:
     evs = [HotEvent(1, "read", 257, 0, 1), HotEvent(2, "delete", 257)]
-    res = replay(_trace(evs), ReplayConfig(timers=False))
+    res = replay_trace(_trace(evs), ReplayConfig(timers=False))
     assert res.root.inodes == {}

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.cache import cache_dir
 from tests.tools import require_tool, run
+from vm.cache import cache_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 PATCHES = ROOT / "patches"

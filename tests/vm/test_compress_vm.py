@@ -41,6 +41,7 @@ from harness.compress.kernel_zstd import KERNEL_ZSTANDARD, available, compress_f
 from harness.compress.render import render_run
 from model.btrfs import compression as Z
 from model.btrfs.compress_predict import enumerate_outcomes
+from model.linux import SZ_4K
 
 pytestmark = pytest.mark.vm
 
@@ -87,7 +88,7 @@ def test_layout_matches_model(
     vm_tools: None, kernel_spec: str, case: Case, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     run = _run(kernel_spec, "deterministic", tmp_path_factory)
-    kernel = Z.check_kernel(kernel_spec)
+    kernel = Z.check_modelled_kernel(kernel_spec)
     res = _result(run, case)
     assert res.flusher_writebacks == 0, "the flusher wrote the file back during the ops"
     cmp = compare_case(kernel, case, res.result)
@@ -99,7 +100,7 @@ def test_layout_matches_model(
     for off, want, got in cmp.disk_off:
         e = next(e for e in cmp.predicted.extents if e.offset == off)
         assert not e.exact, f"@{off}: exact size {want} predicted, the kernel wrote {got}"
-        assert abs(want - got) < Z.SZ_4K, f"@{off}: {want} vs {got}: more than a sector"
+        assert abs(want - got) < SZ_4K, f"@{off}: {want} vs {got}: more than a sector"
     assert cmp.ok
 
 
@@ -109,7 +110,7 @@ def test_ordered_extents_match_model(
     vm_tools: None, kernel_spec: str, case: Case, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     run = _run(kernel_spec, "deterministic", tmp_path_factory)
-    kernel = Z.check_kernel(kernel_spec)
+    kernel = Z.check_modelled_kernel(kernel_spec)
     res = _result(run, case)
     oc = compare_ordered(kernel, case, res.trace)
     (m_add, k_add), (m_fin, k_fin) = oc.added, oc.finished
@@ -120,7 +121,7 @@ def test_ordered_extents_match_model(
     assert oc.splits == 0
     model_disk = {(p.file_offset, p.num_bytes): p.disk_num_bytes for p in oc.predicted}
     for e in res.trace:
-        assert abs(e.disk_len - model_disk[(e.file_offset, e.length)]) < Z.SZ_4K
+        assert abs(e.disk_len - model_disk[(e.file_offset, e.length)]) < SZ_4K
         if e.compress_type == Z.BTRFS_COMPRESS_NONE:
             assert e.disk_len == e.length
 
@@ -131,7 +132,7 @@ def test_racy_outcome_is_enumerated(
     vm_tools: None, kernel_spec: str, case: Case, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     run = _run(kernel_spec, "racy", tmp_path_factory)
-    kernel = Z.check_kernel(kernel_spec)
+    kernel = Z.check_modelled_kernel(kernel_spec)
     res = _result(run, case)
     outs = enumerate_outcomes(
         kernel,
@@ -162,7 +163,7 @@ def test_zstd_sizes_are_the_kernels(
 ) -> None:
     """With the kernel's zstd version (harness/compress/kernel_zstd.py) every zstd extent's size is
     predicted exactly, and its frame on disk is that library's output byte for byte."""
-    kernel = Z.check_kernel(kernel_spec)
+    kernel = Z.check_modelled_kernel(kernel_spec)
     if not available(kernel):
         version, release = KERNEL_ZSTANDARD[kernel]
         _missing(f"python-zstandard {release} (zstd {version}) for {kernel}: make deps")
