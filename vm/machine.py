@@ -568,6 +568,7 @@ class Machine:
         self._proc = None
         self._ended_by = None
         self._disks.clear()
+        self._disk_seq = itertools.count()  # the next try's drives get the same node names
         return str(self.log_dir / f"*.try{attempt}")
 
     def _qemu_log_tail(self) -> str:
